@@ -1,0 +1,42 @@
+# clinical_ner: every target runs inside the project-local .venv that `make install` creates.
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+SHARED ?= $(abspath ../shared/data)
+export PHARMACONER_DIR ?= $(SHARED)/pharmaconer
+export CLINICAL_NER_CORPORA ?= $(SHARED)/corpora
+
+.DEFAULT_GOAL := help
+.PHONY: help install test test-fast lint format bench train clean
+
+help:  ## list targets
+	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
+
+install:  ## create .venv and install the project + dev tools with the tested pins
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -c constraints.txt torch
+	$(BIN)/pip install -q -c constraints.txt -e ".[dev]"
+
+test:  ## run the whole test suite (corpus tests use PHARMACONER_DIR)
+	$(BIN)/python -m pytest -q
+
+test-fast:  ## unit tests only (no end-to-end training)
+	$(BIN)/python -m pytest -q -m "not slow"
+
+lint:  ## ruff check + format check
+	$(BIN)/ruff check clinical_ner tests scripts
+	$(BIN)/ruff format --check clinical_ner tests scripts
+
+format:  ## ruff autofix + format
+	$(BIN)/ruff check --fix clinical_ner tests scripts
+	$(BIN)/ruff format clinical_ner tests scripts
+
+bench:  ## throughput: our Lightning pipeline vs. HF Trainer, and padding efficiency
+	$(BIN)/python scripts/bench_tokencls.py
+
+train:  ## the main command at tiny scale
+	$(BIN)/python -m clinical_ner.train approach=tokencls model=llama2 corpus=none
+
+clean:  ## remove run outputs (keeps .venv)
+	rm -rf outputs multirun/* .pytest_cache

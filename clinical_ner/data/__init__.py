@@ -1,0 +1,1 @@
+"""Data layer: BRAT documents, the PharmaCoNER corpus, span <-> tag conversion, datamodules."""

@@ -1,0 +1,30 @@
+"""User errors: one clear line on stderr and a non-zero exit, never a traceback."""
+
+from __future__ import annotations
+
+import functools
+import sys
+from collections.abc import Callable
+from typing import TypeVar
+
+T = TypeVar("T")
+
+EXIT_USER_ERROR = 2
+
+
+class UserError(Exception):
+    """A mistake in the user's input or configuration; the message is one self-contained line."""
+
+
+def cli(main: Callable[..., T]) -> Callable[..., T]:
+    """Wrap a command-line entry point so a UserError prints `error: ...` and exits with code 2."""
+
+    @functools.wraps(main)
+    def wrapper(*args, **kwargs):
+        try:
+            return main(*args, **kwargs)
+        except UserError as err:
+            print(f"error: {err}", file=sys.stderr)
+            sys.exit(EXIT_USER_ERROR)
+
+    return wrapper
