@@ -1,0 +1,183 @@
+"""Typed schema of the Hydra config: every yaml in conf/ is merged onto these dataclasses at compose time,
+so a misspelt key or a wrong type fails in a second instead of after an hour of training."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING
+
+
+@dataclass
+class ArchConfig:
+    """Architecture traits of a Llama checkpoint (the real one in conf/model, the toy one in conf/scale)."""
+
+    vocab_size: int = MISSING
+    hidden_size: int = MISSING
+    intermediate_size: int = MISSING
+    num_layers: int = MISSING
+    num_heads: int = MISSING
+    num_kv_heads: int = MISSING
+    max_position_embeddings: int = MISSING
+    rope_theta: float = 10000.0
+    rope_scaling: dict[str, Any] | None = None  # Llama 3.1/3.2 "llama3" frequency scaling
+    tie_word_embeddings: bool = False
+    rms_norm_eps: float = 1e-5
+
+
+@dataclass
+class ModelConfig:
+    """A Llama family: its Hugging Face ids, tokenizer kind and real architecture."""
+
+    family: str = MISSING
+    hf_id: str = MISSING  # base checkpoint (token classification, continual pretraining)
+    instruct_id: str = MISSING  # instruct checkpoint (seq2seq)
+    path: str | None = None  # a local checkpoint folder instead of the hub id
+    tokenizer_kind: str = MISSING  # sentencepiece_bpe (Llama 2) | byte_level_bpe (Llama 3.x)
+    arch: ArchConfig = field(default_factory=ArchConfig)
+
+
+@dataclass
+class ScaleConfig:
+    """`tiny`: the family's architecture at toy size, random init, local tokenizer. `paper`: real weights."""
+
+    name: str = MISSING
+    pretrained: bool = MISSING  # load weights with from_pretrained (paper) or build randomly (tiny)
+    # Toy sizes (ignored when pretrained); kv heads are derived from the family's GQA ratio.
+    hidden_size: int = 256
+    intermediate_size: int = 512  # multiple of 32: bitsandbytes 4-bit needs it
+    num_layers: int = 4
+    num_heads: int = 4
+    vocab_size: int = 8000
+    max_position_embeddings: int = 2048
+    dtype: str = "float32"  # weights dtype when loading (paper: bfloat16)
+
+
+@dataclass
+class LoraConfig:
+    """peft LoRA settings (used when `approach.finetune=lora`)."""
+
+    r: int = 12
+    alpha: int = 32
+    dropout: float = 0.1
+    target_modules: list[str] = field(
+        default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+    )
+
+
+@dataclass
+class ApproachConfig:
+    """How the decoder is used for NER."""
+
+    name: str = MISSING
+    attention: str = "bidirectional"  # bidirectional | causal
+    label_position: str = "all"  # all | first | last sub-token of each word
+    ill_formed: str = "begin"  # an I- without B-: begin a span (conlleval) | drop it
+    max_length: int = 256  # sub-tokens per window, BOS included
+    stride: int = 32  # overlap between windows of a long sentence
+    finetune: str = "full"  # full | lora
+    lora: LoraConfig = field(default_factory=LoraConfig)
+    embedding_dropout: float = 0.0  # on input embeddings; Llama has no hidden dropout of its own
+    token_dropout: float = 0.0  # replace input ids by pad/unk with this probability while training
+
+
+@dataclass
+class CorpusConfig:
+    """Continual-pretraining corpus (`none` skips the stage)."""
+
+    name: str = "none"
+
+
+@dataclass
+class DataConfig:
+    """Where the NER corpus comes from and how it is batched."""
+
+    name: str = MISSING  # pharmaconer | synthetic
+    root: str | None = None  # folder with train/ dev/ test/; else $PHARMACONER_DIR, else the cache
+    download: bool = False  # fetch the official release into the cache when nothing else is found
+    types: list[str] | None = None  # entity types; null = read from the training data
+    batch_size: int = 32
+    eval_batch_size: int = 64
+    num_workers: int = 0
+    group_by_length: bool = True  # sort windows by length inside mega-batches: less padding
+    mega_batch_factor: int = 50  # batches per length-sorted pool
+    train_limit: int | None = None  # first N training documents (quick runs)
+    eval_limit: int | None = None  # first N dev/test documents (quick runs)
+
+
+@dataclass
+class OptimConfig:
+    """Optimizer and schedule; `optimizer` is a `_partial_` factory so the module never names a class."""
+
+    optimizer: Any = MISSING
+    lr: float = MISSING
+    warmup_ratio: float = 0.1
+    min_lr_ratio: float = 0.1  # cosine decays to lr * min_lr_ratio
+
+
+@dataclass
+class TrainerConfig:
+    """Lightning Trainer options (fine-tuning only)."""
+
+    accelerator: str = "auto"
+    devices: Any = 1
+    strategy: str = "auto"
+    precision: str = "bf16-mixed"
+    max_epochs: int = 10
+    max_steps: int = -1
+    accumulate_grad_batches: int = 1
+    gradient_clip_val: float | None = 1.0
+    val_check_interval: Any = 1.0
+    check_val_every_n_epoch: int = 1
+    log_every_n_steps: int = 20
+    deterministic: bool = False
+    num_sanity_val_steps: int = 0
+    enable_progress_bar: bool = True
+    compile: bool = False  # torch.compile the backbone
+    threads: int | None = None  # torch intra-op threads on CPU; null = all cores
+    early_stopping_patience: int | None = None  # epochs without dev-F1 gain before stopping
+
+
+@dataclass
+class WandbConfig:
+    project: str = "clinical_ner"
+    entity: str | None = None
+    mode: str | None = None  # null: $WANDB_MODE, else offline
+    group: str | None = None
+    tags: list[str] = field(default_factory=list)
+
+
+@dataclass
+class LoggerConfig:
+    name: str = "wandb"  # wandb | csv | none
+    wandb: WandbConfig = field(default_factory=WandbConfig)
+    log_text: bool = False  # clinical text never leaves the machine unless the user opts in
+
+
+@dataclass
+class TrainConfig:
+    """One run: compose model x corpus x approach x scale."""
+
+    model: ModelConfig = field(default_factory=ModelConfig)
+    scale: ScaleConfig = field(default_factory=ScaleConfig)
+    approach: ApproachConfig = field(default_factory=ApproachConfig)
+    corpus: CorpusConfig = field(default_factory=CorpusConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    logger: LoggerConfig = field(default_factory=LoggerConfig)
+    seed: int = 42
+    cache_dir: str | None = None  # tokenizers, downloads; null = $CLINICAL_NER_CACHE or ~/.cache/clinical_ner
+    ckpt_path: str | None = None  # `last` resumes an interrupted run from its last checkpoint
+    save_model: bool = True
+    output_dir: str = MISSING  # filled from Hydra's run dir
+
+
+def register_configs() -> None:
+    """Register the schema so conf/train.yaml can list it first in its defaults."""
+    ConfigStore.instance().store(name="train_schema", node=TrainConfig)
+
+
+register_configs()

@@ -1,0 +1,155 @@
+"""Backbones: build a family's toy Llama (scale=tiny) or load the real checkpoint (scale=paper), switch the
+attention direction, and wrap with LoRA."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+
+import torch
+from transformers import (
+    AutoModelForTokenClassification,
+    LlamaConfig,
+    LlamaForTokenClassification,
+    PreTrainedModel,
+    PreTrainedTokenizerBase,
+)
+
+from clinical_ner.config import LoraConfig, ModelConfig, ScaleConfig
+from clinical_ner.errors import UserError
+
+log = logging.getLogger(__name__)
+
+TOKEN_CLS_HEAD = "score"  # LlamaForTokenClassification's linear head
+
+
+def set_attention_direction(model: torch.nn.Module, bidirectional: bool) -> None:
+    """Make every attention layer causal or bidirectional.
+
+    `config.is_causal=False` makes transformers build a bidirectional padding mask, but when a batch has no
+    padding under `sdpa` no mask is built and the kernel falls back to each attention module's own
+    `is_causal`, so the flag is set on every module too (tests/test_backbone.py proves both cases).
+    """
+    model.config.is_causal = not bidirectional
+    for module in model.modules():
+        if module is not model and "is_causal" in vars(module):  # attention layers keep their own flag
+            module.is_causal = not bidirectional
+
+
+def is_bidirectional(model: torch.nn.Module) -> bool:
+    """True when the model's config says its attention is bidirectional."""
+    return not getattr(model.config, "is_causal", True)
+
+
+def kv_heads_at(num_heads: int, arch_heads: int, arch_kv_heads: int) -> int:
+    """Keep the family's grouped-query ratio at another head count (e.g. 32/8 -> 4/1)."""
+    ratio = max(1, arch_heads // arch_kv_heads)
+    kv = max(1, num_heads // ratio)
+    while num_heads % kv:  # must divide the head count
+        kv -= 1
+    return kv
+
+
+def tiny_llama_config(
+    model_cfg: ModelConfig, scale: ScaleConfig, tokenizer: PreTrainedTokenizerBase, **extra
+) -> LlamaConfig:
+    """The family's architecture traits (rope, GQA ratio, tied embeddings) at toy size."""
+    arch = model_cfg.arch
+    rope = {"rope_type": "default", "rope_theta": float(arch.rope_theta)}
+    if arch.rope_scaling:
+        rope = {**dict(arch.rope_scaling), "rope_theta": float(arch.rope_theta)}
+    return LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=scale.hidden_size,
+        intermediate_size=scale.intermediate_size,
+        num_hidden_layers=scale.num_layers,
+        num_attention_heads=scale.num_heads,
+        num_key_value_heads=kv_heads_at(scale.num_heads, arch.num_heads, arch.num_kv_heads),
+        max_position_embeddings=scale.max_position_embeddings,
+        rms_norm_eps=arch.rms_norm_eps,
+        rope_parameters=rope,
+        tie_word_embeddings=arch.tie_word_embeddings,
+        pad_token_id=tokenizer.pad_token_id,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        **extra,
+    )
+
+
+def checkpoint_source(model_cfg: ModelConfig, instruct: bool = False) -> str:
+    """A local folder (`model.path`) wins over the hub id."""
+    return model_cfg.path or (model_cfg.instruct_id if instruct else model_cfg.hf_id)
+
+
+def _dtype(name: str) -> torch.dtype:
+    return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[name]
+
+
+def build_token_classifier(
+    model_cfg: ModelConfig,
+    scale: ScaleConfig,
+    tokenizer: PreTrainedTokenizerBase,
+    labels: Sequence[str],
+    bidirectional: bool,
+) -> PreTrainedModel:
+    """A Llama token classifier with `len(labels)` outputs, random toy weights or real pretrained ones."""
+    id2label = dict(enumerate(labels))
+    label2id = {label: i for i, label in id2label.items()}
+    if scale.pretrained:
+        source = checkpoint_source(model_cfg)
+        try:
+            model = AutoModelForTokenClassification.from_pretrained(
+                source,
+                num_labels=len(labels),
+                id2label=id2label,
+                label2id=label2id,
+                dtype=_dtype(scale.dtype),
+                trust_remote_code=False,
+                use_safetensors=True,
+            )
+        except OSError as err:
+            raise UserError(
+                f"cannot load weights '{source}' ({str(err).splitlines()[0]}); "
+                "log in to Hugging Face with access to the Llama repos, or set model.path=DIR to a local copy"
+            ) from None
+        if model.config.pad_token_id is None:
+            model.config.pad_token_id = tokenizer.pad_token_id
+    else:
+        config = tiny_llama_config(
+            model_cfg, scale, tokenizer, num_labels=len(labels), id2label=id2label, label2id=label2id
+        )
+        model = LlamaForTokenClassification(config)
+    set_attention_direction(model, bidirectional)
+    return model
+
+
+def load_token_classifier(path: str, dtype: torch.dtype | None = None) -> PreTrainedModel:
+    """Reload a saved token classifier; the attention direction stored in its config is re-applied."""
+    model = AutoModelForTokenClassification.from_pretrained(
+        path, trust_remote_code=False, use_safetensors=True, dtype=dtype
+    )
+    set_attention_direction(model, is_bidirectional(model))
+    return model
+
+
+def apply_lora(model: PreTrainedModel, lora: LoraConfig, task_type: str, modules_to_save: list[str] | None):
+    """Wrap with peft LoRA adapters; `modules_to_save` keeps fully trained heads (e.g. `score`)."""
+    from peft import LoraConfig as PeftLoraConfig
+    from peft import get_peft_model
+
+    peft_config = PeftLoraConfig(
+        r=lora.r,
+        lora_alpha=lora.alpha,
+        lora_dropout=lora.dropout,
+        target_modules=list(lora.target_modules),
+        task_type=task_type,
+        modules_to_save=modules_to_save,
+    )
+    return get_peft_model(model, peft_config)
+
+
+def count_parameters(model: torch.nn.Module) -> tuple[int, int]:
+    """(trainable, total) parameter counts."""
+    total = sum(p.numel() for p in model.parameters())
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    return trainable, total
