@@ -1,0 +1,87 @@
+"""Length-grouped batches and dynamic padding: most of a batch's tokens are real, not padding."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+
+import torch
+from torch.utils.data import Sampler
+
+
+class LengthGroupedBatchSampler(Sampler[list[int]]):
+    """Shuffle, cut into pools of `batch_size * mega_batch_factor`, sort each pool by length, batch it,
+    then shuffle the batches. Seeded by (seed, epoch): same seed, same order."""
+
+    def __init__(
+        self,
+        lengths: Sequence[int],
+        batch_size: int,
+        seed: int,
+        mega_batch_factor: int = 50,
+        group_by_length: bool = True,
+    ) -> None:
+        self.lengths = list(lengths)
+        self.batch_size = batch_size
+        self.seed = seed
+        self.pool = batch_size * mega_batch_factor
+        self.group_by_length = group_by_length
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        """Lightning calls this at each epoch start so every epoch gets a new, reproducible order."""
+        self.epoch = epoch
+
+    def batches(self) -> list[list[int]]:
+        """All batches of the current epoch."""
+        generator = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+        order = torch.randperm(len(self.lengths), generator=generator).tolist()
+        batches: list[list[int]] = []
+        for start in range(0, len(order), self.pool):
+            pool = order[start : start + self.pool]
+            if self.group_by_length:
+                pool.sort(key=lambda i: self.lengths[i], reverse=True)
+            batches += [pool[i : i + self.batch_size] for i in range(0, len(pool), self.batch_size)]
+        shuffled = torch.randperm(len(batches), generator=generator).tolist()
+        return [batches[i] for i in shuffled]
+
+    def __iter__(self) -> Iterator[list[int]]:
+        return iter(self.batches())
+
+    def __len__(self) -> int:
+        # pools are whole multiples of batch_size, so only the last pool can end in a short batch
+        return sum(
+            -(-min(self.pool, len(self.lengths) - start) // self.batch_size)
+            for start in range(0, len(self.lengths), self.pool)
+        )
+
+
+def eval_batches(lengths: Sequence[int], batch_size: int) -> list[list[int]]:
+    """Deterministic evaluation batches: longest first, so similar lengths share a batch."""
+    order = sorted(range(len(lengths)), key=lambda i: lengths[i], reverse=True)
+    return [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+
+
+class PadCollator:
+    """Right-pad `input_ids` with `pad_id`, `labels` with -100, and build the attention mask."""
+
+    def __init__(self, pad_id: int, label_pad: int = -100) -> None:
+        self.pad_id = pad_id
+        self.label_pad = label_pad
+
+    def __call__(self, items: list[dict]) -> dict[str, torch.Tensor]:
+        width = max(len(item["input_ids"]) for item in items)
+        batch = {
+            "input_ids": torch.full((len(items), width), self.pad_id, dtype=torch.long),
+            "attention_mask": torch.zeros((len(items), width), dtype=torch.long),
+            "index": torch.tensor([item["index"] for item in items], dtype=torch.long),
+        }
+        has_labels = "labels" in items[0]
+        if has_labels:
+            batch["labels"] = torch.full((len(items), width), self.label_pad, dtype=torch.long)
+        for row, item in enumerate(items):
+            n = len(item["input_ids"])
+            batch["input_ids"][row, :n] = torch.tensor(item["input_ids"])
+            batch["attention_mask"][row, :n] = 1
+            if has_labels:
+                batch["labels"][row, :n] = torch.tensor(item["labels"])
+        return batch

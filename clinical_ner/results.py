@@ -1,0 +1,41 @@
+"""`results.json`: the one record of a run, read by reports and by resumed sweeps.
+
+Schema (version 1; later stages add keys, never rename them):
+
+- `schema_version` (int), `status`: `complete` | `failed`; `error`: the one-line error when failed
+- `approach`, `model`, `corpus`, `scale`, `seed`: the run's coordinates; `config`: the resolved config
+- `dev`, `test`: `precision`, `recall`, `f1` (official PharmaCoNER rule, `codalab`: UNCLEAR ignored),
+  `tp`, `fp`, `fn`, `documents`, `per_type` {type: {precision, recall, f1, tp, fp, fn, support}},
+  `seqeval_f1` (strict IOB2 over labelled sub-tokens), `missing_predictions`
+- `train`: `seconds` (fit wall time), `tokens` (real tokens trained on), `tokens_per_s` (inside training steps),
+  `steps`, `epochs`, `best_epoch`, `peak_memory_mb`, `parameters`, `trainable_parameters`
+- `inference`: `documents`, `seconds`, `documents_per_s` (test prediction and decoding)
+- `pretrain`: null when `corpus=none`
+"""
+
+from __future__ import annotations
+
+import resource
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from clinical_ner.io_utils import atomic_write_json
+
+SCHEMA_VERSION = 1
+RESULTS_FILE = "results.json"
+
+
+def peak_memory_mb() -> float:
+    """Peak GPU memory allocated when on CUDA, else the process's peak resident set size."""
+    if torch.cuda.is_available() and torch.cuda.max_memory_allocated() > 0:
+        return torch.cuda.max_memory_allocated() / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
+
+
+def write_results(run_dir: Path, results: dict[str, Any]) -> Path:
+    """Write `results.json` atomically (temp file + rename): a reader never sees half a file."""
+    path = Path(run_dir) / RESULTS_FILE
+    atomic_write_json(path, {"schema_version": SCHEMA_VERSION, **results})
+    return path
