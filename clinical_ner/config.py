@@ -4,10 +4,29 @@ so a misspelt key or a wrong type fails in a second instead of after an hour of 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from enum import Enum
 from typing import Any
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
+
+
+class Choice(str, Enum):
+    """A closed set of string options, checked at compose time; compares and prints as its value."""
+
+    def __str__(self) -> str:
+        return self.value
+
+
+TokenizerKind = Choice(
+    "TokenizerKind", {"sentencepiece_bpe": "sentencepiece_bpe", "byte_level_bpe": "byte_level_bpe"}
+)
+Attention = Choice("Attention", {"bidirectional": "bidirectional", "causal": "causal"})
+LabelPosition = Choice("LabelPosition", {"all": "all", "first": "first", "last": "last"})
+IllFormed = Choice("IllFormed", {"begin": "begin", "drop": "drop"})
+Finetune = Choice("Finetune", {"full": "full", "lora": "lora"})
+DataName = Choice("DataName", {"pharmaconer": "pharmaconer", "synthetic": "synthetic"})
+LoggerName = Choice("LoggerName", {"wandb": "wandb", "csv": "csv", "none": "none"})
 
 
 @dataclass
@@ -35,7 +54,7 @@ class ModelConfig:
     hf_id: str = MISSING  # base checkpoint (token classification, continual pretraining)
     instruct_id: str = MISSING  # instruct checkpoint (seq2seq)
     path: str | None = None  # a local checkpoint folder instead of the hub id
-    tokenizer_kind: str = MISSING  # sentencepiece_bpe (Llama 2) | byte_level_bpe (Llama 3.x)
+    tokenizer_kind: TokenizerKind = MISSING  # sentencepiece_bpe (Llama 2) | byte_level_bpe (Llama 3.x)
     arch: ArchConfig = field(default_factory=ArchConfig)
 
 
@@ -72,12 +91,12 @@ class ApproachConfig:
     """How the decoder is used for NER."""
 
     name: str = MISSING
-    attention: str = "bidirectional"  # bidirectional | causal
-    label_position: str = "all"  # all | first | last sub-token of each word
-    ill_formed: str = "begin"  # an I- without B-: begin a span (conlleval) | drop it
+    attention: Attention = Attention.bidirectional
+    label_position: LabelPosition = LabelPosition.all  # all sub-tokens | first | last of each word
+    ill_formed: IllFormed = IllFormed.begin  # an I- without B-: begin a span (conlleval) | drop it
     max_length: int = 256  # sub-tokens per window, BOS included
     stride: int = 32  # overlap between windows of a long sentence
-    finetune: str = "full"  # full | lora
+    finetune: Finetune = Finetune.full
     lora: LoraConfig = field(default_factory=LoraConfig)
     embedding_dropout: float = 0.0  # on input embeddings; Llama has no hidden dropout of its own
     token_dropout: float = 0.0  # replace input ids by pad/unk with this probability while training
@@ -94,7 +113,7 @@ class CorpusConfig:
 class DataConfig:
     """Where the NER corpus comes from and how it is batched."""
 
-    name: str = MISSING  # pharmaconer | synthetic
+    name: DataName = MISSING
     root: str | None = None  # folder with train/ dev/ test/; else $PHARMACONER_DIR, else the cache
     download: bool = False  # fetch the official release into the cache when nothing else is found
     types: list[str] | None = None  # entity types; null = read from the training data
@@ -151,7 +170,7 @@ class WandbConfig:
 
 @dataclass
 class LoggerConfig:
-    name: str = "wandb"  # wandb | csv | none
+    name: LoggerName = LoggerName.wandb
     wandb: WandbConfig = field(default_factory=WandbConfig)
     log_text: bool = False  # clinical text never leaves the machine unless the user opts in
 

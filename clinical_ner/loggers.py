@@ -32,7 +32,14 @@ def make_logger(cfg: TrainConfig, run_dir: Path) -> Logger | None:
             name=run_name(cfg),
             group=wandb.group,
             job_type=cfg.approach.name,
-            tags=[cfg.model.family, cfg.corpus.name, cfg.approach.name, cfg.scale.name, f"seed{cfg.seed}", *wandb.tags],
+            tags=[
+                cfg.model.family,
+                cfg.corpus.name,
+                cfg.approach.name,
+                cfg.scale.name,
+                f"seed{cfg.seed}",
+                *wandb.tags,
+            ],
             save_dir=str(run_dir),
             mode=mode,
         )

@@ -12,8 +12,15 @@ from clinical_ner.models.backbone import kv_heads_at, load_token_classifier, set
 def tiny_model(attn: str, bidirectional: bool) -> LlamaForTokenClassification:
     torch.manual_seed(0)
     config = LlamaConfig(
-        vocab_size=50, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
-        num_key_value_heads=2, num_labels=3, pad_token_id=0, attn_implementation=attn,
+        vocab_size=50,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        num_labels=3,
+        pad_token_id=0,
+        attn_implementation=attn,
     )
     model = LlamaForTokenClassification(config).eval()
     set_attention_direction(model, bidirectional)

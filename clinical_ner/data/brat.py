@@ -25,7 +25,7 @@ _OFFSET = re.compile(r"[0-9]+|-[0-9]+")
 _LABEL_LIKE = re.compile(r"[A-Za-z0-9_\-\[\]]{1,40}")
 
 
-def _read_utf8(path: Path) -> str:
+def read_text(path: Path) -> str:
     """Decode a whole file as UTF-8 without newline translation (offsets count every character)."""
     try:
         data = path.read_bytes()
@@ -123,13 +123,13 @@ def read_document(txt_path: Path, types: Collection[str] | None = None) -> Docum
     txt_path = Path(txt_path)
     if not txt_path.is_file():
         raise UserError(f"{txt_path}: text file not found")
-    text = _read_utf8(txt_path)
+    text = read_text(txt_path)
     doc_id = txt_path.stem
     ann_path = txt_path.with_suffix(".ann")
     if not ann_path.exists():
         return Document(id=doc_id, text=text, spans=[])
     spans: set[Span] = set()
-    for lineno, raw_line in enumerate(_read_utf8(ann_path).split("\n"), start=1):
+    for lineno, raw_line in enumerate(read_text(ann_path).split("\n"), start=1):
         line = raw_line.rstrip("\r")
         # Notes (#), normalisations (N), attributes (A/M), relations (R), events (E), equivalences (*) are ignored.
         if not line.startswith("T"):

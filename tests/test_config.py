@@ -1,0 +1,68 @@
+"""Every config group option composes against the typed schema; typos fail at compose time."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from hydra.errors import ConfigCompositionException
+from omegaconf import OmegaConf
+
+import clinical_ner.config  # noqa: F401  (registers the schema)
+
+CONF = Path(__file__).resolve().parent.parent / "conf"
+
+
+def options(group: str) -> list[str]:
+    return sorted(p.stem for p in (CONF / group).glob("*.yaml"))
+
+
+def compose_train(overrides: list[str]):
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        return compose("train", overrides=overrides)
+
+
+GROUPS = ["model", "scale", "approach", "corpus", "data", "trainer", "logger"]
+
+
+@pytest.mark.parametrize("group,option", [(g, o) for g in GROUPS for o in options(g)])
+def test_every_option_composes(group, option):
+    cfg = compose_train([f"{group}={option}"])
+    OmegaConf.to_container(cfg, resolve=False, throw_on_missing=False)
+    assert cfg[group] is not None
+
+
+@pytest.mark.parametrize("model", options("model"))
+@pytest.mark.parametrize("scale", options("scale"))
+def test_model_x_scale_composes_with_recipe(model, scale):
+    cfg = compose_train([f"model={model}", f"scale={scale}"])
+    assert cfg.optim.lr > 0
+    assert cfg.model.hf_id.startswith("meta-llama/")
+    if scale == "paper":
+        assert cfg.approach.finetune == "lora" and cfg.approach.lora.r == 12 and cfg.approach.lora.alpha == 32
+        assert cfg.optim.lr == pytest.approx(1e-4)
+
+
+@pytest.mark.parametrize("bad", ["trainer.max_stepz=5", "approach.label_positon=last", "model=llama4"])
+def test_typos_fail_at_compose_time(bad):
+    with pytest.raises(ConfigCompositionException):
+        compose_train([bad])
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        "trainer.max_steps=five",
+        "seed=abc",
+        "approach.attention=bidirectionl",
+        "approach.label_position=middle",
+    ],
+)
+def test_wrong_types_fail_at_compose_time(bad):
+    with pytest.raises(ConfigCompositionException):
+        compose_train([bad])
+
+
+def test_trainer_max_steps_override():
+    assert compose_train(["trainer.max_steps=5"]).trainer.max_steps == 5

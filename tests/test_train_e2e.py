@@ -1,0 +1,142 @@
+"""Tiny end-to-end runs through the real entry point: synthetic corpus, real PharmaCoNER classes, all families."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+
+import clinical_ner.config  # noqa: F401  (registers the schema)
+from clinical_ner.data.synthetic import synthetic_splits
+from clinical_ner.data.types import Document
+from clinical_ner.metrics.span_scorer import parse_official_ann
+from clinical_ner.predict import tag_documents
+from clinical_ner.train import run
+
+CONF = Path(__file__).resolve().parent.parent / "conf"
+QUIET = ["logger=none", "trainer.enable_progress_bar=false", "trainer.threads=2"]
+
+
+@pytest.fixture(scope="session")
+def cache(tmp_path_factory) -> Path:
+    """One tokenizer cache for the whole session: each family's tokenizer is trained once."""
+    path = tmp_path_factory.mktemp("cache")
+    os.environ["CLINICAL_NER_CACHE"] = str(path)
+    return path
+
+
+def train(tmp_path: Path, overrides: list[str]) -> dict:
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = compose("train", overrides=[*QUIET, f"output_dir={tmp_path}", *overrides])
+    return run(cfg)
+
+
+@pytest.mark.slow
+def test_synthetic_run_learns_and_reloads_exactly(tmp_path, cache):
+    results = train(tmp_path, ["data=synthetic", "trainer.max_epochs=12", "data.batch_size=8"])
+    assert results["status"] == "complete"
+    assert results["test"]["f1"] >= 0.8, results["test"]
+    assert set(results["test"]["per_type"]) == {"DOSIS", "FARMACO", "SINTOMA"}
+    test_files = sorted((tmp_path / "predictions" / "test").glob("*.ann"))
+    assert len(test_files) == 20
+    # the saved model, reloaded through from_pretrained, predicts exactly what the run predicted
+    docs = [Document(d.id, d.text) for d in synthetic_splits()["test"]]
+    reloaded = tag_documents(tmp_path / "model", docs)
+    for doc in docs:
+        written = parse_official_ann(tmp_path / "predictions" / "test" / f"{doc.id}.ann")
+        assert {(s.type, s.start, s.end) for s in reloaded[doc.id]} == written
+    assert sum(len(s) for s in reloaded.values()) > 0
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("model", ["llama2", "llama3", "llama3_1", "llama3_2"])
+def test_every_family_runs_on_real_classes(tmp_path, cache, pharmaconer_dir, model):
+    results = train(
+        tmp_path,
+        [
+            f"model={model}",
+            f"data.root={pharmaconer_dir}",
+            "trainer.max_steps=5",
+            "data.train_limit=20",
+            "data.eval_limit=5",
+            "scale.hidden_size=64",
+            "scale.num_layers=2",
+            "scale.intermediate_size=128",
+        ],
+    )
+    assert results["status"] == "complete"
+    assert results["train"]["steps"] == 5
+    assert set(results["test"]["per_type"]) >= {"NORMALIZABLES", "PROTEINAS"}
+    assert len(list((tmp_path / "predictions" / "test").glob("*.ann"))) == 5
+    saved = json.loads((tmp_path / "model" / "config.json").read_text())
+    assert saved["is_causal"] is False
+    assert saved["num_labels"] == 9  # O + B/I x 4 PharmaCoNER types
+
+
+def write_bad_corpus(root: Path, kind: str) -> Path:
+    """A valid synthetic corpus with one defect of the given kind in train/; returns the broken file."""
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "clinical_ner.data.synthetic",
+            "--out",
+            str(root),
+            "--n-train",
+            "3",
+            "--n-dev",
+            "2",
+            "--n-test",
+            "2",
+        ],
+        check=True,
+        capture_output=True,
+    )
+    txt = sorted((root / "train").glob("*.txt"))[0]
+    ann = txt.with_suffix(".ann")
+    if kind == "undecodable":
+        txt.write_bytes(b"Paciente con \xff\xfe fiebre.\n")
+        return txt
+    lines = ann.read_text(encoding="utf-8").splitlines()
+    mention_id, rest = lines[0].split("\t", 1)
+    fields = rest.split("\t")
+    label, start, end = fields[0].split()
+    broken = {
+        "malformed": f"{mention_id}\t{label} {start}",
+        "non_integer": f"{mention_id}\t{label} {start} x{end}\t{fields[1]}",
+        "out_of_range": f"{mention_id}\t{label} {start} 999999\t{fields[1]}",
+    }[kind]
+    ann.write_text("\n".join([broken, *lines[1:]]) + "\n", encoding="utf-8")
+    return ann
+
+
+@pytest.mark.parametrize("kind", ["malformed", "non_integer", "out_of_range", "undecodable"])
+def test_bad_input_gives_one_line_error(tmp_path, kind):
+    broken = write_bad_corpus(tmp_path / "corpus", kind)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "clinical_ner.train",
+            "data=synthetic",
+            f"data.root={tmp_path / 'corpus'}",
+            "logger=none",
+            f"hydra.run.dir={tmp_path / 'run'}",
+        ],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "CLINICAL_NER_CACHE": str(tmp_path / "cache")},
+    )
+    assert proc.returncode == 2
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "Traceback" not in proc.stderr
+    assert str(broken) in errors[0]
+    if kind != "undecodable":
+        assert f"{broken}:1" in errors[0]  # names the line
+    record = json.loads((tmp_path / "run" / "results.json").read_text())
+    assert record["status"] == "failed" and record["error"] == errors[0].removeprefix("error: ")
