@@ -3,16 +3,21 @@
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import lightning as L
 
 
 class TrainStepTimer(L.Callback):
-    """Seconds spent inside training batches (validation excluded) and the real tokens they held."""
+    """Seconds spent inside training batches (validation excluded) and the real tokens they held.
+
+    Padded batches count their attention mask; packed batches (no mask, no padding) count every position.
+    """
 
     def __init__(self) -> None:
         self.seconds = 0.0
         self.tokens = 0
+        self.steps = 0
         self._start = 0.0
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
@@ -20,8 +25,26 @@ class TrainStepTimer(L.Callback):
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         self.seconds += time.perf_counter() - self._start
-        self.tokens += int(batch["attention_mask"].sum())
+        mask = batch.get("attention_mask")
+        self.tokens += int(mask.sum()) if mask is not None else int(batch["input_ids"].numel())
+        self.steps += 1
 
     @property
     def tokens_per_s(self) -> float:
         return self.tokens / self.seconds if self.seconds else 0.0
+
+
+class EpochWeightsSaver(L.Callback):
+    """`save_pretrained` of the module's `.model` (and tokenizer) into `<folder>/epoch-<n>/` after each epoch."""
+
+    def __init__(self, folder: Path, tokenizer=None) -> None:
+        self.folder = Path(folder)
+        self.tokenizer = tokenizer
+        self.saved: list[Path] = []
+
+    def on_train_epoch_end(self, trainer, pl_module) -> None:
+        target = self.folder / f"epoch-{trainer.current_epoch + 1}"
+        pl_module.model.save_pretrained(target)
+        if self.tokenizer is not None:
+            self.tokenizer.save_pretrained(target)
+        self.saved.append(target)

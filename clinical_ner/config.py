@@ -27,6 +27,8 @@ IllFormed = Choice("IllFormed", {"begin": "begin", "drop": "drop"})
 Finetune = Choice("Finetune", {"full": "full", "lora": "lora"})
 DataName = Choice("DataName", {"pharmaconer": "pharmaconer", "synthetic": "synthetic"})
 LoggerName = Choice("LoggerName", {"wandb": "wandb", "csv": "csv", "none": "none"})
+CorpusName = Choice("CorpusName", {"none": "none", "es": "es", "en": "en", "bilingual": "bilingual"})
+FlopsMethod = Choice("FlopsMethod", {"measure": "measure", "formula": "formula"})
 
 
 @dataclass
@@ -104,9 +106,42 @@ class ApproachConfig:
 
 @dataclass
 class CorpusConfig:
-    """Continual-pretraining corpus (`none` skips the stage)."""
+    """Continual-pretraining corpus (`none` skips the stage): `es`, `en` or `bilingual` (both)."""
 
-    name: str = "none"
+    name: CorpusName = CorpusName.none
+    root: str | None = None  # folder holding en/ and es/; else $CLINICAL_NER_CORPORA
+    es_ratio: float | None = None  # bilingual: Spanish share of training tokens; null = all of both
+    val_fraction: float = 0.1  # documents of each language held out for validation perplexity
+    seed: int = 0  # held-out split and mix; apart from the run seed so every seed shares the weights
+
+
+@dataclass
+class PretrainConfig:
+    """Continual causal-LM pretraining settings, apart from `trainer.*` (which is fine-tuning only)."""
+
+    block_size: int = 256  # tokens per packed block
+    batch_size: int = 16  # blocks per step
+    epochs: int = 2  # passes over the training blocks; the weights after each one are kept
+    use_epoch: int = 2  # which epoch's weights feed fine-tuning (1-based, <= epochs)
+    max_tokens: int | None = None  # training tokens per epoch (a seeded subset of blocks); null = all
+    eval_max_tokens: int | None = None  # cap on each perplexity set (corpus held-out, PharmaCoNER dev)
+    optimizer: Any = MISSING  # `_partial_` factory: AdamW betas (0.9, 0.95), weight decay 0.1
+    lr: float = MISSING
+    warmup_ratio: float = 0.05
+    min_lr_ratio: float = 0.1  # cosine decays to lr * min_lr_ratio
+    gradient_clip_val: float = 1.0
+    accelerator: str = "auto"
+    devices: Any = 1
+    precision: str = "bf16-mixed"  # falls back to 16-mixed on GPUs without bf16
+    gradient_checkpointing: bool = False
+    seed: int = 0  # init of a random (tiny) base and block order; apart from the run seed
+    log_every_n_steps: int = 10
+    enable_progress_bar: bool = False
+    flops: FlopsMethod = FlopsMethod.measure  # FLOPs per batch: counted on the meta device, or 6 * N * tokens
+    # Peak FLOP/s per device that MFU divides by; null = Lightning's table (GPUs), else the CPU values below.
+    peak_tflops: float | None = None
+    cpu_peak_tflops_bf16: float = 2.0  # 2 AVX-512/AMX cores measured at 1.5-2.5 TFLOP/s bf16 (DESIGN.md)
+    cpu_peak_tflops_fp32: float = 0.4  # the same cores measured at ~0.4 TFLOP/s fp32 matmul (DESIGN.md)
 
 
 @dataclass
@@ -183,6 +218,7 @@ class TrainConfig:
     scale: ScaleConfig = field(default_factory=ScaleConfig)
     approach: ApproachConfig = field(default_factory=ApproachConfig)
     corpus: CorpusConfig = field(default_factory=CorpusConfig)
+    pretrain: PretrainConfig = field(default_factory=PretrainConfig)
     data: DataConfig = field(default_factory=DataConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)

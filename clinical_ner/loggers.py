@@ -44,3 +44,9 @@ def make_logger(cfg: TrainConfig, run_dir: Path) -> Logger | None:
             mode=mode,
         )
     raise UserError(f"unknown logger '{name}' (expected wandb, csv or none)")
+
+
+def finish_logger(logger: Logger | None, exit_code: int = 0) -> None:
+    """Close a W&B run (marked failed when exit_code != 0) so it never stays 'running'."""
+    if isinstance(logger, WandbLogger) and logger._experiment is not None:
+        logger.experiment.finish(exit_code=exit_code)

@@ -10,7 +10,19 @@ Schema (version 1; later stages add keys, never rename them):
 - `train`: `seconds` (fit wall time), `tokens` (real tokens trained on), `tokens_per_s` (inside training steps),
   `steps`, `epochs`, `best_epoch`, `peak_memory_mb`, `parameters`, `trainable_parameters`
 - `inference`: `documents`, `seconds`, `documents_per_s` (test prediction and decoding)
-- `pretrain`: null when `corpus=none`
+- `pretrain`: null when `corpus=none`; otherwise (clinical_ner/tasks/pretrain_run.py):
+  - `cache_hit` (bool: the weights came from the cache, nothing was trained), `seconds` (what this run spent in
+    the stage: lookup + verification on a hit, corpus preparation + training + saving on a miss), `weights`
+    (the `epoch-<use_epoch>` folder that fed fine-tuning), `epochs`, `use_epoch` (the paper's Epoch column)
+  - `val_ppl_before`, `val_ppl_after` (the corpus's held-out documents), `pharmaconer_dev_ppl_before`,
+    `pharmaconer_dev_ppl_after` (the NER data's dev texts), all packed like training; "after" = after `use_epoch`;
+    `perplexity_by_epoch` lists {`val`, `pharmaconer_dev`} before training and after each epoch
+  - the remaining keys describe the run that trained the weights (repeated from the cache manifest on a hit):
+    `tokens` (training tokens processed, all epochs), `tokens_per_epoch`, `dropped_tokens` (final partial
+    block), `eval_tokens`, `documents` (per language train/val, mixed train), `steps`, `parameters`,
+    `train_seconds` (inside training steps), `fit_seconds`, `tokens_per_s`, `flops_per_token` (`flops_method`:
+    `measure` = torch FlopCounterMode on the meta device, `formula` = 6 x non-embedding parameters), `peak_tflops`
+    (what MFU divides by: Lightning's GPU table, else `pretrain.cpu_peak_tflops_*`), `mfu`, `precision`
 """
 
 from __future__ import annotations

@@ -45,18 +45,20 @@ def run(cfg: DictConfig) -> dict:
     run_dir.mkdir(parents=True, exist_ok=True)
     if cfg.trainer.threads:
         torch.set_num_threads(cfg.trainer.threads)
-    L.seed_everything(cfg.seed, workers=True, verbose=False)
-    if cfg.corpus.name != "none":
-        raise UserError(
-            f"corpus={cfg.corpus.name}: continual pretraining is not available yet; use corpus=none"
-        )
-    if cfg.approach.name == "tokencls":
-        from clinical_ner.tasks.tokencls_run import run_tokencls
-
-        sections = run_tokencls(cfg, run_dir)
-    else:
+    if cfg.approach.name != "tokencls":
         raise UserError(f"approach={cfg.approach.name} is not available yet; use approach=tokencls")
-    return {"status": "complete", **coordinates(cfg), **sections, "pretrain": None}
+    pretrain, init_from = None, None
+    if cfg.corpus.name != "none":
+        from clinical_ner.tasks.pretrain_run import run_pretrain
+
+        outcome = run_pretrain(cfg, run_dir)
+        pretrain, init_from = outcome.section, outcome.weights
+    # seeded after pretraining, so fine-tuning is the same whether the weights were trained or cached
+    L.seed_everything(cfg.seed, workers=True, verbose=False)
+    from clinical_ner.tasks.tokencls_run import run_tokencls
+
+    sections = run_tokencls(cfg, run_dir, init_from=init_from)
+    return {"status": "complete", **coordinates(cfg), **sections, "pretrain": pretrain}
 
 
 def coordinates(cfg: DictConfig) -> dict:

@@ -23,7 +23,7 @@ def compose_train(overrides: list[str]):
         return compose("train", overrides=overrides)
 
 
-GROUPS = ["model", "scale", "approach", "corpus", "data", "trainer", "logger"]
+GROUPS = ["model", "scale", "approach", "corpus", "pretrain", "data", "trainer", "logger"]
 
 
 @pytest.mark.parametrize("group,option", [(g, o) for g in GROUPS for o in options(g)])

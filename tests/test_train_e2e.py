@@ -75,7 +75,7 @@ def test_every_family_runs_on_real_classes(tmp_path, cache, pharmaconer_dir, mod
     assert len(list((tmp_path / "predictions" / "test").glob("*.ann"))) == 5
     saved = json.loads((tmp_path / "model" / "config.json").read_text())
     assert saved["is_causal"] is False
-    assert saved["num_labels"] == 9  # O + B/I x 4 PharmaCoNER types
+    assert len(saved["id2label"]) == 9  # O + B/I x 4 PharmaCoNER types
 
 
 def write_bad_corpus(root: Path, kind: str) -> Path:
@@ -140,3 +140,39 @@ def test_bad_input_gives_one_line_error(tmp_path, kind):
         assert f"{broken}:1" in errors[0]  # names the line
     record = json.loads((tmp_path / "run" / "results.json").read_text())
     assert record["status"] == "failed" and record["error"] == errors[0].removeprefix("error: ")
+
+
+@pytest.mark.slow
+def test_resume_from_last_checkpoint(tmp_path, cache):
+    first = train(tmp_path, ["data=synthetic", "trainer.max_steps=4", "data.batch_size=16"])
+    assert first["train"]["steps"] == 4 and (tmp_path / "checkpoints" / "last.ckpt").is_file()
+    resumed = train(
+        tmp_path, ["data=synthetic", "trainer.max_steps=8", "data.batch_size=16", "ckpt_path=last"]
+    )
+    assert resumed["train"]["steps"] == 8
+    assert resumed["train"]["tokens"] < first["train"]["tokens"] * 1.5  # only the 4 new steps were trained
+
+
+@pytest.mark.slow
+def test_wandb_offline_run_holds_no_document_text(tmp_path, cache, monkeypatch):
+    monkeypatch.delenv("WANDB_MODE", raising=False)
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = compose(
+            "train",
+            overrides=[
+                "logger=wandb",
+                "trainer.enable_progress_bar=false",
+                f"output_dir={tmp_path}",
+                "data=synthetic",
+                "trainer.max_steps=3",
+            ],
+        )
+    assert run(cfg)["status"] == "complete"
+    runs = list((tmp_path / "wandb").glob("offline-run-*"))
+    assert len(runs) == 1
+    sentences = [
+        line for doc in synthetic_splits()["train"][:20] for line in doc.text.split(". ") if len(line) > 25
+    ]
+    blob = b"".join(p.read_bytes() for p in runs[0].rglob("*") if p.is_file())
+    assert not any(s.encode() in blob for s in sentences)

@@ -8,8 +8,10 @@ from collections.abc import Sequence
 
 import torch
 from transformers import (
+    AutoModelForCausalLM,
     AutoModelForTokenClassification,
     LlamaConfig,
+    LlamaForCausalLM,
     LlamaForTokenClassification,
     PreTrainedModel,
     PreTrainedTokenizerBase,
@@ -85,17 +87,57 @@ def _dtype(name: str) -> torch.dtype:
     return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[name]
 
 
+def _hub_error(source: str, err: OSError) -> UserError:
+    return UserError(
+        f"cannot load weights '{source}' ({str(err).splitlines()[0]}); "
+        "log in to Hugging Face with access to the Llama repos, or set model.path=DIR to a local copy"
+    )
+
+
+def build_causal_lm(
+    model_cfg: ModelConfig, scale: ScaleConfig, tokenizer: PreTrainedTokenizerBase
+) -> PreTrainedModel:
+    """A causal-LM Llama for continual pretraining: the real base checkpoint, or the toy one (random init,
+    seeded by the caller)."""
+    if not scale.pretrained:
+        return LlamaForCausalLM(tiny_llama_config(model_cfg, scale, tokenizer))
+    source = checkpoint_source(model_cfg)
+    try:
+        model = AutoModelForCausalLM.from_pretrained(
+            source, dtype=_dtype(scale.dtype), trust_remote_code=False, use_safetensors=True
+        )
+    except OSError as err:
+        raise _hub_error(source, err) from None
+    if model.config.pad_token_id is None:
+        model.config.pad_token_id = tokenizer.pad_token_id
+    return model
+
+
 def build_token_classifier(
     model_cfg: ModelConfig,
     scale: ScaleConfig,
     tokenizer: PreTrainedTokenizerBase,
     labels: Sequence[str],
     bidirectional: bool,
+    init_from: str | None = None,
 ) -> PreTrainedModel:
-    """A Llama token classifier with `len(labels)` outputs, random toy weights or real pretrained ones."""
+    """A Llama token classifier with `len(labels)` outputs: random toy weights or the real pretrained ones, or
+    (`init_from`) the backbone of a continually pretrained causal-LM folder with a fresh `score` head."""
     id2label = dict(enumerate(labels))
     label2id = {label: i for i, label in id2label.items()}
-    if scale.pretrained:
+    if init_from is not None:
+        # the causal LM's `model.*` weights load into the classifier; `lm_head` is dropped, `score` is new
+        model = LlamaForTokenClassification.from_pretrained(
+            init_from,
+            num_labels=len(labels),
+            id2label=id2label,
+            label2id=label2id,
+            dtype=_dtype(scale.dtype),
+            use_safetensors=True,
+        )
+        if model.config.pad_token_id is None:
+            model.config.pad_token_id = tokenizer.pad_token_id
+    elif scale.pretrained:
         source = checkpoint_source(model_cfg)
         try:
             model = AutoModelForTokenClassification.from_pretrained(
@@ -108,10 +150,7 @@ def build_token_classifier(
                 use_safetensors=True,
             )
         except OSError as err:
-            raise UserError(
-                f"cannot load weights '{source}' ({str(err).splitlines()[0]}); "
-                "log in to Hugging Face with access to the Llama repos, or set model.path=DIR to a local copy"
-            ) from None
+            raise _hub_error(source, err) from None
         if model.config.pad_token_id is None:
             model.config.pad_token_id = tokenizer.pad_token_id
     else:
@@ -120,7 +159,7 @@ def build_token_classifier(
         )
         model = LlamaForTokenClassification(config)
     set_attention_direction(model, bidirectional)
-    return model
+    return model.train()  # from_pretrained returns eval mode, which would silence dropout while fine-tuning
 
 
 def load_token_classifier(path: str, dtype: torch.dtype | None = None) -> PreTrainedModel:

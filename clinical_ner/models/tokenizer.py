@@ -207,3 +207,11 @@ def _check_same(trained: PreTrainedTokenizerFast, loaded: PreTrainedTokenizerFas
             )
     if len(trained) != len(loaded) or loaded.pad_token_id != trained.pad_token_id:
         raise RuntimeError("reloaded tokenizer differs in vocabulary size or pad token")
+
+
+def tokenizer_fingerprint(tokenizer: PreTrainedTokenizerFast) -> str:
+    """Hex sha256 of a fast tokenizer's full definition (vocabulary, merges, pre-tokenizer, specials)."""
+    digest = hashlib.sha256(tokenizer.backend_tokenizer.to_str().encode("utf-8"))
+    specials = [tokenizer.bos_token_id, tokenizer.eos_token_id, tokenizer.pad_token_id, len(tokenizer)]
+    digest.update(json.dumps(specials).encode())
+    return digest.hexdigest()

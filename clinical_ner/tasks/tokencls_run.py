@@ -18,7 +18,7 @@ from clinical_ner.data.ner_corpus import corpus_types, limit_splits, load_ner_sp
 from clinical_ner.data.tagging import bio_labels
 from clinical_ner.data.tokencls_datamodule import TokenClsDataModule
 from clinical_ner.io_utils import atomic_write_json
-from clinical_ner.loggers import make_logger
+from clinical_ner.loggers import finish_logger, make_logger
 from clinical_ner.models.backbone import TOKEN_CLS_HEAD, apply_lora, build_token_classifier, count_parameters
 from clinical_ner.models.factory import make_tokenizer
 from clinical_ner.paths import cache_dir
@@ -86,8 +86,11 @@ def _load_best(module: TokenClsModule, checkpoint: ModelCheckpoint) -> int | Non
     return int(state.get("epoch", -1))
 
 
-def run_tokencls(cfg: TrainConfig, run_dir: Path) -> dict:
-    """Train, select, predict test, write predictions and the model; return the results sections."""
+def run_tokencls(cfg: TrainConfig, run_dir: Path, init_from: Path | None = None) -> dict:
+    """Train, select, predict test, write predictions and the model; return the results sections.
+
+    `init_from`: a continually pretrained causal-LM folder whose backbone replaces the base weights.
+    """
     cache = cache_dir(cfg.cache_dir)
     full = load_ner_splits(cfg.data, cache)
     labels = bio_labels(corpus_types(cfg.data, full))
@@ -99,7 +102,12 @@ def run_tokencls(cfg: TrainConfig, run_dir: Path) -> dict:
 
     approach = cfg.approach
     model = build_token_classifier(
-        cfg.model, cfg.scale, tokenizer, labels, bidirectional=approach.attention == "bidirectional"
+        cfg.model,
+        cfg.scale,
+        tokenizer,
+        labels,
+        bidirectional=approach.attention == "bidirectional",
+        init_from=str(init_from) if init_from is not None else None,
     )
     if approach.finetune == "lora":
         model = apply_lora(model, approach.lora, "TOKEN_CLS", modules_to_save=[TOKEN_CLS_HEAD])
@@ -144,7 +152,11 @@ def run_tokencls(cfg: TrainConfig, run_dir: Path) -> dict:
     trainer = _trainer(cfg, run_dir, callbacks, logger)
 
     fit_start = time.perf_counter()
-    trainer.fit(module, datamodule=data, ckpt_path=cfg.ckpt_path)
+    try:
+        trainer.fit(module, datamodule=data, ckpt_path=cfg.ckpt_path)
+    except BaseException:
+        finish_logger(logger, exit_code=1)
+        raise
     fit_seconds = time.perf_counter() - fit_start
     best_epoch = _load_best(module, checkpoint)
 

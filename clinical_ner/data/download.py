@@ -1,0 +1,268 @@
+"""Fetch continual-pretraining text from the public drug-label services (needs network).
+
+    python -m clinical_ner.data.download dailymed --limit 500 --out $CLINICAL_NER_CORPORA/en/dailymed
+    python -m clinical_ner.data.download cima --limit 500 --out $CLINICAL_NER_CORPORA/es/cima
+
+`dailymed`: NLM DailyMed web services v2: the SPL list (`spls.json`, paginated) and each label's SPL XML
+(`spls/{setid}.xml`), saved as `<setid>.xml` exactly as served (the corpus reader extracts the text).
+`cima`: the AEMPS CIMA REST API: the medicine list (`medicamentos`, paginated) and, per medicine, the segmented
+ficha tecnica (SmPC, tipoDoc 1) and/or prospecto (leaflet, tipoDoc 2) (`docSegmentado/contenido/{tipo}`),
+HTML stripped, written as JSON Lines `{"id", "text"}` to `cima.jsonl`.
+
+Files already present are kept (a rerun resumes). Check each service's terms before redistributing the text:
+DailyMed/openFDA labels are public domain; CIMA's reuse terms are not verified here (see the corpora SOURCE.md).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Iterator
+from html.parser import HTMLParser
+from pathlib import Path
+
+from clinical_ner.errors import UserError, cli
+from clinical_ner.io_utils import atomic_write_text
+
+log = logging.getLogger(__name__)
+
+DAILYMED_API = "https://dailymed.nlm.nih.gov/dailymed/services/v2"
+CIMA_API = "https://cima.aemps.es/cima/rest"
+CIMA_DOC_TYPES = {"ft": 1, "p": 2}  # ficha tecnica (SmPC), prospecto (package leaflet)
+USER_AGENT = "clinical_ner-corpus-download/0.1 (research; +https://github.com)"
+TIMEOUT_S = 60
+RETRIES = 3
+
+
+def fetch(url: str, accept: str = "application/json", retries: int = RETRIES) -> bytes:
+    """GET `url`; retries transient failures (network errors, HTTP 429/5xx) with a growing pause."""
+    request = urllib.request.Request(url, headers={"Accept": accept, "User-Agent": USER_AGENT})
+    for attempt in range(1, retries + 1):
+        try:
+            with urllib.request.urlopen(request, timeout=TIMEOUT_S) as response:
+                return response.read()
+        except urllib.error.HTTPError as err:
+            if err.code not in (429, 500, 502, 503, 504) or attempt == retries:
+                raise
+        except urllib.error.URLError:
+            if attempt == retries:
+                raise
+        time.sleep(2**attempt)
+    raise AssertionError("unreachable")
+
+
+def fetch_json(url: str) -> object:
+    """GET and parse a JSON response."""
+    try:
+        return json.loads(fetch(url).decode("utf-8"))
+    except json.JSONDecodeError as err:
+        raise UserError(f"{url}: the service answered with something that is not JSON ({err})") from None
+
+
+# ---------------------------------------------------------------------------------------------- DailyMed
+
+
+def dailymed_setids(limit: int, query: str | None, page_size: int = 100) -> Iterator[str]:
+    """SPL set ids from the paginated `spls.json` list (optionally `drug_name=query`), at most `limit`."""
+    page, seen = 1, 0
+    while seen < limit:
+        params = {"page": page, "pagesize": min(page_size, 100)}
+        if query:
+            params["drug_name"] = query
+        listing = fetch_json(f"{DAILYMED_API}/spls.json?{urllib.parse.urlencode(params)}")
+        entries = listing.get("data") or []
+        for entry in entries:
+            if seen >= limit:
+                return
+            seen += 1
+            yield entry["setid"]
+        total_pages = int((listing.get("metadata") or {}).get("total_pages") or page)
+        if not entries or page >= total_pages:
+            return
+        page += 1
+
+
+def download_dailymed(out: Path, limit: int, query: str | None = None, delay: float = 0.2) -> list[Path]:
+    """Save up to `limit` SPL XML files as `<out>/<setid>.xml`; returns the files (existing ones kept)."""
+    out.mkdir(parents=True, exist_ok=True)
+    files = []
+    for setid in dailymed_setids(limit, query):
+        path = out / f"{setid}.xml"
+        if not path.exists():
+            xml = fetch(f"{DAILYMED_API}/spls/{urllib.parse.quote(setid)}.xml", accept="application/xml")
+            atomic_write_text(path, xml.decode("utf-8"))
+            time.sleep(delay)  # be polite to a free public service
+        files.append(path)
+    return files
+
+
+# ---------------------------------------------------------------------------------------------- CIMA
+
+
+class _HtmlText(HTMLParser):
+    """HTML to plain text: block elements end lines, scripts and styles are dropped."""
+
+    BLOCKS = {"p", "div", "li", "tr", "br", "h1", "h2", "h3", "h4", "h5", "h6", "table", "ul", "ol"}
+
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.lines: list[str] = []
+        self._parts: list[str] = []
+        self._skip = 0
+
+    def handle_starttag(self, tag, attrs) -> None:
+        if tag in ("script", "style"):
+            self._skip += 1
+        elif tag in self.BLOCKS:
+            self._flush()
+        elif tag in ("td", "th"):
+            self._parts.append(" | ")
+
+    def handle_endtag(self, tag) -> None:
+        if tag in ("script", "style"):
+            self._skip = max(0, self._skip - 1)
+        elif tag in self.BLOCKS:
+            self._flush()
+
+    def handle_data(self, data) -> None:
+        if not self._skip:
+            self._parts.append(data)
+
+    def _flush(self) -> None:
+        line = " ".join("".join(self._parts).split()).strip(" |")
+        if line:
+            self.lines.append(line)
+        self._parts = []
+
+    def text(self) -> str:
+        self._flush()
+        return "\n".join(self.lines)
+
+
+def html_to_text(html: str) -> str:
+    """Plain text of an HTML fragment, one block per line."""
+    parser = _HtmlText()
+    parser.feed(html)
+    parser.close()
+    return parser.text()
+
+
+def cima_medicines(limit: int, query: str | None) -> Iterator[dict]:
+    """Medicines from the paginated `medicamentos` search (optionally `nombre=query`), at most `limit`."""
+    page, seen = 1, 0
+    while seen < limit:
+        params = {"pagina": page}
+        if query:
+            params["nombre"] = query
+        listing = fetch_json(f"{CIMA_API}/medicamentos?{urllib.parse.urlencode(params)}")
+        results = listing.get("resultados") or []
+        for medicine in results:
+            if seen >= limit:
+                return
+            seen += 1
+            yield medicine
+        total = int(listing.get("totalFilas") or 0)
+        size = int(listing.get("tamanioPagina") or len(results) or 1)
+        if not results or page * size >= total:
+            return
+        page += 1
+
+
+def cima_document_text(nregistro: str, doc_type: int) -> str:
+    """Section titles and text of one segmented document, or "" when the medicine has none of that type."""
+    url = f"{CIMA_API}/docSegmentado/contenido/{doc_type}?{urllib.parse.urlencode({'nregistro': nregistro})}"
+    try:
+        body = fetch(url)
+    except urllib.error.HTTPError as err:
+        if err.code in (204, 404):
+            return ""
+        raise
+    if not body.strip():  # medicines without a segmented document of this type
+        return ""
+    try:
+        sections = json.loads(body.decode("utf-8"))
+    except json.JSONDecodeError as err:
+        raise UserError(f"{url}: the service answered with something that is not JSON ({err})") from None
+    if isinstance(sections, dict):  # tolerate a wrapped list
+        sections = sections.get("secciones") or sections.get("resultados") or []
+    blocks = []
+    for section in sections or []:
+        title = " ".join(str(section.get(key) or "") for key in ("seccion", "titulo")).strip()
+        body = html_to_text(str(section.get("contenido") or ""))
+        blocks.append("\n".join(part for part in (title, body) if part))
+    return "\n\n".join(block for block in blocks if block)
+
+
+def download_cima(
+    out: Path, limit: int, query: str | None = None, docs: tuple[str, ...] = ("ft", "p"), delay: float = 0.2
+) -> Path:
+    """Append up to `limit` medicines' documents to `<out>/cima.jsonl` (ids `cima:<nregistro>:<ft|p>`);
+    ids already in the file are skipped, so a rerun resumes."""
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / "cima.jsonl"
+    done = set()
+    if path.exists():
+        done = {
+            json.loads(line)["id"] for line in path.read_text(encoding="utf-8").splitlines() if line.strip()
+        }
+    with open(path, "a", encoding="utf-8") as handle:
+        for medicine in cima_medicines(limit, query):
+            nregistro = str(medicine["nregistro"])
+            for doc in docs:
+                doc_id = f"cima:{nregistro}:{doc}"
+                if doc_id in done:
+                    continue
+                text = cima_document_text(nregistro, CIMA_DOC_TYPES[doc])
+                time.sleep(delay)
+                if text:
+                    name = medicine.get("nombre")
+                    record = {"id": doc_id, "text": f"{name}\n\n{text}" if name else text}
+                    handle.write(json.dumps(record, ensure_ascii=False) + "\n")
+                    handle.flush()
+                    done.add(doc_id)
+    return path
+
+
+# ---------------------------------------------------------------------------------------------- CLI
+
+
+@cli
+def main(argv: list[str] | None = None) -> None:
+    """`python -m clinical_ner.data.download dailymed|cima --limit N --out DIR`."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("source", choices=["dailymed", "cima"])
+    parser.add_argument(
+        "--limit", type=int, required=True, help="number of labels (dailymed) or medicines (cima)"
+    )
+    parser.add_argument(
+        "--out", type=Path, required=True, help="output folder (e.g. $CLINICAL_NER_CORPORA/en/x)"
+    )
+    parser.add_argument("--query", help="drug name filter (dailymed drug_name, cima nombre)")
+    parser.add_argument("--docs", default="ft,p", help="cima: ft (ficha tecnica), p (prospecto) or ft,p")
+    parser.add_argument("--delay", type=float, default=0.2, help="seconds between document requests")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    if args.limit < 1:
+        raise UserError(f"--limit must be >= 1, got {args.limit}")
+    try:
+        if args.source == "dailymed":
+            files = download_dailymed(args.out, args.limit, args.query, args.delay)
+            print(f"{len(files)} SPL files in {args.out}")
+        else:
+            docs = tuple(d.strip() for d in args.docs.split(",") if d.strip())
+            unknown = [d for d in docs if d not in CIMA_DOC_TYPES]
+            if unknown or not docs:
+                raise UserError(f"--docs must list ft and/or p, got {args.docs!r}")
+            path = download_cima(args.out, args.limit, args.query, docs, args.delay)
+            print(f"CIMA documents in {path}")
+    except urllib.error.URLError as err:
+        raise UserError(f"{args.source}: the service could not be reached ({err})") from None
+
+
+if __name__ == "__main__":
+    main()

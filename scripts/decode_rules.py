@@ -1,0 +1,55 @@
+"""Compare ill-formed-tag rules on a trained run's dev predictions (decoding only, no retraining).
+Usage: python scripts/decode_rules.py RUN_DIR [--split dev]"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from pathlib import Path
+
+import torch
+from transformers import AutoTokenizer
+
+from clinical_ner.data.brat import read_split
+from clinical_ner.data.tokencls_datamodule import TokenClsDataModule
+from clinical_ner.models.backbone import load_token_classifier
+from clinical_ner.predict import model_folder
+from clinical_ner.tasks.tokencls_inference import evaluate_predictions, predict_windows
+from clinical_ner.tasks.tokencls_run import INFERENCE_FILE
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("run_dir", type=Path)
+    parser.add_argument("--split", default="dev", choices=["dev", "test"])
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    folder = model_folder(args.run_dir)
+    settings = json.loads((folder / INFERENCE_FILE).read_text())
+    docs = read_split(Path(os.environ["PHARMACONER_DIR"]) / args.split)
+    model = load_token_classifier(str(folder))
+    id2label = {int(i): label for i, label in model.config.id2label.items()}
+    data = TokenClsDataModule(
+        {args.split: docs},
+        AutoTokenizer.from_pretrained(folder),
+        dict(model.config.label2id),
+        settings["label_position"],
+        settings["max_length"],
+        settings["stride"],
+        1,
+        64,
+        0,
+    )
+    predictions = predict_windows(model, data.eval_dataloader(args.split), settings["precision"])
+    for rule in ("begin", "drop"):
+        metrics, _ = evaluate_predictions(
+            data.encoded[args.split], predictions, id2label, settings["label_position"], rule
+        )
+        print(
+            f"{args.split} ill_formed={rule}: P {metrics['precision']:.4f} R {metrics['recall']:.4f} F1 {metrics['f1']:.4f}"
+        )
+
+
+if __name__ == "__main__":
+    main()
