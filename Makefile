@@ -2,12 +2,17 @@
 PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
+# Development data beside the checkout (../shared/data), used only when present and not already set.
 SHARED ?= $(abspath ../shared/data)
+ifneq ($(wildcard $(SHARED)/pharmaconer/train),)
 export PHARMACONER_DIR ?= $(SHARED)/pharmaconer
+endif
+ifneq ($(wildcard $(SHARED)/corpora),)
 export CLINICAL_NER_CORPORA ?= $(SHARED)/corpora
+endif
 
 .DEFAULT_GOAL := help
-.PHONY: help install test test-fast lint format bench train clean
+.PHONY: help install test test-fast lint format bench train roundtrip clean
 
 help:  ## list targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
@@ -32,11 +37,15 @@ format:  ## ruff autofix + format
 	$(BIN)/ruff check --fix clinical_ner tests scripts
 	$(BIN)/ruff format clinical_ner tests scripts
 
-bench:  ## throughput: our Lightning pipeline vs. HF Trainer, and padding efficiency
+bench:  ## throughput benchmarks, each against its baseline in the same run (ratios)
 	$(BIN)/python scripts/bench_tokencls.py
+	$(BIN)/python scripts/bench_pretrain.py
 
 train:  ## the main command at tiny scale
 	$(BIN)/python -m clinical_ner.train approach=tokencls model=llama2 corpus=none
+
+roundtrip:  ## how many gold test mentions survive span -> tags -> span, per tokenizer kind
+	$(BIN)/python scripts/roundtrip.py
 
 clean:  ## remove run outputs (keeps .venv)
 	rm -rf outputs multirun/* .pytest_cache

@@ -29,6 +29,9 @@ DataName = Choice("DataName", {"pharmaconer": "pharmaconer", "synthetic": "synth
 LoggerName = Choice("LoggerName", {"wandb": "wandb", "csv": "csv", "none": "none"})
 CorpusName = Choice("CorpusName", {"none": "none", "es": "es", "en": "en", "bilingual": "bilingual"})
 FlopsMethod = Choice("FlopsMethod", {"measure": "measure", "formula": "formula"})
+PromptUnit = Choice("PromptUnit", {"document": "document", "sentence": "sentence"})
+Decoding = Choice("Decoding", {"free": "free", "constrained": "constrained"})
+PromptTemplate = Choice("PromptTemplate", {"auto": "auto", "chat": "chat", "plain": "plain"})
 
 
 @dataclass
@@ -89,6 +92,17 @@ class LoraConfig:
 
 
 @dataclass
+class PromptConfig:
+    """The seq2seq instruction (conf/prompt/*.yaml): `{types}` is filled from `type_descriptions`."""
+
+    instruction: str = ""
+    type_descriptions: dict[str, str] = field(default_factory=dict)  # corpus types without one: name only
+    user: str = "{text}"  # the user turn (chat) or the text block (plain); `{text}` is the unit
+    plain: str = "{instruction}\n\n{user}\n\nRespuesta:\n"  # tiny scale: no chat template
+    template: PromptTemplate = PromptTemplate.auto  # auto: chat for pretrained (instruct) weights, else plain
+
+
+@dataclass
 class ApproachConfig:
     """How the decoder is used for NER."""
 
@@ -102,6 +116,14 @@ class ApproachConfig:
     lora: LoraConfig = field(default_factory=LoraConfig)
     embedding_dropout: float = 0.0  # on input embeddings; Llama has no hidden dropout of its own
     token_dropout: float = 0.0  # replace input ids by pad/unk with this probability while training
+    # seq2seq only (max_length above caps prompt + answer tokens of a training example)
+    prompt: PromptConfig = field(default_factory=PromptConfig)
+    unit: PromptUnit = PromptUnit.sentence  # text of one prompt: the whole document (paper) or a sentence
+    decoding: Decoding = (
+        Decoding.free
+    )  # constrained: a valid JSON array whose texts are copied from the input
+    max_new_tokens: int = 256
+    val_limit: int | None = 20  # dev documents generated at each validation (model selection); null = all
 
 
 @dataclass

@@ -18,8 +18,8 @@ from clinical_ner.data.tokencls_datamodule import TokenClsDataModule
 from clinical_ner.data.types import Document
 from clinical_ner.errors import UserError, cli
 from clinical_ner.models.backbone import load_token_classifier
+from clinical_ner.tasks.stage import INFERENCE_FILE, MODEL_DIR
 from clinical_ner.tasks.tokencls_inference import predict_windows, spans_from_predictions
-from clinical_ner.tasks.tokencls_run import INFERENCE_FILE, MODEL_DIR
 
 
 def model_folder(run_dir: Path) -> Path:
@@ -52,9 +52,13 @@ def input_documents(paths: list[Path]) -> list[Document]:
 
 
 def tag_documents(folder: Path, docs: list[Document], batch_size: int | None = None) -> dict[str, list]:
-    """Predicted spans per document id, decoded exactly as the training run decoded them."""
+    """Predicted spans per document id, decoded exactly as the training run decoded them (either approach)."""
     settings = json.loads((folder / INFERENCE_FILE).read_text())
     tokenizer = AutoTokenizer.from_pretrained(folder, trust_remote_code=False)
+    if settings.get("approach") == "seq2seq":
+        from clinical_ner.tasks.seq2seq_inference import tag_with_seq2seq
+
+        return tag_with_seq2seq(folder, tokenizer, settings, docs, batch_size)
     model = load_token_classifier(str(folder))
     label2id = dict(model.config.label2id)
     id2label = {int(i): label for i, label in model.config.id2label.items()}

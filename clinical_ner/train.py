@@ -45,8 +45,8 @@ def run(cfg: DictConfig) -> dict:
     run_dir.mkdir(parents=True, exist_ok=True)
     if cfg.trainer.threads:
         torch.set_num_threads(cfg.trainer.threads)
-    if cfg.approach.name != "tokencls":
-        raise UserError(f"approach={cfg.approach.name} is not available yet; use approach=tokencls")
+    if cfg.approach.name not in ("tokencls", "seq2seq"):
+        raise UserError(f"unknown approach={cfg.approach.name}; expected tokencls or seq2seq")
     pretrain, init_from = None, None
     if cfg.corpus.name != "none":
         from clinical_ner.tasks.pretrain_run import run_pretrain
@@ -55,9 +55,11 @@ def run(cfg: DictConfig) -> dict:
         pretrain, init_from = outcome.section, outcome.weights
     # seeded after pretraining, so fine-tuning is the same whether the weights were trained or cached
     L.seed_everything(cfg.seed, workers=True, verbose=False)
-    from clinical_ner.tasks.tokencls_run import run_tokencls
-
-    sections = run_tokencls(cfg, run_dir, init_from=init_from)
+    if cfg.approach.name == "seq2seq":
+        from clinical_ner.tasks.seq2seq_run import run_seq2seq as run_stage
+    else:
+        from clinical_ner.tasks.tokencls_run import run_tokencls as run_stage
+    sections = run_stage(cfg, run_dir, init_from=init_from)
     return {"status": "complete", **coordinates(cfg), **sections, "pretrain": pretrain}
 
 

@@ -20,6 +20,7 @@ from clinical_ner.train import run
 
 CONF = Path(__file__).resolve().parent.parent / "conf"
 QUIET = ["logger=none", "trainer.enable_progress_bar=false", "trainer.threads=2"]
+SMALL = ["scale.hidden_size=64", "scale.num_layers=2", "scale.intermediate_size=128"]  # seconds, not minutes
 
 
 @pytest.fixture(scope="session")
@@ -38,7 +39,10 @@ def train(tmp_path: Path, overrides: list[str]) -> dict:
 
 @pytest.mark.slow
 def test_synthetic_run_learns_and_reloads_exactly(tmp_path, cache):
-    results = train(tmp_path, ["data=synthetic", "trainer.max_epochs=12", "data.batch_size=8"])
+    results = train(
+        tmp_path,
+        ["data=synthetic", "trainer.max_epochs=10", "data.batch_size=8", "optim.lr=3e-3", *SMALL],
+    )
     assert results["status"] == "complete"
     assert results["test"]["f1"] >= 0.8, results["test"]
     assert set(results["test"]["per_type"]) == {"DOSIS", "FARMACO", "SINTOMA"}
@@ -64,9 +68,7 @@ def test_every_family_runs_on_real_classes(tmp_path, cache, pharmaconer_dir, mod
             "trainer.max_steps=5",
             "data.train_limit=20",
             "data.eval_limit=5",
-            "scale.hidden_size=64",
-            "scale.num_layers=2",
-            "scale.intermediate_size=128",
+            *SMALL,
         ],
     )
     assert results["status"] == "complete"
@@ -144,10 +146,10 @@ def test_bad_input_gives_one_line_error(tmp_path, kind):
 
 @pytest.mark.slow
 def test_resume_from_last_checkpoint(tmp_path, cache):
-    first = train(tmp_path, ["data=synthetic", "trainer.max_steps=4", "data.batch_size=16"])
+    first = train(tmp_path, ["data=synthetic", "trainer.max_steps=4", "data.batch_size=16", *SMALL])
     assert first["train"]["steps"] == 4 and (tmp_path / "checkpoints" / "last.ckpt").is_file()
     resumed = train(
-        tmp_path, ["data=synthetic", "trainer.max_steps=8", "data.batch_size=16", "ckpt_path=last"]
+        tmp_path, ["data=synthetic", "trainer.max_steps=8", "data.batch_size=16", "ckpt_path=last", *SMALL]
     )
     assert resumed["train"]["steps"] == 8
     assert resumed["train"]["tokens"] < first["train"]["tokens"] * 1.5  # only the 4 new steps were trained
@@ -166,6 +168,7 @@ def test_wandb_offline_run_holds_no_document_text(tmp_path, cache, monkeypatch):
                 f"output_dir={tmp_path}",
                 "data=synthetic",
                 "trainer.max_steps=3",
+                *SMALL,
             ],
         )
     assert run(cfg)["status"] == "complete"

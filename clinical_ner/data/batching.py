@@ -62,11 +62,13 @@ def eval_batches(lengths: Sequence[int], batch_size: int) -> list[list[int]]:
 
 
 class PadCollator:
-    """Right-pad `input_ids` with `pad_id`, `labels` with -100, and build the attention mask."""
+    """Pad `input_ids` with `pad_id`, `labels` with -100, and build the attention mask; `side="left"` puts the
+    padding first (generation: every row's next token is then at the last column)."""
 
-    def __init__(self, pad_id: int, label_pad: int = -100) -> None:
+    def __init__(self, pad_id: int, label_pad: int = -100, side: str = "right") -> None:
         self.pad_id = pad_id
         self.label_pad = label_pad
+        self.side = side
 
     def __call__(self, items: list[dict]) -> dict[str, torch.Tensor]:
         width = max(len(item["input_ids"]) for item in items)
@@ -80,8 +82,9 @@ class PadCollator:
             batch["labels"] = torch.full((len(items), width), self.label_pad, dtype=torch.long)
         for row, item in enumerate(items):
             n = len(item["input_ids"])
-            batch["input_ids"][row, :n] = torch.tensor(item["input_ids"])
-            batch["attention_mask"][row, :n] = 1
+            cols = slice(width - n, width) if self.side == "left" else slice(0, n)
+            batch["input_ids"][row, cols] = torch.tensor(item["input_ids"])
+            batch["attention_mask"][row, cols] = 1
             if has_labels:
-                batch["labels"][row, :n] = torch.tensor(item["labels"])
+                batch["labels"][row, cols] = torch.tensor(item["labels"])
         return batch

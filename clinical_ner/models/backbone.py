@@ -95,13 +95,17 @@ def _hub_error(source: str, err: OSError) -> UserError:
 
 
 def build_causal_lm(
-    model_cfg: ModelConfig, scale: ScaleConfig, tokenizer: PreTrainedTokenizerBase
+    model_cfg: ModelConfig,
+    scale: ScaleConfig,
+    tokenizer: PreTrainedTokenizerBase,
+    instruct: bool = False,
+    init_from: str | None = None,
 ) -> PreTrainedModel:
-    """A causal-LM Llama for continual pretraining: the real base checkpoint, or the toy one (random init,
-    seeded by the caller)."""
-    if not scale.pretrained:
+    """A causal-LM Llama: the real base (or `instruct`) checkpoint, the toy one (random init, seeded by the
+    caller), or (`init_from`) a continually pretrained causal-LM folder, which loads as it is."""
+    if init_from is None and not scale.pretrained:
         return LlamaForCausalLM(tiny_llama_config(model_cfg, scale, tokenizer))
-    source = checkpoint_source(model_cfg)
+    source = init_from or checkpoint_source(model_cfg, instruct)
     try:
         model = AutoModelForCausalLM.from_pretrained(
             source, dtype=_dtype(scale.dtype), trust_remote_code=False, use_safetensors=True
@@ -110,7 +114,7 @@ def build_causal_lm(
         raise _hub_error(source, err) from None
     if model.config.pad_token_id is None:
         model.config.pad_token_id = tokenizer.pad_token_id
-    return model
+    return model.train()  # from_pretrained returns eval mode, which would silence LoRA dropout
 
 
 def build_token_classifier(

@@ -7,83 +7,32 @@ import time
 from pathlib import Path
 
 import hydra
-import lightning as L
 import torch
-from lightning.pytorch.callbacks import EarlyStopping, LearningRateMonitor, ModelCheckpoint, RichProgressBar
 
-from clinical_ner.callbacks import TrainStepTimer
 from clinical_ner.config import TrainConfig
 from clinical_ner.data.brat import write_predictions
 from clinical_ner.data.ner_corpus import corpus_types, limit_splits, load_ner_splits
 from clinical_ner.data.tagging import bio_labels
 from clinical_ner.data.tokencls_datamodule import TokenClsDataModule
-from clinical_ner.io_utils import atomic_write_json
 from clinical_ner.loggers import finish_logger, make_logger
 from clinical_ner.models.backbone import TOKEN_CLS_HEAD, apply_lora, build_token_classifier, count_parameters
 from clinical_ner.models.factory import make_tokenizer
 from clinical_ner.paths import cache_dir
-from clinical_ner.results import peak_memory_mb
+from clinical_ner.tasks.stage import (
+    MODEL_DIR,
+    PREDICTIONS_DIR,
+    inference_section,
+    load_best,
+    log_final,
+    make_callbacks,
+    make_trainer,
+    save_model,
+    train_section,
+)
 from clinical_ner.tasks.tokencls import TokenClsModule
 from clinical_ner.tasks.tokencls_inference import evaluate_predictions, predict_windows
 
 log = logging.getLogger(__name__)
-
-MODEL_DIR = "model"
-INFERENCE_FILE = "clinical_ner.json"  # decoding settings saved beside the weights
-PREDICTIONS_DIR = "predictions"
-
-
-def _callbacks(cfg: TrainConfig, run_dir: Path) -> tuple[list[L.Callback], ModelCheckpoint, TrainStepTimer]:
-    checkpoint = ModelCheckpoint(
-        dirpath=run_dir / "checkpoints",
-        filename="best-{epoch:02d}",
-        monitor="val/f1",
-        mode="max",
-        save_last=True,
-        save_top_k=1,
-    )
-    timer = TrainStepTimer()
-    callbacks: list[L.Callback] = [checkpoint, timer]
-    if cfg.logger.name != "none":
-        callbacks.append(LearningRateMonitor(logging_interval="step"))
-    if cfg.trainer.enable_progress_bar:
-        callbacks.append(RichProgressBar())
-    if cfg.trainer.early_stopping_patience:
-        callbacks.append(EarlyStopping("val/f1", mode="max", patience=cfg.trainer.early_stopping_patience))
-    return callbacks, checkpoint, timer
-
-
-def _trainer(cfg: TrainConfig, run_dir: Path, callbacks: list[L.Callback], logger) -> L.Trainer:
-    t = cfg.trainer
-    return L.Trainer(
-        accelerator=t.accelerator,
-        devices=t.devices,
-        strategy=t.strategy,
-        precision=t.precision,
-        max_epochs=t.max_epochs,
-        max_steps=t.max_steps,
-        accumulate_grad_batches=t.accumulate_grad_batches,
-        gradient_clip_val=t.gradient_clip_val,
-        val_check_interval=t.val_check_interval,
-        check_val_every_n_epoch=t.check_val_every_n_epoch,
-        log_every_n_steps=t.log_every_n_steps,
-        deterministic=t.deterministic,
-        num_sanity_val_steps=t.num_sanity_val_steps,
-        enable_progress_bar=t.enable_progress_bar,
-        default_root_dir=str(run_dir),
-        callbacks=callbacks,
-        logger=logger if logger is not None else False,
-    )
-
-
-def _load_best(module: TokenClsModule, checkpoint: ModelCheckpoint) -> int | None:
-    """Put the best dev-F1 weights back into the module; returns the best epoch if known."""
-    path = checkpoint.best_model_path
-    if not path:
-        return None
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    module.load_state_dict(state["state_dict"])
-    return int(state.get("epoch", -1))
 
 
 def run_tokencls(cfg: TrainConfig, run_dir: Path, init_from: Path | None = None) -> dict:
@@ -147,9 +96,9 @@ def run_tokencls(cfg: TrainConfig, run_dir: Path, init_from: Path | None = None)
         pad_id=tokenizer.pad_token_id,
         token_dropout=approach.token_dropout,
     )
-    callbacks, checkpoint, timer = _callbacks(cfg, run_dir)
+    callbacks, checkpoint, timer = make_callbacks(cfg, run_dir)
     logger = make_logger(cfg, run_dir)
-    trainer = _trainer(cfg, run_dir, callbacks, logger)
+    trainer = make_trainer(cfg, run_dir, callbacks, logger)
 
     fit_start = time.perf_counter()
     try:
@@ -158,7 +107,7 @@ def run_tokencls(cfg: TrainConfig, run_dir: Path, init_from: Path | None = None)
         finish_logger(logger, exit_code=1)
         raise
     fit_seconds = time.perf_counter() - fit_start
-    best_epoch = _load_best(module, checkpoint)
+    best_epoch = load_best(module, checkpoint)
 
     precision = cfg.trainer.precision
     sections: dict = {}
@@ -175,34 +124,12 @@ def run_tokencls(cfg: TrainConfig, run_dir: Path, init_from: Path | None = None)
         )
         sections[split] = metrics
         if split == "test":
-            sections["inference"] = {
-                "documents": len(docs),
-                "seconds": seconds,
-                "documents_per_s": len(docs) / seconds if seconds else 0.0,
-            }
+            sections["inference"] = inference_section(len(docs), seconds)
 
     if cfg.save_model:
-        save_token_classifier(module.model, tokenizer, run_dir / MODEL_DIR, inference_settings(cfg))
-    sections["train"] = {
-        "seconds": fit_seconds,
-        "tokens": timer.tokens,
-        "tokens_per_s": timer.tokens_per_s,
-        "steps": trainer.global_step,
-        "epochs": trainer.current_epoch,
-        "best_epoch": best_epoch,
-        "best_checkpoint": checkpoint.best_model_path or None,
-        "peak_memory_mb": peak_memory_mb(),
-        "parameters": total,
-        "trainable_parameters": trainable,
-    }
-    if logger is not None:
-        logger.log_metrics(
-            {
-                f"{split}/{key}": float(sections[split][key])
-                for split in ("dev", "test")
-                for key in ("precision", "recall", "f1")
-            }
-        )
+        save_model(module.model, tokenizer, run_dir / MODEL_DIR, inference_settings(cfg))
+    sections["train"] = train_section(trainer, timer, checkpoint, fit_seconds, best_epoch, (trainable, total))
+    log_final(logger, sections)
     return sections
 
 
@@ -218,14 +145,3 @@ def inference_settings(cfg: TrainConfig) -> dict:
         "precision": cfg.trainer.precision,
         "eval_batch_size": cfg.data.eval_batch_size,
     }
-
-
-def save_token_classifier(model, tokenizer, folder: Path, settings: dict) -> None:
-    """`save_pretrained` (safetensors) + tokenizer + inference settings; LoRA adapters are merged so plain
-    transformers loads it."""
-    model = getattr(model, "_orig_mod", model)  # unwrap torch.compile
-    if hasattr(model, "merge_and_unload"):
-        model = model.merge_and_unload()
-    model.save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    atomic_write_json(folder / INFERENCE_FILE, settings)

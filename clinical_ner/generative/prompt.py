@@ -1,0 +1,105 @@
+"""Prompts for seq2seq NER: the instruction from conf/prompt, rendered through the instruct checkpoint's chat
+template (scale=paper) or a plain template (tiny scale, random weights), always with exactly one BOS.
+
+Training and inference share `PromptRenderer.prompt_ids`, and a training example is the prompt's ids followed by
+the answer's ids, so the prompt the model is trained on is token-identical to the one it answers at inference
+(the original tokenized the two differently: an empty assistant turn and a double BOS).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+from transformers import PreTrainedTokenizerBase
+
+from clinical_ner.config import PromptConfig
+from clinical_ner.errors import UserError
+
+IGNORE = -100
+EOT = "<|eot_id|>"  # Llama 3 instruct's end of turn
+
+
+def fill_instruction(prompt: PromptConfig, types: Sequence[str]) -> str:
+    """The instruction with `{types}` (one line per type, with its description) and `{type_names}` filled."""
+    descriptions: Mapping[str, str] = prompt.type_descriptions or {}
+    lines = [f"- {t}: {descriptions[t]}" if descriptions.get(t) else f"- {t}" for t in types]
+    # placeholders are replaced literally, so the JSON braces in an instruction need no escaping
+    return prompt.instruction.replace("{types}", "\n".join(lines)).replace("{type_names}", ", ".join(types))
+
+
+def use_chat_template(prompt: PromptConfig, tokenizer: PreTrainedTokenizerBase, pretrained: bool) -> bool:
+    """`auto`: the chat template for pretrained (instruct) weights, plain text for random tiny ones."""
+    template = str(prompt.template)
+    has_template = bool(getattr(tokenizer, "chat_template", None))
+    if template == "chat" and not has_template:
+        raise UserError("approach.prompt.template=chat but the tokenizer has no chat template")
+    if template == "auto":
+        return pretrained and has_template
+    return template == "chat"
+
+
+@dataclass
+class PromptRenderer:
+    """Turns a unit of text into prompt ids, and (prompt, answer) into a training example."""
+
+    tokenizer: PreTrainedTokenizerBase
+    instruction: str
+    user: str
+    plain: str
+    chat: bool
+
+    @property
+    def end_id(self) -> int:
+        """The token that ends an answer: the instruct model's end of turn, else EOS."""
+        eot = self.tokenizer.convert_tokens_to_ids(EOT) if EOT in self.tokenizer.get_vocab() else None
+        return eot if self.chat and eot is not None else self.tokenizer.eos_token_id
+
+    @property
+    def stop_ids(self) -> list[int]:
+        """Every token that ends generation (EOS and, when the vocabulary has it, end of turn)."""
+        ids = [self.tokenizer.eos_token_id, self.end_id]
+        if EOT in self.tokenizer.get_vocab():
+            ids.append(self.tokenizer.convert_tokens_to_ids(EOT))
+        return sorted(set(ids))
+
+    def prompt_text(self, text: str) -> str:
+        """The rendered prompt as a string (BOS included when the chat template writes it)."""
+        user = self.user.replace("{text}", text)
+        if self.chat:
+            messages = [{"role": "system", "content": self.instruction}, {"role": "user", "content": user}]
+            return self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+        return self.plain.replace("{instruction}", self.instruction).replace("{user}", user)
+
+    def prompt_ids(self, text: str) -> list[int]:
+        """Token ids of the prompt for `text`: exactly one BOS, first, however the template writes it."""
+        ids = self.tokenizer(self.prompt_text(text), add_special_tokens=False)["input_ids"]
+        bos = self.tokenizer.bos_token_id
+        if bos is None:
+            return ids
+        start = 0
+        while start < len(ids) and ids[start] == bos:  # templates that write BOS themselves
+            start += 1
+        return [bos, *ids[start:]]
+
+    def answer_ids(self, answer: str) -> list[int]:
+        """Token ids the model must produce: the answer, then the end token."""
+        return [*self.tokenizer(answer, add_special_tokens=False)["input_ids"], self.end_id]
+
+    def example(self, text: str, answer: str) -> tuple[list[int], list[int]]:
+        """(input_ids, labels) of a training example: the loss sees answer tokens only (prompt = -100)."""
+        prompt, target = self.prompt_ids(text), self.answer_ids(answer)
+        return prompt + target, [IGNORE] * len(prompt) + target
+
+
+def make_renderer(
+    prompt: PromptConfig, tokenizer: PreTrainedTokenizerBase, types: Sequence[str], pretrained: bool
+) -> PromptRenderer:
+    """The renderer a run uses (types sorted, so the prompt never depends on the order they were found in)."""
+    return PromptRenderer(
+        tokenizer=tokenizer,
+        instruction=fill_instruction(prompt, sorted(types)),
+        user=prompt.user,
+        plain=prompt.plain,
+        chat=use_chat_template(prompt, tokenizer, pretrained),
+    )
