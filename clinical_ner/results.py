@@ -7,6 +7,11 @@ Schema (version 1; later stages add keys, never rename them):
 - `dev`, `test`: `precision`, `recall`, `f1` (official PharmaCoNER rule, `codalab`: UNCLEAR ignored),
   `tp`, `fp`, `fn`, `documents`, `per_type` {type: {precision, recall, f1, tp, fp, fn, support}},
   `seqeval_f1` (strict IOB2 over labelled sub-tokens), `missing_predictions`
+- seq2seq runs add to `dev` (the `approach.val_limit` documents used for model selection) and `test`: `samples`
+  (prompt units answered), `json_parse_rate`, `hallucination_rate`, `hallucination_rate_micro`,
+  `boundary_accuracy`, `boundary_accuracy_matched`, `boundary_accuracy_micro`, `format_compliance`,
+  `format_compliance_corrected` (definitions in clinical_ner/metrics/generative.py) and `documents_per_s`
+  (generation + parsing); no `seqeval_f1`; `train` adds `skipped_examples` (longer than `approach.max_length`)
 - `train`: `seconds` (fit wall time), `tokens` (real tokens trained on), `tokens_per_s` (inside training steps),
   `steps`, `epochs`, `best_epoch`, `peak_memory_mb`, `parameters`, `trainable_parameters`
 - `inference`: `documents`, `seconds`, `documents_per_s` (test prediction and decoding)

@@ -96,7 +96,12 @@ def main() -> None:
     parser.add_argument("--max-length", type=int, default=128)
     parser.add_argument("--stride", type=int, default=32)
     parser.add_argument("--cache-dir", type=Path, default=Path.home() / ".cache" / "clinical_ner")
-    parser.add_argument("--examples", type=int, default=2, help="examples printed per loss class")
+    parser.add_argument(
+        "--examples",
+        type=int,
+        default=0,
+        help="examples printed per loss class (shows clinical text: opt in)",
+    )
     args = parser.parse_args()
 
     texts = [doc.text for split in ("train", "dev") for doc in read_split(args.data / split)]
@@ -129,7 +134,8 @@ def main() -> None:
             row += f"{c['spurious']:8d} " + " ".join(f"{c[r]:8d}" for r in reasons)
             print(row + f" {c['windows']:7d} {c['multi-window sentences']:5d} {c['seconds']:5.1f}")
             details.append((name, position, result["examples"]))
-    print("\nexamples of losses:")
+    if args.examples:
+        print("\nexamples of losses:")
     for name, position, examples in details:
         for reason, items in examples.items():
             for item in items[: args.examples]:

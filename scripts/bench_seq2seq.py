@@ -1,0 +1,121 @@
+"""Seq2seq generation throughput: batched vs one-prompt-at-a-time greedy decoding (both with KV cache), and
+the cost of schema-constrained decoding.
+
+The default tiny model of `approach=seq2seq` (conf defaults, seeded), briefly trained (`--train-steps`) so that
+it writes JSON-like answers of realistic, varying lengths, answers the same sentence prompts from PharmaCoNER
+test (synthetic corpus when PHARMACONER_DIR is unset). Checks that batched and sequential answers are identical,
+then prints the two ratios.
+Usage: python scripts/bench_seq2seq.py [--prompts 32] [--batch-size 16] [--max-new-tokens 64] [--threads 1]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import time
+from pathlib import Path
+
+import torch
+from hydra import compose, initialize_config_dir
+
+import clinical_ner.config  # noqa: F401  (registers the schema)
+from clinical_ner.data.batching import PadCollator
+from clinical_ner.data.ner_corpus import corpus_types, load_ner_splits
+from clinical_ner.data.seq2seq_datamodule import prompt_split, training_examples
+from clinical_ner.generative.decoding import TokenVocab, generate, schema_processor
+from clinical_ner.generative.prompt import make_renderer
+from clinical_ner.models.backbone import build_causal_lm
+from clinical_ner.models.factory import make_tokenizer
+from clinical_ner.paths import cache_dir
+
+CONF = str(Path(__file__).resolve().parent.parent / "conf")
+
+
+def timed(fn):
+    start = time.perf_counter()
+    out = fn()
+    return out, time.perf_counter() - start
+
+
+def quick_train(model, renderer, docs, unit: str, steps: int, batch_size: int = 16) -> None:
+    """A few AdamW steps on training examples: a random model never writes JSON, so its answers say nothing
+    about the lengths or the constraint costs of real answers."""
+    examples, _ = training_examples(docs, renderer, unit, max_length=384)
+    collate = PadCollator(renderer.tokenizer.pad_token_id)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=2e-3)
+    generator = torch.Generator().manual_seed(0)
+    model.train()
+    for _ in range(steps):
+        picks = torch.randint(len(examples), (batch_size,), generator=generator).tolist()
+        batch = collate([{**examples[i], "index": i} for i in picks])
+        loss = model(**{k: batch[k] for k in ("input_ids", "attention_mask", "labels")}).loss
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--prompts", type=int, default=32)
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--max-new-tokens", type=int, default=64)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--train-steps", type=int, default=40)
+    parser.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. model=llama3_1")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    data = (
+        ["data.root=" + os.environ["PHARMACONER_DIR"]]
+        if os.environ.get("PHARMACONER_DIR")
+        else ["data=synthetic"]
+    )
+    with initialize_config_dir(config_dir=CONF, version_base="1.3"):
+        cfg = compose("train", overrides=["approach=seq2seq", "output_dir=/tmp", *data, *args.overrides])
+    cache = cache_dir(cfg.cache_dir)
+    splits = load_ner_splits(cfg.data, cache)
+    types = corpus_types(cfg.data, splits)
+    tokenizer = make_tokenizer(cfg.model, cfg.scale, [d.text for d in splits["train"] + splits["dev"]], cache)
+    renderer = make_renderer(cfg.approach.prompt, tokenizer, types, cfg.scale.pretrained)
+    split = prompt_split(splits["test"], renderer, str(cfg.approach.unit))
+    prompts, texts = split.prompts[: args.prompts], [u.text for u in split.units[: args.prompts]]
+    torch.manual_seed(cfg.seed)
+    model = build_causal_lm(cfg.model, cfg.scale, tokenizer)
+    _, t_train = timed(
+        lambda: quick_train(model, renderer, splits["train"], str(cfg.approach.unit), args.train_steps)
+    )
+    print(f"trained {args.train_steps} steps in {t_train:.1f}s")
+    model.eval()
+    pad, stops, budget = tokenizer.pad_token_id, renderer.stop_ids, args.max_new_tokens
+    print(
+        f"model={cfg.model.family} scale={cfg.scale.name} hidden={cfg.scale.hidden_size} "
+        f"layers={cfg.scale.num_layers} prompts={len(prompts)} batch={args.batch_size} max_new_tokens={budget} "
+        f"threads={args.threads}"
+    )
+
+    generate(model, prompts[:2], pad, stops, 4, 2)  # warm-up
+    batched, t_batched = timed(lambda: generate(model, prompts, pad, stops, budget, args.batch_size))
+    sequential, t_seq = timed(lambda: generate(model, prompts, pad, stops, budget, 1))
+    same = sum(a == b for a, b in zip(batched, sequential, strict=True))
+    tokens = sum(len(a) for a in batched)
+    print(f"batched:    {len(prompts) / t_batched:8.2f} prompts/s  ({tokens / t_batched:8.1f} new tokens/s)")
+    print(f"sequential: {len(prompts) / t_seq:8.2f} prompts/s  ({tokens / t_seq:8.1f} new tokens/s)")
+    print(f"identical answers: {same}/{len(prompts)}")
+    print(f"seq2seq generation ratio (batched/sequential): {t_seq / t_batched:.2f}")
+
+    vocab, build = timed(lambda: TokenVocab(tokenizer))
+    processor = schema_processor(vocab, texts, types, stops, budget)
+    constrained, t_con = timed(
+        lambda: generate(model, prompts, pad, stops, budget, args.batch_size, "32", processor)
+    )
+    con_tokens = sum(len(a) for a in constrained)
+    print(
+        f"constrained: {len(prompts) / t_con:8.2f} prompts/s  ({con_tokens / t_con:8.1f} new tokens/s), trie {build:.2f}s"
+    )
+    print(
+        f"constrained/free docs/s: {t_batched / t_con:.2f} (per new token: "
+        f"{(con_tokens / t_con) / (tokens / t_batched):.2f}; cost {100 * (t_con / t_batched - 1):+.0f}% time)"
+    )
+
+
+if __name__ == "__main__":
+    main()
