@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 from transformers import LlamaConfig, LlamaForCausalLM
 
 from clinical_ner.config import PromptConfig
+from clinical_ner.data.seq2seq_datamodule import keep_empty, training_examples
 from clinical_ner.data.synthetic import synthetic_splits
 from clinical_ner.data.types import Span
 from clinical_ner.generative.decoding import TokenVocab, allowed_tokens, generate, schema_processor
@@ -96,6 +97,30 @@ def test_targets_are_compact_json_in_text_order():
     assert unit.to_document(Span(5, 15, "FARMACO")) == Span(15, 25, "FARMACO")
 
 
+def test_entity_free_units_are_downsampled_by_a_seeded_fraction(tokenizer):
+    renderer = make_renderer(PROMPT, tokenizer, TYPES, pretrained=False)
+    train = synthetic_splits()["train"][:20]
+    full, _ = training_examples(train, renderer, "sentence", 512)
+    empty_answer = renderer.answer_ids("[]")
+
+    def is_empty(example: dict) -> bool:
+        return [t for t in example["labels"] if t != -100] == empty_answer
+
+    n_empty = sum(map(is_empty, full))
+    assert 0 < n_empty < len(full)
+    half, _ = training_examples(train, renderer, "sentence", 512, empty_fraction=0.5, seed=1)
+    assert sum(map(is_empty, half)) == round(0.5 * n_empty)
+    assert [e for e in half if not is_empty(e)] == [e for e in full if not is_empty(e)]  # mentions all kept
+    assert [e for e in half if e in full] == half  # order kept
+    assert training_examples(train, renderer, "sentence", 512, empty_fraction=0.5, seed=1)[0] == half
+    other, _ = training_examples(train, renderer, "sentence", 512, empty_fraction=0.5, seed=2)
+    assert other != half  # the seed picks the sample
+    none, _ = training_examples(train, renderer, "sentence", 512, empty_fraction=0.0)
+    assert not any(map(is_empty, none))
+    with pytest.raises(ValueError):
+        keep_empty(full, [0], 1.5, 0)
+
+
 def test_batched_left_padded_generation_equals_sequential(tokenizer, docs):
     renderer = make_renderer(PROMPT, tokenizer, TYPES, pretrained=False)
     units = [u for d in docs for u in make_units(d, "sentence")][:10]
@@ -138,6 +163,28 @@ def test_constrained_random_walks_give_valid_copied_json(tokenizer, docs, budget
             for e in entities:
                 assert list(e) == ["text", "type", "start", "end"] and e["type"] in PHARMA
                 assert e["text"] and text[e["start"] : e["end"]] == e["text"]
+
+
+def test_entity_bias_opens_entities_and_stays_valid(tokenizer, docs):
+    renderer = make_renderer(PROMPT, tokenizer, TYPES, pretrained=False)
+    units = [u.text for d in docs for u in make_units(d, "sentence")][:8]
+    prompts = [renderer.prompt_ids(t) for t in units]
+    vocab = TokenVocab(tokenizer)
+    model = tiny_model(tokenizer, 1)
+
+    def entities(bias: float) -> list[list[dict]]:
+        processor = schema_processor(vocab, units, TYPES, renderer.stop_ids, 120, entity_bias=bias)
+        answers = generate(
+            model, prompts, tokenizer.pad_token_id, renderer.stop_ids, 120, 4, processor=processor
+        )
+        return [json.loads(tokenizer.decode(ids, skip_special_tokens=True)) for ids in answers]
+
+    closed, opened = entities(-1e4), entities(1e4)
+    assert all(found == [] for found in closed)  # a large negative bias always closes at once
+    assert all(found for found in opened)  # a large positive one opens an entity whenever the budget allows
+    for text, found in zip(units, opened, strict=True):
+        for e in found:
+            assert text[e["start"] : e["end"]] == e["text"] and e["type"] in TYPES
 
 
 def test_constrained_generation_with_random_models(tokenizer, docs):

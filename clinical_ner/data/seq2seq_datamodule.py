@@ -7,6 +7,7 @@ hold prompt indices only, because validation generates (model selection is on de
 from __future__ import annotations
 
 import logging
+import random
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
@@ -41,19 +42,42 @@ def prompt_split(docs: Sequence[Document], renderer: PromptRenderer, unit: str) 
 
 
 def training_examples(
-    docs: Sequence[Document], renderer: PromptRenderer, unit: str, max_length: int
+    docs: Sequence[Document],
+    renderer: PromptRenderer,
+    unit: str,
+    max_length: int,
+    empty_fraction: float = 1.0,
+    seed: int = 0,
 ) -> tuple[list[dict], int]:
     """(examples, skipped): `input_ids` + `labels` per unit (sentences never cut a gold mention); examples
-    longer than `max_length` are skipped rather than cut, since a cut answer teaches broken JSON."""
-    examples, skipped = [], 0
+    longer than `max_length` are skipped rather than cut, since a cut answer teaches broken JSON.
+
+    `empty_fraction`: the share of units without any mention that is kept (a seeded sample; `seed` picks it).
+    Most sentences hold no mention, and a small model trained on all of them learns to answer `[]` to everything.
+    """
+    examples, empty, skipped = [], [], 0
     for doc in docs:
         for part in make_units(doc, unit, doc.spans):
-            input_ids, labels = renderer.example(part.text, to_json(target_entities(part, doc.spans)))
+            entities = target_entities(part, doc.spans)
+            input_ids, labels = renderer.example(part.text, to_json(entities))
             if len(input_ids) > max_length:
                 skipped += 1
                 continue
+            if not entities:
+                empty.append(len(examples))
             examples.append({"input_ids": input_ids, "labels": labels})
-    return examples, skipped
+    return keep_empty(examples, empty, empty_fraction, seed), skipped
+
+
+def keep_empty(examples: list[dict], empty: Sequence[int], fraction: float, seed: int) -> list[dict]:
+    """`examples` without a seeded random share `1 - fraction` of the entity-free ones (`empty`: their
+    indices); order is kept."""
+    if not 0.0 <= fraction <= 1.0:
+        raise ValueError(f"empty_fraction must be in [0, 1], got {fraction}")
+    if fraction == 1.0 or not empty:
+        return examples
+    dropped = set(random.Random(seed).sample(list(empty), len(empty) - round(fraction * len(empty))))
+    return [example for index, example in enumerate(examples) if index not in dropped]
 
 
 class _Items(Dataset):
@@ -86,9 +110,15 @@ class Seq2SeqDataModule(L.LightningDataModule):
         val_limit: int | None = None,
         mega_batch_factor: int = 50,
         group_by_length: bool = True,
+        empty_fraction: float = 1.0,
     ) -> None:
         super().__init__()
-        self.examples, skipped = training_examples(splits["train"], renderer, unit, max_length)
+        self.examples, skipped = training_examples(
+            splits["train"], renderer, unit, max_length, empty_fraction, seed
+        )
+        log.info(
+            "%d training examples (entity-free units kept: %.0f%%)", len(self.examples), 100 * empty_fraction
+        )
         if skipped:
             log.warning(
                 "%d training units are longer than max_length=%d and were skipped", skipped, max_length

@@ -6,7 +6,7 @@ non-space character and contains no character JSON would escape: quotes, backsla
 corpus type, S is the character offset of an occurrence of T and E = S + len(T).
 
 States are plain tuples (hashable, immutable) so a search can branch freely:
-`("start",)` before `[` (leading spaces allowed: SentencePiece writes `▁[`), `("open",)` after `[`, `("obj",)`
+`("start",)` before `[` (one leading space allowed: SentencePiece writes `▁[`), `("open",)` after `[`, `("obj",)`
 after `}`, `("lit", rest, then)` forced bytes, `("text", positions, nbytes)` inside a text (positions: byte
 offsets in the unit where each matching occurrence continues), `("type", prefix, starts, nchars)`,
 `("num", digits, starts, nchars)` for the start offset, `("done",)` after `]`.
@@ -69,7 +69,8 @@ class SpanGrammar:
         if kind == "num":
             return self._number(state)
         if kind == "start":
-            return [(ord("["), _OPEN)] if finishing else [(ord("["), _OPEN), (_SPACE, START)]
+            # one leading space at most (SentencePiece writes `▁[`): a model cannot stall on spaces
+            return [(ord("["), _OPEN)] if finishing else [(ord("["), _OPEN), (_SPACE, ("lit", b"[", _OPEN))]
         if kind in ("open", "obj"):
             close = [(ord("]"), DONE)]
             if finishing or not self.text_start[1]:

@@ -30,6 +30,7 @@ class Seq2SeqDecoder:
     max_new_tokens: int = 256
     batch_size: int = 64
     precision: str = "32"
+    entity_bias: float = 0.0  # constrained only: logit malus on closing the array (favours entities)
     _vocab: TokenVocab | None = field(default=None, repr=False)
 
     @property
@@ -45,7 +46,9 @@ class Seq2SeqDecoder:
         """The decoded answer to each prompt; `texts` are the units the prompts ask about."""
         processor = None
         if self.decoding == "constrained":
-            processor = schema_processor(self.vocab, texts, self.types, self.stop_ids, self.max_new_tokens)
+            processor = schema_processor(
+                self.vocab, texts, self.types, self.stop_ids, self.max_new_tokens, self.entity_bias
+            )
         ids = generate(
             model,
             prompts,
@@ -112,6 +115,7 @@ def tag_with_seq2seq(
         settings["max_new_tokens"],
         batch_size or settings["eval_batch_size"],
         settings["precision"],
+        settings.get("entity_bias", 0.0),
     )
     split = prompt_split(docs, renderer, settings["unit"])
     answers = decoder.answer_split(model, split, range(len(split.units)))

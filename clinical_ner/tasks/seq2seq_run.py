@@ -73,6 +73,7 @@ def run_seq2seq(cfg: TrainConfig, run_dir: Path, init_from: Path | None = None) 
         approach.val_limit,
         cfg.data.mega_batch_factor,
         cfg.data.group_by_length,
+        approach.empty_fraction,
     )
     decoder = Seq2SeqDecoder(
         tokenizer,
@@ -82,6 +83,7 @@ def run_seq2seq(cfg: TrainConfig, run_dir: Path, init_from: Path | None = None) 
         approach.max_new_tokens,
         cfg.data.eval_batch_size,
         cfg.trainer.precision,
+        approach.entity_bias,
     )
     module = Seq2SeqModule(
         model,
@@ -141,6 +143,7 @@ def inference_settings(cfg: TrainConfig, renderer, types: list[str]) -> dict:
         "unit": str(approach.unit),
         "decoding": str(approach.decoding),
         "max_new_tokens": approach.max_new_tokens,
+        "entity_bias": approach.entity_bias,
         "types": list(types),
         "prompt": {
             "instruction": renderer.instruction,
