@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 from hydra import compose, initialize_config_dir
 
 import clinical_ner.config  # noqa: F401  (registers the schema)
@@ -179,3 +180,19 @@ def test_wandb_offline_run_holds_no_document_text(tmp_path, cache, monkeypatch):
     ]
     blob = b"".join(p.read_bytes() for p in runs[0].rglob("*") if p.is_file())
     assert not any(s.encode() in blob for s in sentences)
+
+
+@pytest.mark.slow
+def test_same_seed_same_numbers(tmp_path, cache):
+    overrides = ["data=synthetic", "trainer.max_steps=6", "data.batch_size=8", "save_model=false", *SMALL]
+    first = train(tmp_path / "a", overrides)
+    again = train(tmp_path / "b", overrides)
+    train(tmp_path / "c", [*overrides, "seed=7"])
+    keys = ("precision", "recall", "f1", "tp", "fp", "fn", "seqeval_f1")
+    assert {k: first["dev"][k] for k in keys} == {k: again["dev"][k] for k in keys}
+    weights = [
+        torch.load(p / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
+        for p in (tmp_path / "a", tmp_path / "b", tmp_path / "c")
+    ]
+    assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])
+    assert not all(torch.equal(weights[0][k], weights[2][k]) for k in weights[0])
