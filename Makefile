@@ -40,6 +40,7 @@ format:  ## ruff autofix + format
 bench:  ## throughput benchmarks, each against its baseline in the same run (ratios)
 	$(BIN)/python scripts/bench_tokencls.py
 	$(BIN)/python scripts/bench_pretrain.py
+	$(BIN)/python scripts/bench_seq2seq.py
 
 train:  ## the main command at tiny scale
 	$(BIN)/python -m clinical_ner.train approach=tokencls model=llama2 corpus=none

@@ -125,6 +125,7 @@ class ApproachConfig:
     max_new_tokens: int = 256
     entity_bias: float = 0.0  # constrained decoding: logit malus on closing the array (favours entities)
     empty_fraction: float = 1.0  # share of mention-free training units kept (seeded); tiny models need fewer
+    offset_loss: bool = True  # false: start/end digits get no loss (constrained decoding writes them)
     val_limit: int | None = 20  # dev documents generated at each validation (model selection); null = all
 
 

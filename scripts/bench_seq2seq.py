@@ -5,28 +5,35 @@ The default tiny model of `approach=seq2seq` (conf defaults, seeded), briefly tr
 it writes JSON-like answers of realistic, varying lengths, answers the same sentence prompts from PharmaCoNER
 test (synthetic corpus when PHARMACONER_DIR is unset). Checks that batched and sequential answers are identical,
 then prints the two ratios.
-Usage: python scripts/bench_seq2seq.py [--prompts 32] [--batch-size 16] [--max-new-tokens 64] [--threads 1]
+`--model RUN/model` benchmarks a trained run's saved model instead (one that writes real entities). The token
+budget defaults to the tiny recipe's: constrained decoding closes the array once the budget left could not finish
+an entity, so a budget of 64 would make it answer `[]` at once and measure nothing.
+Usage: python scripts/bench_seq2seq.py [--prompts 32] [--batch-size 16] [--max-new-tokens 192] [--threads 1]
+    [--model RUN/model] [--entity-bias 0]
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import time
 from pathlib import Path
 
 import torch
 from hydra import compose, initialize_config_dir
+from transformers import AutoModelForCausalLM, AutoTokenizer
 
 import clinical_ner.config  # noqa: F401  (registers the schema)
 from clinical_ner.data.batching import PadCollator
 from clinical_ner.data.ner_corpus import corpus_types, load_ner_splits
 from clinical_ner.data.seq2seq_datamodule import prompt_split, training_examples
 from clinical_ner.generative.decoding import TokenVocab, generate, schema_processor
-from clinical_ner.generative.prompt import make_renderer
+from clinical_ner.generative.prompt import PromptRenderer, make_renderer
 from clinical_ner.models.backbone import build_causal_lm
 from clinical_ner.models.factory import make_tokenizer
 from clinical_ner.paths import cache_dir
+from clinical_ner.tasks.stage import INFERENCE_FILE
 
 CONF = str(Path(__file__).resolve().parent.parent / "conf")
 
@@ -58,9 +65,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--prompts", type=int, default=32)
     parser.add_argument("--batch-size", type=int, default=16)
-    parser.add_argument("--max-new-tokens", type=int, default=64)
+    parser.add_argument("--max-new-tokens", type=int, default=192)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--train-steps", type=int, default=40)
+    parser.add_argument("--model", type=Path, default=None, help="a trained run's model folder (RUN/model)")
+    parser.add_argument("--entity-bias", type=float, default=0.0, help="constrained decoding's entity bias")
     parser.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. model=llama3_1")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -74,16 +83,28 @@ def main() -> None:
     cache = cache_dir(cfg.cache_dir)
     splits = load_ner_splits(cfg.data, cache)
     types = corpus_types(cfg.data, splits)
-    tokenizer = make_tokenizer(cfg.model, cfg.scale, [d.text for d in splits["train"] + splits["dev"]], cache)
-    renderer = make_renderer(cfg.approach.prompt, tokenizer, types, cfg.scale.pretrained)
+    if args.model is not None:
+        tokenizer = AutoTokenizer.from_pretrained(args.model)
+        prompt = json.loads((args.model / INFERENCE_FILE).read_text())["prompt"]
+        renderer = PromptRenderer(
+            tokenizer, prompt["instruction"], prompt["user"], prompt["plain"], prompt["chat"]
+        )
+    else:
+        texts = [d.text for d in splits["train"] + splits["dev"]]
+        tokenizer = make_tokenizer(cfg.model, cfg.scale, texts, cache, instruct=True)
+        renderer = make_renderer(cfg.approach.prompt, tokenizer, types, cfg.scale.pretrained)
     split = prompt_split(splits["test"], renderer, str(cfg.approach.unit))
     prompts, texts = split.prompts[: args.prompts], [u.text for u in split.units[: args.prompts]]
-    torch.manual_seed(cfg.seed)
-    model = build_causal_lm(cfg.model, cfg.scale, tokenizer)
-    _, t_train = timed(
-        lambda: quick_train(model, renderer, splits["train"], str(cfg.approach.unit), args.train_steps)
-    )
-    print(f"trained {args.train_steps} steps in {t_train:.1f}s")
+    if args.model is not None:
+        model = AutoModelForCausalLM.from_pretrained(args.model)
+        print(f"model: {args.model}")
+    else:
+        torch.manual_seed(cfg.seed)
+        model = build_causal_lm(cfg.model, cfg.scale, tokenizer, instruct=True)
+        _, t_train = timed(
+            lambda: quick_train(model, renderer, splits["train"], str(cfg.approach.unit), args.train_steps)
+        )
+        print(f"trained {args.train_steps} steps in {t_train:.1f}s")
     model.eval()
     pad, stops, budget = tokenizer.pad_token_id, renderer.stop_ids, args.max_new_tokens
     print(
@@ -103,7 +124,7 @@ def main() -> None:
     print(f"seq2seq generation ratio (batched/sequential): {t_seq / t_batched:.2f}")
 
     vocab, build = timed(lambda: TokenVocab(tokenizer))
-    processor = schema_processor(vocab, texts, types, stops, budget)
+    processor = schema_processor(vocab, texts, types, stops, budget, args.entity_bias)
     constrained, t_con = timed(
         lambda: generate(model, prompts, pad, stops, budget, args.batch_size, "32", processor)
     )

@@ -20,7 +20,7 @@ from clinical_ner.generative.decoding import TokenVocab, allowed_tokens, generat
 from clinical_ner.generative.grammar import DONE, START, SpanGrammar
 from clinical_ner.generative.parsing import anchor_entities, extract_items, normalize_type, parse_spans
 from clinical_ner.generative.prompt import make_renderer
-from clinical_ner.generative.units import TextUnit, make_units, target_entities, to_json
+from clinical_ner.generative.units import TextUnit, make_units, offset_values, target_entities, to_json
 from clinical_ner.metrics.generative import Sample, generative_metrics
 from clinical_ner.models.tokenizer import train_tokenizer
 
@@ -119,6 +119,23 @@ def test_entity_free_units_are_downsampled_by_a_seeded_fraction(tokenizer):
     assert not any(map(is_empty, none))
     with pytest.raises(ValueError):
         keep_empty(full, [0], 1.5, 0)
+
+
+def test_offset_digits_can_be_left_out_of_the_loss(tokenizer, docs):
+    renderer = make_renderer(PROMPT, tokenizer, TYPES, pretrained=False)
+    unit = next(u for d in docs for u in make_units(d, "sentence", d.spans) if target_entities(u, d.spans))
+    doc = next(d for d in docs if d.id == unit.doc_id)
+    answer = to_json(target_entities(unit, doc.spans))
+    assert [answer[s:e] for s, e in offset_values(answer)] == [
+        str(v) for e in target_entities(unit, doc.spans) for v in (e["start"], e["end"])
+    ]
+    ids, labels = renderer.example(unit.text, answer)
+    same_ids, masked = renderer.example(unit.text, answer, offset_values(answer))
+    assert same_ids == ids
+    dropped = [t for t, a, b in zip(ids, labels, masked, strict=True) if a != b]
+    assert dropped and all(b == -100 for a, b in zip(labels, masked, strict=True) if a != b)
+    assert set(tokenizer.decode(dropped)) <= set("0123456789 ")  # only digits leave the loss
+    assert masked[-1] == renderer.end_id  # the end token is still learned
 
 
 def test_batched_left_padded_generation_equals_sequential(tokenizer, docs):

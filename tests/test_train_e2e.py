@@ -42,7 +42,7 @@ def train(tmp_path: Path, overrides: list[str]) -> dict:
 def test_synthetic_run_learns_and_reloads_exactly(tmp_path, cache):
     results = train(
         tmp_path,
-        ["data=synthetic", "trainer.max_epochs=10", "data.batch_size=8", "optim.lr=3e-3", *SMALL],
+        ["data=synthetic", "trainer.max_epochs=20", "data.batch_size=8", "optim.lr=3e-3", *SMALL],
     )
     assert results["status"] == "complete"
     assert results["test"]["f1"] >= 0.8, results["test"]

@@ -17,7 +17,7 @@ from torch.utils.data import DataLoader, Dataset
 from clinical_ner.data.batching import LengthGroupedBatchSampler, PadCollator, eval_batches
 from clinical_ner.data.types import Document
 from clinical_ner.generative.prompt import PromptRenderer
-from clinical_ner.generative.units import TextUnit, make_units, target_entities, to_json
+from clinical_ner.generative.units import TextUnit, make_units, offset_values, target_entities, to_json
 
 log = logging.getLogger(__name__)
 
@@ -48,18 +48,24 @@ def training_examples(
     max_length: int,
     empty_fraction: float = 1.0,
     seed: int = 0,
+    offset_loss: bool = True,
 ) -> tuple[list[dict], int]:
     """(examples, skipped): `input_ids` + `labels` per unit (sentences never cut a gold mention); examples
     longer than `max_length` are skipped rather than cut, since a cut answer teaches broken JSON.
 
     `empty_fraction`: the share of units without any mention that is kept (a seeded sample; `seed` picks it).
     Most sentences hold no mention, and a small model trained on all of them learns to answer `[]` to everything.
+    `offset_loss=False` leaves the digits of `start`/`end` out of the loss: a small model cannot count
+    characters, and constrained decoding writes them itself (free decoding then relies on the parser's
+    re-anchoring).
     """
     examples, empty, skipped = [], [], 0
     for doc in docs:
         for part in make_units(doc, unit, doc.spans):
             entities = target_entities(part, doc.spans)
-            input_ids, labels = renderer.example(part.text, to_json(entities))
+            answer = to_json(entities)
+            unlearned = () if offset_loss else offset_values(answer)
+            input_ids, labels = renderer.example(part.text, answer, unlearned)
             if len(input_ids) > max_length:
                 skipped += 1
                 continue
@@ -111,10 +117,11 @@ class Seq2SeqDataModule(L.LightningDataModule):
         mega_batch_factor: int = 50,
         group_by_length: bool = True,
         empty_fraction: float = 1.0,
+        offset_loss: bool = True,
     ) -> None:
         super().__init__()
         self.examples, skipped = training_examples(
-            splits["train"], renderer, unit, max_length, empty_fraction, seed
+            splits["train"], renderer, unit, max_length, empty_fraction, seed, offset_loss
         )
         log.info(
             "%d training examples (entity-free units kept: %.0f%%)", len(self.examples), 100 * empty_fraction

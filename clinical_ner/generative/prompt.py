@@ -86,10 +86,19 @@ class PromptRenderer:
         """Token ids the model must produce: the answer, then the end token."""
         return [*self.tokenizer(answer, add_special_tokens=False)["input_ids"], self.end_id]
 
-    def example(self, text: str, answer: str) -> tuple[list[int], list[int]]:
-        """(input_ids, labels) of a training example: the loss sees answer tokens only (prompt = -100)."""
+    def example(
+        self, text: str, answer: str, unlearned: Sequence[tuple[int, int]] = ()
+    ) -> tuple[list[int], list[int]]:
+        """(input_ids, labels) of a training example: the loss sees answer tokens only (prompt = -100), less
+        the answer tokens lying wholly inside one of the `unlearned` character ranges of `answer`."""
         prompt, target = self.prompt_ids(text), self.answer_ids(answer)
-        return prompt + target, [IGNORE] * len(prompt) + target
+        labels = list(target)
+        if unlearned:
+            encoded = self.tokenizer(answer, add_special_tokens=False, return_offsets_mapping=True)
+            for index, (start, end) in enumerate(encoded["offset_mapping"]):
+                if any(low <= start and end <= high for low, high in unlearned):
+                    labels[index] = IGNORE
+        return prompt + target, [IGNORE] * len(prompt) + labels
 
 
 def make_renderer(

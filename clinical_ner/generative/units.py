@@ -4,6 +4,7 @@ array of the mentions inside it, in text order, with offsets relative to the uni
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
@@ -11,6 +12,7 @@ from clinical_ner.data.tagging import split_sentences
 from clinical_ner.data.types import Document, Span
 
 KEYS = ("text", "type", "start", "end")
+_OFFSET_VALUE = re.compile(r'"(?:start|end)":(\d+)')
 
 
 @dataclass(frozen=True)
@@ -54,3 +56,9 @@ def target_entities(unit: TextUnit, spans: Iterable[Span]) -> list[dict]:
 def to_json(entities: list[dict]) -> str:
     """Compact JSON (no spaces, accents kept): the exact answer string the model is trained to write."""
     return json.dumps([{k: e[k] for k in KEYS} for e in entities], ensure_ascii=False, separators=(",", ":"))
+
+
+def offset_values(answer: str) -> list[tuple[int, int]]:
+    """Character ranges of the `start` and `end` numbers in a compact JSON answer (a quote inside a text is
+    escaped, so a mention cannot fake one)."""
+    return [match.span(1) for match in _OFFSET_VALUE.finditer(answer)]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+import lightning as L
 import torch
 
 from clinical_ner.tasks.schedules import warmup_cosine
@@ -32,3 +33,33 @@ def configure(
     optimizer = optimizer_factory(decay_groups(model, None), lr=lr)
     scheduler = warmup_cosine(optimizer, total_steps, warmup_ratio, min_lr_ratio)
     return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+
+class ScheduledModule(L.LightningModule):
+    """Base of every task module: holds `model` and builds its optimizer from a `_partial_` factory with a
+    per-step warmup-cosine schedule, so no task names a concrete optimizer."""
+
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        optimizer_factory: Callable[..., torch.optim.Optimizer],
+        lr: float,
+        warmup_ratio: float,
+        min_lr_ratio: float,
+    ) -> None:
+        super().__init__()
+        self.model = model
+        self.optimizer_factory = optimizer_factory
+        self.lr = lr
+        self.warmup_ratio = warmup_ratio
+        self.min_lr_ratio = min_lr_ratio
+
+    def configure_optimizers(self) -> dict:
+        return configure(
+            self.model,
+            self.optimizer_factory,
+            self.lr,
+            int(self.trainer.estimated_stepping_batches),
+            self.warmup_ratio,
+            self.min_lr_ratio,
+        )

@@ -5,13 +5,12 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 
-import lightning as L
 import torch
 
-from clinical_ner.tasks.optim import configure
+from clinical_ner.tasks.optim import ScheduledModule
 
 
-class CausalLMModule(L.LightningModule):
+class CausalLMModule(ScheduledModule):
     """Next-token training of a `*ForCausalLM` on packed blocks, and perplexity on named evaluation sets.
 
     Labels are the input ids, unshifted: the Hugging Face causal-LM loss shifts them once internally, so that
@@ -28,12 +27,7 @@ class CausalLMModule(L.LightningModule):
         min_lr_ratio: float,
         eval_names: Sequence[str] = ("val",),
     ) -> None:
-        super().__init__()
-        self.model = model
-        self.optimizer_factory = optimizer_factory
-        self.lr = lr
-        self.warmup_ratio = warmup_ratio
-        self.min_lr_ratio = min_lr_ratio
+        super().__init__(model, optimizer_factory, lr, warmup_ratio, min_lr_ratio)
         self.eval_names = list(eval_names)
         self.flops_per_batch: int | None = None  # read by Lightning's ThroughputMonitor
         self.perplexities: dict[str, float] = {}  # of the last evaluation
@@ -75,13 +69,3 @@ class CausalLMModule(L.LightningModule):
         self.history.append(dict(self.perplexities))
         for name, ppl in self.perplexities.items():
             self.log(f"pretrain/{name}_ppl", ppl, add_dataloader_idx=False)
-
-    def configure_optimizers(self) -> dict:
-        return configure(
-            self.model,
-            self.optimizer_factory,
-            self.lr,
-            int(self.trainer.estimated_stepping_batches),
-            self.warmup_ratio,
-            self.min_lr_ratio,
-        )

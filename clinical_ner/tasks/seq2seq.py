@@ -5,13 +5,12 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-import lightning as L
 import torch
 
-from clinical_ner.tasks.optim import configure
+from clinical_ner.tasks.optim import ScheduledModule
 
 
-class Seq2SeqModule(L.LightningModule):
+class Seq2SeqModule(ScheduledModule):
     """Trains `model` (a `*ForCausalLM`, possibly with LoRA adapters) on prompt + answer examples.
 
     `answer(model, indices) -> answers` generates the dev units' answers and `evaluate({index: answer}) -> metrics`
@@ -28,12 +27,7 @@ class Seq2SeqModule(L.LightningModule):
         answer: Callable[[torch.nn.Module, list[int]], list[str]],
         evaluate: Callable[[dict[int, str]], dict],
     ) -> None:
-        super().__init__()
-        self.model = model
-        self.optimizer_factory = optimizer_factory
-        self.lr = lr
-        self.warmup_ratio = warmup_ratio
-        self.min_lr_ratio = min_lr_ratio
+        super().__init__(model, optimizer_factory, lr, warmup_ratio, min_lr_ratio)
         self.answer = answer
         self.evaluate = evaluate
         self._val_answers: dict[int, str] = {}
@@ -58,13 +52,3 @@ class Seq2SeqModule(L.LightningModule):
         self.last_val_metrics = metrics
         for key in ("precision", "recall", "f1", "json_parse_rate"):
             self.log(f"val/{key}", float(metrics[key]), prog_bar=key == "f1")
-
-    def configure_optimizers(self) -> dict:
-        return configure(
-            self.model,
-            self.optimizer_factory,
-            self.lr,
-            int(self.trainer.estimated_stepping_batches),
-            self.warmup_ratio,
-            self.min_lr_ratio,
-        )

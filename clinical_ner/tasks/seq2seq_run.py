@@ -74,6 +74,7 @@ def run_seq2seq(cfg: TrainConfig, run_dir: Path, init_from: Path | None = None) 
         cfg.data.mega_batch_factor,
         cfg.data.group_by_length,
         approach.empty_fraction,
+        approach.offset_loss,
     )
     decoder = Seq2SeqDecoder(
         tokenizer,

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-import lightning as L
 import torch
 
-from clinical_ner.tasks.optim import configure
+from clinical_ner.tasks.optim import ScheduledModule
 from clinical_ner.tasks.tokencls_inference import tags_by_window
 
 
-class TokenClsModule(L.LightningModule):
+class TokenClsModule(ScheduledModule):
     """Trains `model` (a `*ForTokenClassification`) and scores the dev set by the official span rule.
 
     `evaluate(predictions) -> metrics` turns {window index: tag ids} into span metrics; it is injected so the
@@ -29,12 +28,7 @@ class TokenClsModule(L.LightningModule):
         pad_id: int,
         token_dropout: float = 0.0,
     ) -> None:
-        super().__init__()
-        self.model = model
-        self.optimizer_factory = optimizer_factory
-        self.lr = lr
-        self.warmup_ratio = warmup_ratio
-        self.min_lr_ratio = min_lr_ratio
+        super().__init__(model, optimizer_factory, lr, warmup_ratio, min_lr_ratio)
         self.evaluate = evaluate
         self.pad_id = pad_id
         self.token_dropout = token_dropout
@@ -74,13 +68,3 @@ class TokenClsModule(L.LightningModule):
         self.last_val_metrics = metrics
         for key in ("precision", "recall", "f1", "seqeval_f1"):
             self.log(f"val/{key}", float(metrics[key]), prog_bar=key == "f1")
-
-    def configure_optimizers(self) -> dict:
-        return configure(
-            self.model,
-            self.optimizer_factory,
-            self.lr,
-            int(self.trainer.estimated_stepping_batches),
-            self.warmup_ratio,
-            self.min_lr_ratio,
-        )
