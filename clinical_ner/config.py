@@ -4,18 +4,15 @@ so a misspelt key or a wrong type fails in a second instead of after an hour of 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from enum import Enum
+from enum import StrEnum
 from typing import Any
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
 
 
-class Choice(str, Enum):
+class Choice(StrEnum):
     """A closed set of string options, checked at compose time; compares and prints as its value."""
-
-    def __str__(self) -> str:
-        return self.value
 
 
 TokenizerKind = Choice(

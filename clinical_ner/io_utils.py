@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import tempfile
@@ -32,3 +33,9 @@ def atomic_write_text(path: Path | str, text: str) -> None:
 def atomic_write_json(path: Path | str, obj: Any) -> None:
     """Write `obj` as indented JSON (key order kept, non-ASCII kept) atomically, with a trailing newline."""
     atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False, ensure_ascii=False) + "\n")
+
+
+def file_digest(path: Path | str, algorithm: str = "sha256") -> str:
+    """Hex digest of a file's bytes, streamed (corpus files, downloads and cached weights can be large)."""
+    with open(path, "rb") as handle:
+        return hashlib.file_digest(handle, algorithm).hexdigest()

@@ -28,12 +28,12 @@ from filelock import FileLock
 from torch.utils.data import Dataset
 
 from clinical_ner.data.types import Document
+from clinical_ner.io_utils import file_digest
 
 log = logging.getLogger(__name__)
 
 FORMAT_VERSION = 1  # bump when the per-document token layout changes
 _BATCH = 256  # documents per tokenizer call
-_CHUNK = 1 << 20
 
 
 @dataclass
@@ -74,20 +74,10 @@ def tokenize_documents(docs: Sequence[Document], tokenizer) -> TokenizedDocs:
 
 def file_fingerprint(paths: Sequence[Path], root: Path) -> list[dict]:
     """Relative path, size and sha256 of each file: the corpus part of every cache key."""
-    records = []
-    for path in paths:
-        digest = hashlib.sha256()
-        with open(path, "rb") as handle:
-            for chunk in iter(lambda: handle.read(_CHUNK), b""):
-                digest.update(chunk)
-        records.append(
-            {
-                "path": path.relative_to(root).as_posix(),
-                "size": path.stat().st_size,
-                "sha256": digest.hexdigest(),
-            }
-        )
-    return records
+    return [
+        {"path": path.relative_to(root).as_posix(), "size": path.stat().st_size, "sha256": file_digest(path)}
+        for path in paths
+    ]
 
 
 def tokens_cache_key(files: list[dict], tokenizer_hash: str) -> str:

@@ -22,7 +22,7 @@ from pathlib import Path, PurePosixPath
 from filelock import FileLock
 
 from clinical_ner.errors import UserError, cli
-from clinical_ner.io_utils import atomic_write_json
+from clinical_ner.io_utils import atomic_write_json, file_digest
 
 log = logging.getLogger(__name__)
 
@@ -111,12 +111,8 @@ def fetch_corpus(out_dir: Path, url: str = RELEASE_URL, expected_md5: str | None
 
 
 def md5_of(path: Path) -> str:
-    """Hex md5 of a file, read in chunks."""
-    digest = hashlib.md5()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(_CHUNK), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
+    """Hex md5 of a file (what Zenodo publishes)."""
+    return file_digest(path, "md5")
 
 
 def _normalise_md5(value: str) -> str:
@@ -282,20 +278,12 @@ def _replace_dir(new: Path, final: Path) -> None:
 # ---------------------------------------------------------------------------------------------- manifest
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(_CHUNK), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def build_manifest(folder: Path, source: str = "") -> dict:
     """Describe `folder/{train,dev,test}`: per split, document count and each file's size and sha256."""
     splits = {}
     for split in SPLITS:
         paths = sorted(p for p in (folder / split).iterdir() if p.suffix in BRAT_SUFFIXES and p.is_file())
-        files = {p.name: {"size": p.stat().st_size, "sha256": _sha256(p)} for p in paths}
+        files = {p.name: {"size": p.stat().st_size, "sha256": file_digest(p)} for p in paths}
         documents = sum(1 for p in paths if p.suffix == ".txt")
         splits[split] = {"documents": documents, "file_count": len(files), "files": files}
     return {"format": MANIFEST_FORMAT, "source": source, "splits": splits}

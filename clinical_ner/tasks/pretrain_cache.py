@@ -19,26 +19,17 @@ from typing import Any
 
 from filelock import FileLock, Timeout
 
-from clinical_ner.io_utils import atomic_write_json
+from clinical_ner.io_utils import atomic_write_json, file_digest
 
 log = logging.getLogger(__name__)
 
 MANIFEST = "manifest.json"
 FORMAT_VERSION = 1
-_CHUNK = 1 << 20
 
 
 def key_digest(material: dict[str, Any]) -> str:
     """Hex sha256 of the key material (JSON with sorted keys)."""
     return hashlib.sha256(json.dumps(material, sort_keys=True, default=str).encode()).hexdigest()
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(_CHUNK), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 class PretrainedEntry:
@@ -93,7 +84,7 @@ class PretrainedEntry:
             if (
                 not file.is_file()
                 or file.stat().st_size != expected["size"]
-                or _sha256(file) != expected["sha256"]
+                or file_digest(file) != expected["sha256"]
             ):
                 log.warning(
                     "pretrained cache entry %s: %s is missing or altered: rebuilding", self.folder, rel
@@ -112,7 +103,10 @@ class PretrainedEntry:
         if missing:
             raise RuntimeError(f"pretraining produced no weights for epoch(s) {missing} in {self.folder}")
         files = {
-            path.relative_to(self.folder).as_posix(): {"size": path.stat().st_size, "sha256": _sha256(path)}
+            path.relative_to(self.folder).as_posix(): {
+                "size": path.stat().st_size,
+                "sha256": file_digest(path),
+            }
             for path in sorted(self.folder.rglob("*"))
             if path.is_file() and path.name != MANIFEST
         }
