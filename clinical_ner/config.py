@@ -178,7 +178,7 @@ class DataConfig:
     eval_batch_size: int = 64
     num_workers: int = 0
     group_by_length: bool = True  # sort windows by length inside mega-batches: less padding
-    mega_batch_factor: int = 50  # batches per length-sorted pool
+    mega_batch_factor: int = 100  # batches per length-sorted pool: real/padded tokens 0.90 at 50, 0.94 at 100
     train_limit: int | None = None  # first N training documents (quick runs)
     eval_limit: int | None = None  # first N dev/test documents (quick runs)
 

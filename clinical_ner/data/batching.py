@@ -17,7 +17,7 @@ class LengthGroupedBatchSampler(Sampler[list[int]]):
         lengths: Sequence[int],
         batch_size: int,
         seed: int,
-        mega_batch_factor: int = 50,
+        mega_batch_factor: int = 100,
         group_by_length: bool = True,
     ) -> None:
         self.lengths = list(lengths)

@@ -114,7 +114,7 @@ class Seq2SeqDataModule(L.LightningDataModule):
         eval_batch_size: int,
         seed: int,
         val_limit: int | None = None,
-        mega_batch_factor: int = 50,
+        mega_batch_factor: int = 100,
         group_by_length: bool = True,
         empty_fraction: float = 1.0,
         offset_loss: bool = True,

@@ -80,7 +80,7 @@ class TokenClsDataModule(L.LightningDataModule):
         batch_size: int,
         eval_batch_size: int,
         seed: int,
-        mega_batch_factor: int = 50,
+        mega_batch_factor: int = 100,
         group_by_length: bool = True,
         num_workers: int = 0,
     ) -> None:
