@@ -252,6 +252,17 @@ class TrainConfig:
     output_dir: str = MISSING  # filled from Hydra's run dir
 
 
+def compose_config(overrides: list[str] | None = None):
+    """The run config from conf/ with Hydra overrides, outside a Hydra job (scripts, notebooks)."""
+    from pathlib import Path
+
+    from hydra import compose, initialize_config_dir
+
+    conf = Path(__file__).resolve().parent.parent / "conf"
+    with initialize_config_dir(config_dir=str(conf), version_base="1.3"):
+        return compose("train", overrides=["output_dir=/tmp/clinical_ner", *(overrides or [])])
+
+
 def register_configs() -> None:
     """Register the schema so conf/train.yaml can list it first in its defaults."""
     ConfigStore.instance().store(name="train_schema", node=TrainConfig)

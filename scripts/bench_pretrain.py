@@ -23,7 +23,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from clinical_ner.callbacks import TrainStepTimer
-from clinical_ner.config import ArchConfig, ModelConfig, ScaleConfig
+from clinical_ner.config import compose_config
 from clinical_ner.data.brat import read_split
 from clinical_ner.data.corpora import mix_languages, read_language
 from clinical_ner.data.packing import BlockDataset, pack, tokenize_documents
@@ -33,22 +33,8 @@ from clinical_ner.models.tokenizer import load_or_train_tokenizer
 from clinical_ner.paths import cache_dir
 from clinical_ner.tasks.pretrain import CausalLMModule
 
-LLAMA2 = ModelConfig(
-    family="llama2",
-    hf_id="meta-llama/Llama-2-7b-hf",
-    instruct_id="meta-llama/Llama-2-7b-chat-hf",
-    tokenizer_kind="sentencepiece_bpe",
-    arch=ArchConfig(
-        vocab_size=32000,
-        hidden_size=4096,
-        intermediate_size=11008,
-        num_layers=32,
-        num_heads=32,
-        num_kv_heads=32,
-        max_position_embeddings=4096,
-    ),
-)
-TINY = ScaleConfig(name="tiny", pretrained=False)
+CFG = compose_config(["model=llama2", "scale=tiny"])  # the default tiny Llama 2 of a run
+LLAMA2, TINY = CFG.model, CFG.scale
 
 
 def load_texts() -> tuple[list, list[str]]:
@@ -155,7 +141,7 @@ def main() -> None:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
     docs, ner_texts = load_texts()
-    tokenizer = load_or_train_tokenizer("sentencepiece_bpe", TINY.vocab_size, ner_texts, cache_dir())
+    tokenizer = load_or_train_tokenizer(LLAMA2.tokenizer_kind, TINY.vocab_size, ner_texts, cache_dir())
     tokenized = tokenize_documents(docs, tokenizer).docs()
     packed = pack(tokenized, args.block)
     windows = WindowDataset(tokenized, args.block, args.block // 4, tokenizer.pad_token_id, seed=0)

@@ -17,7 +17,7 @@ import lightning as L
 import torch
 from transformers import DataCollatorForTokenClassification, Trainer, TrainingArguments
 
-from clinical_ner.config import ArchConfig, ModelConfig, ScaleConfig
+from clinical_ner.config import compose_config
 from clinical_ner.data.brat import entity_types, read_split
 from clinical_ner.data.synthetic import synthetic_splits
 from clinical_ner.data.tagging import bio_labels
@@ -27,22 +27,8 @@ from clinical_ner.models.tokenizer import load_or_train_tokenizer
 from clinical_ner.paths import cache_dir
 from clinical_ner.tasks.tokencls import TokenClsModule
 
-LLAMA2 = ModelConfig(
-    family="llama2",
-    hf_id="meta-llama/Llama-2-7b-hf",
-    instruct_id="meta-llama/Llama-2-7b-chat-hf",
-    tokenizer_kind="sentencepiece_bpe",
-    arch=ArchConfig(
-        vocab_size=32000,
-        hidden_size=4096,
-        intermediate_size=11008,
-        num_layers=32,
-        num_heads=32,
-        num_kv_heads=32,
-        max_position_embeddings=4096,
-    ),
-)
-TINY = ScaleConfig(name="tiny", pretrained=False)
+CFG = compose_config(["model=llama2", "scale=tiny"])  # the default tiny Llama 2 of a run
+LLAMA2, TINY = CFG.model, CFG.scale
 
 
 def load_docs() -> dict:
@@ -137,7 +123,7 @@ def main() -> None:
     docs = load_docs()
     labels = bio_labels(entity_types(docs["train"]))
     tokenizer = load_or_train_tokenizer(
-        "sentencepiece_bpe", TINY.vocab_size, [d.text for d in docs["train"] + docs["dev"]], cache_dir()
+        LLAMA2.tokenizer_kind, TINY.vocab_size, [d.text for d in docs["train"] + docs["dev"]], cache_dir()
     )
     label2id = {label: i for i, label in enumerate(labels)}
     data = TokenClsDataModule(
