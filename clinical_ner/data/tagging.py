@@ -102,7 +102,7 @@ def split_sentences(text: str, spans: Sequence[Span] = ()) -> list[tuple[int, in
         index = bisect.bisect_left(starts, cut) - 1
         if cut < len(text) and index >= 0 and covered[index][1] > cut:
             continue
-        start, end = _strip(text, begin, cut)
+        start, end = strip_span(text, begin, cut)
         if start < end:
             ranges.append((start, end))
         begin = cut
@@ -119,7 +119,8 @@ def _merge_intervals(spans: Sequence[Span]) -> list[tuple[int, int]]:
     return merged
 
 
-def _strip(text: str, start: int, end: int) -> tuple[int, int]:
+def strip_span(text: str, start: int, end: int) -> tuple[int, int]:
+    """Shrink `start..end` past surrounding whitespace."""
     while start < end and text[start].isspace():
         start += 1
     while end > start and text[end - 1].isspace():
@@ -207,7 +208,7 @@ def encode_document(
     for number, ((shift, _), ids, raw) in enumerate(
         zip(sentences, encoded["input_ids"], encoded["offset_mapping"], strict=True)
     ):
-        offsets = [_strip(doc.text, shift + s, shift + e) for s, e in raw]
+        offsets = [strip_span(doc.text, shift + s, shift + e) for s, e in raw]
         units = label_units(offsets, doc.text, label_position)
         labels = [IGNORE] * len(ids)
         for unit, tag in zip(units, unit_tags(units, doc.spans), strict=True):
@@ -319,7 +320,7 @@ def _decode_run(
 
 
 def _finish(current: list, text: str) -> Span:
-    start, end = _strip(text, current[1], current[2])
+    start, end = strip_span(text, current[1], current[2])
     return Span(start, end, current[0])
 
 

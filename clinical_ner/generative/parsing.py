@@ -19,6 +19,7 @@ import unicodedata
 from collections.abc import Sequence
 from typing import Any
 
+from clinical_ner.data.tagging import strip_span
 from clinical_ner.data.types import Span
 
 FUZZY_MIN_RATIO = 0.7
@@ -112,14 +113,6 @@ def _occurrences(text: str, surface: str) -> list[int]:
     return starts
 
 
-def _strip(text: str, start: int, end: int) -> tuple[int, int]:
-    while start < end and text[start].isspace():
-        start += 1
-    while end > start and text[end - 1].isspace():
-        end -= 1
-    return start, end
-
-
 def anchor_entities(text: str, items: Sequence[Any], types: Sequence[str]) -> list[Span]:
     """Spans on `text` (the unit) for the parsed items, in the items' order; unusable items are skipped."""
     spans: list[Span] = []
@@ -133,7 +126,7 @@ def anchor_entities(text: str, items: Sequence[Any], types: Sequence[str]) -> li
             continue
         start, end = as_offset(item.get("start")), as_offset(item.get("end"))
         if start is not None and end is not None and 0 <= start < end <= len(text):
-            kept = _strip(text, start, end)
+            kept = strip_span(text, start, end)
             if text[kept[0] : kept[1]] == surface:
                 taken.add(kept)
                 spans.append(Span(kept[0], kept[1], entity_type))

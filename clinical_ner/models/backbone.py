@@ -129,20 +129,9 @@ def build_token_classifier(
     (`init_from`) the backbone of a continually pretrained causal-LM folder with a fresh `score` head."""
     id2label = dict(enumerate(labels))
     label2id = {label: i for i, label in id2label.items()}
-    if init_from is not None:
-        # the causal LM's `model.*` weights load into the classifier; `lm_head` is dropped, `score` is new
-        model = LlamaForTokenClassification.from_pretrained(
-            init_from,
-            num_labels=len(labels),
-            id2label=id2label,
-            label2id=label2id,
-            dtype=_dtype(scale.dtype),
-            use_safetensors=True,
-        )
-        if model.config.pad_token_id is None:
-            model.config.pad_token_id = tokenizer.pad_token_id
-    elif scale.pretrained:
-        source = checkpoint_source(model_cfg)
+    if init_from is not None or scale.pretrained:
+        # from a continually pretrained causal LM (`lm_head` dropped, `score` new) or the real checkpoint
+        source = init_from or checkpoint_source(model_cfg)
         try:
             model = AutoModelForTokenClassification.from_pretrained(
                 source,
