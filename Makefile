@@ -12,7 +12,7 @@ export CLINICAL_NER_CORPORA ?= $(SHARED)/corpora
 endif
 
 .DEFAULT_GOAL := help
-.PHONY: help install test test-fast lint format bench train roundtrip clean
+.PHONY: help install test test-fast lint format bench train roundtrip reproduce-tables clean
 
 help:  ## list targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
@@ -44,6 +44,16 @@ bench:  ## throughput benchmarks, each against its baseline in the same run (rat
 
 train:  ## the main command at tiny scale
 	$(BIN)/python -m clinical_ner.train approach=tokencls model=llama2 corpus=none
+
+# The tiny grid: 2 jobs at a time, one thread each (2 cores); finished cells are reused, interrupted ones resume.
+GRID := $(BIN)/python -m clinical_ner.train -m experiment=paper_grid hydra/launcher=joblib \
+	hydra.launcher.n_jobs=2 trainer.threads=1 trainer.enable_progress_bar=false
+
+reproduce-tables:  ## the whole tiny grid as one sweep (+ a 2nd seed for Llama 2 token cls) -> tables/ (md, csv, png)
+	$(GRID)
+	$(GRID) model=llama2 approach=tokencls seed=43
+	$(BIN)/python -m clinical_ner.reports.tables multirun/paper_grid --out tables
+	$(BIN)/python -m clinical_ner.reports.lengths --out tables
 
 roundtrip:  ## how many gold test mentions survive span -> tags -> span, per tokenizer kind
 	$(BIN)/python scripts/roundtrip.py

@@ -3,12 +3,13 @@ so a misspelt key or a wrong type fails in a second instead of after an hour of 
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
 from hydra.core.config_store import ConfigStore
-from omegaconf import MISSING
+from omegaconf import MISSING, OmegaConf
 
 
 class Choice(StrEnum):
@@ -28,6 +29,7 @@ CorpusName = Choice("CorpusName", {"none": "none", "es": "es", "en": "en", "bili
 FlopsMethod = Choice("FlopsMethod", {"measure": "measure", "formula": "formula"})
 PromptUnit = Choice("PromptUnit", {"document": "document", "sentence": "sentence"})
 Decoding = Choice("Decoding", {"free": "free", "constrained": "constrained"})
+QuantName = Choice("QuantName", {"none": "none", "nf4": "nf4"})
 PromptTemplate = Choice("PromptTemplate", {"auto": "auto", "chat": "chat", "plain": "plain"})
 
 
@@ -154,6 +156,7 @@ class PretrainConfig:
     gradient_clip_val: float = 1.0
     accelerator: str = "auto"
     devices: Any = 1
+    strategy: str = "auto"  # auto | ddp | fsdp (several devices; see clinical_ner/distributed.py)
     precision: str = "bf16-mixed"  # falls back to 16-mixed on GPUs without bf16
     gradient_checkpointing: bool = False
     seed: int = 0  # init of a random (tiny) base and block order; apart from the run seed
@@ -214,6 +217,20 @@ class TrainerConfig:
     compile: bool = False  # torch.compile the backbone
     threads: int | None = None  # torch intra-op threads on CPU; null = all cores
     early_stopping_patience: int | None = None  # epochs without dev-F1 gain before stopping
+    gradient_checkpointing: bool = False  # recompute activations in backward (QLoRA/LoRA memory); DDP-safe
+    # trainer.strategy=fsdp only: shard LlamaDecoderLayer (FULL_SHARD | SHARD_GRAD_OP | HYBRID_SHARD) and
+    # checkpoint each layer's activations
+    sharding_strategy: str = "FULL_SHARD"
+    activation_checkpointing: bool = True
+
+
+@dataclass
+class QuantizationConfig:
+    """QLoRA: the frozen base loaded in 4-bit NF4 through bitsandbytes (GPU only); adapters and head stay bf16."""
+
+    name: QuantName = QuantName.none
+    double_quant: bool = True  # quantize the quantization constants too: ~0.4 bit/parameter saved
+    compute_dtype: str = "bfloat16"
 
 
 @dataclass
@@ -244,12 +261,29 @@ class TrainConfig:
     data: DataConfig = field(default_factory=DataConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    quantization: QuantizationConfig = field(default_factory=QuantizationConfig)
     logger: LoggerConfig = field(default_factory=LoggerConfig)
     seed: int = 42
     cache_dir: str | None = None  # tokenizers, downloads; null = $CLINICAL_NER_CACHE or ~/.cache/clinical_ner
     ckpt_path: str | None = None  # `last` resumes an interrupted run from its last checkpoint
     save_model: bool = True
     output_dir: str = MISSING  # filled from Hydra's run dir
+
+
+# a key is secret when its last word is one of these: `hf_token`, `api_key` go, `max_new_tokens` stays
+SECRET_KEY = re.compile(r"(^|_)(key|token|secret|password)$", re.IGNORECASE)
+
+
+def public_config(cfg) -> dict:
+    """The resolved config with anything that looks like a secret removed (it is saved and logged)."""
+    resolved = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
+
+    def scrub(node):
+        if isinstance(node, dict):
+            return {k: scrub(v) for k, v in node.items() if not SECRET_KEY.search(str(k))}
+        return [scrub(v) for v in node] if isinstance(node, list) else node
+
+    return scrub(resolved)
 
 
 def compose_config(overrides: list[str] | None = None):

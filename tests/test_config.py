@@ -66,3 +66,16 @@ def test_wrong_types_fail_at_compose_time(bad):
 
 def test_trainer_max_steps_override():
     assert compose_train(["trainer.max_steps=5"]).trainer.max_steps == 5
+
+
+def test_public_config_drops_secrets_and_keeps_token_budgets():
+    from omegaconf import OmegaConf
+
+    from clinical_ner.config import public_config
+
+    cfg = OmegaConf.create(
+        {"hf_token": "hf_x", "api_key": "k", "nested": {"password": "p", "secret": "s", "max_new_tokens": 256}}
+    )
+    cfg.max_tokens = 10
+    cfg.token_dropout = 0.1
+    assert public_config(cfg) == {"nested": {"max_new_tokens": 256}, "max_tokens": 10, "token_dropout": 0.1}

@@ -16,7 +16,7 @@ from clinical_ner.config import PromptConfig
 from clinical_ner.data.seq2seq_datamodule import keep_empty, training_examples
 from clinical_ner.data.synthetic import synthetic_splits
 from clinical_ner.data.types import Span
-from clinical_ner.generative.decoding import TokenVocab, allowed_tokens, generate, schema_processor
+from clinical_ner.generative.decoding import SchemaConstraint, TokenVocab, allowed_tokens, generate
 from clinical_ner.generative.grammar import DONE, START, SpanGrammar
 from clinical_ner.generative.parsing import anchor_entities, extract_items, normalize_type, parse_spans
 from clinical_ner.generative.prompt import make_renderer
@@ -151,7 +151,7 @@ def test_batched_left_padded_generation_equals_sequential(tokenizer, docs):
 def random_walk(
     grammar: SpanGrammar, vocab: TokenVocab, budget: int, rng: random.Random, stop: int
 ) -> list[int]:
-    """Decode with uniformly random choices among the allowed tokens (a random 'model'), as the processor does."""
+    """Decode with uniformly random choices among the allowed tokens (a random 'model'), as the constraint does."""
     state, out = START, []
     for step in range(budget):
         if state == DONE:
@@ -190,9 +190,9 @@ def test_entity_bias_opens_entities_and_stays_valid(tokenizer, docs):
     model = tiny_model(tokenizer, 1)
 
     def entities(bias: float) -> list[list[dict]]:
-        processor = schema_processor(vocab, units, TYPES, renderer.stop_ids, 120, entity_bias=bias)
+        constraint = SchemaConstraint(vocab, units, TYPES, renderer.stop_ids, 120, entity_bias=bias)
         answers = generate(
-            model, prompts, tokenizer.pad_token_id, renderer.stop_ids, 120, 4, processor=processor
+            model, prompts, tokenizer.pad_token_id, renderer.stop_ids, 120, 4, constraint=constraint
         )
         return [json.loads(tokenizer.decode(ids, skip_special_tokens=True)) for ids in answers]
 
@@ -213,9 +213,9 @@ def test_constrained_generation_with_random_models(tokenizer, docs):
         model = tiny_model(tokenizer, seed)
         with torch.no_grad():  # push the random model towards opening entities rather than closing at once
             model.lm_head.weight.mul_(30)
-        processor = schema_processor(vocab, units, TYPES, renderer.stop_ids, 60)
+        constraint = SchemaConstraint(vocab, units, TYPES, renderer.stop_ids, 60)
         answers = generate(
-            model, prompts, tokenizer.pad_token_id, renderer.stop_ids, 60, 4, processor=processor
+            model, prompts, tokenizer.pad_token_id, renderer.stop_ids, 60, 4, constraint=constraint
         )
         for text, ids in zip(units, answers, strict=True):
             for e in json.loads(tokenizer.decode(ids, skip_special_tokens=True)):

@@ -1,7 +1,13 @@
-"""Batched greedy generation with KV cache and left padding, per-sequence stopping, and (optionally) a logits
-processor that constrains every answer to the schema of generative/grammar.py.
+"""Batched greedy generation with KV cache and left padding, per-sequence stopping, and (optionally) a
+constraint that keeps every answer inside the schema of generative/grammar.py.
 
-Constrained decoding is hand-written: no maintained grammar library is installed here for transformers 5.x, and
+The loop is written by hand (continuous batching) rather than through `model.generate`: a row that stops leaves
+the batch and its KV cache at once, and waiting prompts are prefilled and merged into the running batch whenever
+it falls to half its size. Most answers are a short `[]`, so a static batch would spend most of its steps on the
+one long answer while the other rows idle (`bench_seq2seq.py` compares this with `generate` called one prompt at
+a time, as the original did, and with our loop at batch 1).
+
+Constrained decoding is hand-written too: no maintained grammar library is installed here for transformers 5.x, and
 the schema needs copy-from-input constraints that a context-free grammar does not express anyway. At each step,
 for each row, the allowed tokens are found by walking the vocabulary's byte trie and the row's automaton together
 (only the bytes the automaton allows are followed, so the walk is small); when the token budget comes within
@@ -14,12 +20,13 @@ chosen on dev).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections import deque
+from collections.abc import Sequence
 
 import torch
-from transformers import GenerationConfig, LogitsProcessor, LogitsProcessorList, PreTrainedTokenizerBase
+from transformers import DynamicCache, PreTrainedTokenizerBase
 
-from clinical_ner.data.batching import PadCollator, eval_batches
+from clinical_ner.data.batching import PadCollator
 from clinical_ner.generative.grammar import DONE, START, SpanGrammar, State
 from clinical_ner.generative.vocab import TrieNode, build_trie, token_bytes
 from clinical_ner.tasks.tokencls_inference import autocast_for
@@ -50,9 +57,10 @@ def allowed_tokens(grammar: SpanGrammar, trie: TrieNode, state: State, finishing
     return found
 
 
-class SchemaLogitsProcessor(LogitsProcessor):
-    """Masks, row by row, every token that would leave the schema (or, once `]` is written, every non-stop
-    token). Rows are the batch's prompts in order; `prompt_length` is the padded prompt width."""
+class SchemaConstraint:
+    """Automaton states of every prompt: `restrict` masks, line by line, every token that would leave the
+    schema (or, once `]` is written, every non-stop token); `advance` moves the lines along the tokens chosen.
+    Rows are prompt indices; `texts[row]` is the unit text that prompt asks about."""
 
     def __init__(
         self,
@@ -60,44 +68,108 @@ class SchemaLogitsProcessor(LogitsProcessor):
         texts: Sequence[str],
         types: Sequence[str],
         stop_ids: Sequence[int],
-        prompt_length: int,
         max_new_tokens: int,
         entity_bias: float = 0.0,
     ) -> None:
         self.vocab = vocab
+        self.texts = texts
+        self.types = list(types)
         self.entity_bias = entity_bias
-        self.grammars = [SpanGrammar(text, types) for text in texts]
+        self.grammars: dict[int, SpanGrammar] = {}  # built when a prompt enters the batch
         self.stop_ids = list(stop_ids)
-        self.prompt_length = prompt_length
         self.max_new_tokens = max_new_tokens
-        self.states: list[State] = [START] * len(texts)
-        self.options: list[dict[int, State]] = [{} for _ in texts]
+        self.states: dict[int, State | None] = {}
+        self.options: dict[int, dict[int, State]] = {}
 
-    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
-        step = input_ids.shape[1] - self.prompt_length
-        if step > 0:
-            for row, token in enumerate(input_ids[:, -1].tolist()):
-                # a finished row is fed padding: it stays done
-                self.states[row] = self.options[row].get(token, DONE if self.states[row] == DONE else None)
-        left = self.max_new_tokens - step
+    def restrict(self, rows: Sequence[int], steps: Sequence[int], scores: torch.Tensor) -> torch.Tensor:
+        """`scores` (one line per row in `rows`, `steps` tokens already written) with disallowed tokens -inf."""
         mask = torch.full_like(scores, float("-inf"))
-        for row, grammar in enumerate(self.grammars):
-            state = self.states[row]
+        for line, (row, step) in enumerate(zip(rows, steps, strict=True)):
+            if row not in self.grammars:
+                self.grammars[row] = SpanGrammar(self.texts[row], self.types)
+            state, grammar = self.states.get(row, START), self.grammars[row]
             if state is None or state == DONE:
                 self.options[row] = {}
-                mask[row, self.stop_ids] = 0.0
+                mask[line, self.stop_ids] = 0.0
                 continue
-            # `left - 1`: the stop token needs a step of its own after `]`
-            options = allowed_tokens(grammar, self.vocab.trie, state, left - 1 <= grammar.finish_bytes)
+            # `- 1`: the stop token needs a step of its own after `]`
+            finishing = self.max_new_tokens - step - 1 <= grammar.finish_bytes
+            options = allowed_tokens(grammar, self.vocab.trie, state, finishing)
             self.options[row] = options
-            mask[row, list(options)] = 0.0
+            mask[line, list(options)] = 0.0
             if self.entity_bias:
                 closing = [token for token, after in options.items() if after == DONE]
-                mask[row, closing] = -self.entity_bias
+                mask[line, closing] = -self.entity_bias
         return scores + mask
 
+    def advance(self, rows: Sequence[int], tokens: Sequence[int]) -> None:
+        """Move each row's automaton along the token it was given."""
+        for row, token in zip(rows, tokens, strict=True):
+            self.states[row] = self.options[row].get(token)
 
-ProcessorFactory = Callable[[list[int], int], LogitsProcessor]
+
+class _Batch:
+    """The running batch: its prompts (rows), KV cache, attention mask, next positions and last logits."""
+
+    def __init__(
+        self, model: torch.nn.Module, ids: torch.Tensor, mask: torch.Tensor, rows: list[int]
+    ) -> None:
+        self.model, self.rows, self.mask = model, rows, mask
+        self.cache = DynamicCache(config=model.config)
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)
+        self.next_position = positions[:, -1:] + 1
+        self.logits = self._forward(ids, positions, logits_to_keep=1)
+
+    def _forward(self, ids: torch.Tensor, positions: torch.Tensor, **kwargs) -> torch.Tensor:
+        out = self.model(
+            input_ids=ids,
+            attention_mask=self.mask,
+            position_ids=positions,
+            cache=self.cache,
+            use_cache=True,
+            **kwargs,
+        )
+        return out.logits[:, -1]
+
+    def keep(self, lines: list[int]) -> None:
+        """Drop every line not in `lines` (and the cache columns no remaining line attends to)."""
+        if len(lines) == len(self.rows):
+            return
+        index = torch.tensor(lines, device=self.mask.device)
+        self.cache.batch_select_indices(index)
+        self.mask, self.next_position = self.mask[index], self.next_position[index]
+        self.rows = [self.rows[line] for line in lines]
+        first = int(self.mask.any(0).int().argmax())  # leading columns that are padding in every line
+        if first:
+            self.mask = self.mask[:, first:]
+            for layer in self.cache.layers:
+                layer.keys, layer.values = layer.keys[:, :, first:], layer.values[:, :, first:]
+
+    def step(self, tokens: torch.Tensor) -> None:
+        """Feed one token per line."""
+        self.mask = torch.cat([self.mask, self.mask.new_ones(len(self.rows), 1)], dim=1)
+        self.logits = self._forward(tokens[:, None], self.next_position)
+        self.next_position = self.next_position + 1
+
+    def merge(self, other: _Batch) -> None:
+        """Append another batch's lines, left-padding the shorter cache so the columns line up."""
+        width = max(self.mask.shape[1], other.mask.shape[1])
+
+        def pad(tensor: torch.Tensor, dim: int) -> torch.Tensor:
+            missing = width - tensor.shape[dim]
+            if not missing:
+                return tensor
+            shape = list(tensor.shape)
+            shape[dim] = missing
+            return torch.cat([tensor.new_zeros(shape), tensor], dim=dim)
+
+        for mine, theirs in zip(self.cache.layers, other.cache.layers, strict=True):
+            mine.keys = torch.cat([pad(mine.keys, 2), pad(theirs.keys, 2)])
+            mine.values = torch.cat([pad(mine.values, 2), pad(theirs.values, 2)])
+        self.mask = torch.cat([pad(self.mask, 1), pad(other.mask, 1)])
+        self.next_position = torch.cat([self.next_position, other.next_position])
+        self.logits = torch.cat([self.logits, other.logits])
+        self.rows = self.rows + other.rows
 
 
 @torch.inference_mode()
@@ -109,60 +181,56 @@ def generate(
     max_new_tokens: int,
     batch_size: int,
     precision: str = "32",
-    processor: ProcessorFactory | None = None,
+    constraint: SchemaConstraint | None = None,
 ) -> list[list[int]]:
     """Greedy answers (token ids, stop token excluded) for every prompt, in prompt order.
 
-    Prompts are batched longest first (similar lengths share a batch), left-padded, and decoded with the KV
-    cache; each row stops at its first stop token. `processor(indices, padded_width)` builds a logits processor
-    for the batch holding prompts `indices`.
+    Continuous batching with the KV cache: at most `batch_size` prompts decode together; prompts enter longest
+    first, left-padded, whenever the batch falls to half its size; a row leaves at its first stop token or after
+    `max_new_tokens` tokens. `constraint` (rows = prompt indices) restricts every step to the schema.
     """
     device = next(model.parameters()).device
     was_training = model.training
     model.eval()
-    config = GenerationConfig(
-        max_new_tokens=max_new_tokens,
-        do_sample=False,
-        num_beams=1,
-        use_cache=True,
-        eos_token_id=list(stop_ids),
-        pad_token_id=pad_id,
-    )
-    answers: list[list[int]] = [[] for _ in prompts]
-    collate = PadCollator(pad_id, side="left")
     stops = set(stop_ids)
-    for indices in eval_batches([len(p) for p in prompts], batch_size):
-        batch = collate([{"input_ids": prompts[i], "index": i} for i in indices])
-        ids, mask = batch["input_ids"], batch["attention_mask"]
-        processors = LogitsProcessorList([processor(indices, ids.shape[1])] if processor else [])
-        with autocast_for(precision, device):
-            out = model.generate(
-                input_ids=ids.to(device),
-                attention_mask=mask.to(device),
-                generation_config=config,
-                logits_processor=processors,
-            )
-        for row, index in enumerate(indices):
-            tokens = out[row, ids.shape[1] :].tolist()
-            cut = next((i for i, t in enumerate(tokens) if t in stops), len(tokens))
-            answers[index] = tokens[:cut]
+    answers: list[list[int]] = [[] for _ in prompts]
+    waiting = deque(sorted(range(len(prompts)), key=lambda i: len(prompts[i]), reverse=True))
+    collate = PadCollator(pad_id, side="left")
+    batch: _Batch | None = None
+    with autocast_for(precision, device):
+        while waiting or batch is not None:
+            if waiting and (batch is None or len(batch.rows) <= batch_size // 2):
+                take = [
+                    waiting.popleft()
+                    for _ in range(min(batch_size - len(batch.rows if batch else []), len(waiting)))
+                ]
+                padded = collate([{"input_ids": prompts[i], "index": i} for i in take])
+                entering = _Batch(
+                    model, padded["input_ids"].to(device), padded["attention_mask"].to(device), take
+                )
+                if batch is None:
+                    batch = entering
+                else:
+                    batch.merge(entering)
+            logits = batch.logits
+            if constraint is not None:
+                logits = constraint.restrict(batch.rows, [len(answers[r]) for r in batch.rows], logits)
+            tokens = logits.argmax(-1)
+            chosen = tokens.tolist()
+            if constraint is not None:
+                constraint.advance(batch.rows, chosen)
+            going = []
+            for line, (row, token) in enumerate(zip(batch.rows, chosen, strict=True)):
+                if token in stops:
+                    continue
+                answers[row].append(token)
+                if len(answers[row]) < max_new_tokens:
+                    going.append(line)
+            if not going:
+                batch = None
+                continue
+            tokens = tokens[torch.tensor(going, device=tokens.device)]
+            batch.keep(going)
+            batch.step(tokens)
     model.train(was_training)
     return answers
-
-
-def schema_processor(
-    vocab: TokenVocab,
-    texts: Sequence[str],
-    types: Sequence[str],
-    stop_ids: Sequence[int],
-    max_new_tokens: int,
-    entity_bias: float = 0.0,
-) -> ProcessorFactory:
-    """A factory for `generate`: a `SchemaLogitsProcessor` over the batch's unit texts."""
-
-    def make(indices: list[int], width: int) -> LogitsProcessor:
-        return SchemaLogitsProcessor(
-            vocab, [texts[i] for i in indices], types, stop_ids, width, max_new_tokens, entity_bias
-        )
-
-    return make

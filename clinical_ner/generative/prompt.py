@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from functools import cached_property
 
 from transformers import PreTrainedTokenizerBase
 
@@ -49,18 +50,22 @@ class PromptRenderer:
     plain: str
     chat: bool
 
+    @cached_property
+    def _eot_id(self) -> int | None:
+        # get_vocab() copies the whole vocabulary (128k entries at paper scale): look once, not per example
+        return self.tokenizer.convert_tokens_to_ids(EOT) if EOT in self.tokenizer.get_vocab() else None
+
     @property
     def end_id(self) -> int:
         """The token that ends an answer: the instruct model's end of turn, else EOS."""
-        eot = self.tokenizer.convert_tokens_to_ids(EOT) if EOT in self.tokenizer.get_vocab() else None
-        return eot if self.chat and eot is not None else self.tokenizer.eos_token_id
+        return self._eot_id if self.chat and self._eot_id is not None else self.tokenizer.eos_token_id
 
     @property
     def stop_ids(self) -> list[int]:
         """Every token that ends generation (EOS and, when the vocabulary has it, end of turn)."""
         ids = [self.tokenizer.eos_token_id, self.end_id]
-        if EOT in self.tokenizer.get_vocab():
-            ids.append(self.tokenizer.convert_tokens_to_ids(EOT))
+        if self._eot_id is not None:
+            ids.append(self._eot_id)
         return sorted(set(ids))
 
     def prompt_text(self, text: str) -> str:

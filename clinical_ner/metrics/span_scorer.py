@@ -51,6 +51,8 @@ class Scores:
     rule: str = "codalab"
     per_type: dict[str, dict[str, float | int]] = field(default_factory=dict)
     missing_predictions: list[str] = field(default_factory=list)
+    # {doc id: [tp, fp, fn]}: what bootstrap intervals over documents resample (ids only, never text)
+    per_document: dict[str, list[int]] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-ready dict."""
@@ -123,9 +125,12 @@ def score_sets(
     fp_by_type: Counter[str] = Counter()
     fn_by_type: Counter[str] = Counter()
     scored = _scored_ids(gold, system)
+    per_document: dict[str, list[int]] = {}
     for doc_id in scored:
         gold_set = _apply_rule(gold[doc_id], rule)
         system_set = _apply_rule(system[doc_id], rule)
+        hits = gold_set & system_set
+        per_document[doc_id] = [len(hits), len(system_set) - len(hits), len(gold_set) - len(hits)]
         tp_by_type.update(label for label, _, _ in gold_set & system_set)
         fp_by_type.update(label for label, _, _ in system_set - gold_set)
         fn_by_type.update(label for label, _, _ in gold_set - system_set)
@@ -155,6 +160,7 @@ def score_sets(
         rule=rule,
         per_type=per_type,
         missing_predictions=sorted(set(gold) - set(system)),
+        per_document=per_document,
     )
 
 

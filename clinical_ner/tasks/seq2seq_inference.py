@@ -11,7 +11,7 @@ from transformers import AutoModelForCausalLM, PreTrainedTokenizerBase
 
 from clinical_ner.data.seq2seq_datamodule import PromptSplit, prompt_split
 from clinical_ner.data.types import Document, Span
-from clinical_ner.generative.decoding import TokenVocab, generate, schema_processor
+from clinical_ner.generative.decoding import SchemaConstraint, TokenVocab, generate
 from clinical_ner.generative.parsing import parse_spans
 from clinical_ner.generative.prompt import PromptRenderer
 from clinical_ner.generative.units import target_entities
@@ -44,9 +44,9 @@ class Seq2SeqDecoder:
         self, model: torch.nn.Module, prompts: Sequence[list[int]], texts: Sequence[str]
     ) -> list[str]:
         """The decoded answer to each prompt; `texts` are the units the prompts ask about."""
-        processor = None
+        constraint = None
         if self.decoding == "constrained":
-            processor = schema_processor(
+            constraint = SchemaConstraint(
                 self.vocab, texts, self.types, self.stop_ids, self.max_new_tokens, self.entity_bias
             )
         ids = generate(
@@ -57,7 +57,7 @@ class Seq2SeqDecoder:
             self.max_new_tokens,
             self.batch_size,
             self.precision,
-            processor,
+            constraint,
         )
         return [self.tokenizer.decode(a, skip_special_tokens=True) for a in ids]
 

@@ -1,0 +1,151 @@
+"""From a composed run config to the `Setup` of each stage it trains, and the memory plans of those stages."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Any
+
+from clinical_ner.models.backbone import kv_heads_at
+from clinical_ner.planning.memory import (
+    PHARMACONER_TYPES,
+    Arch,
+    Lora,
+    MemoryPlan,
+    Precision,
+    Setup,
+    plan_setup,
+)
+
+SYNTHETIC_TYPES = 3  # FARMACO, DOSIS, SINTOMA
+
+
+def arch_of(cfg: Any) -> Arch:
+    """The architecture the run builds: the real one (`model.arch`) at scale=paper, else the family's traits at the
+    toy sizes of `scale` (kv heads keep the family's GQA ratio, as backbone.tiny_llama_config does; the vocabulary
+    is the trained tokenizer's target size)."""
+    arch = cfg.model.arch
+    if cfg.scale.pretrained:
+        return Arch(
+            arch.vocab_size,
+            arch.hidden_size,
+            arch.intermediate_size,
+            arch.num_layers,
+            arch.num_heads,
+            arch.num_kv_heads,
+            bool(arch.tie_word_embeddings),
+        )
+    sc = cfg.scale
+    kv = kv_heads_at(sc.num_heads, arch.num_heads, arch.num_kv_heads)
+    return Arch(
+        sc.vocab_size,
+        sc.hidden_size,
+        sc.intermediate_size,
+        sc.num_layers,
+        sc.num_heads,
+        kv,
+        bool(arch.tie_word_embeddings),
+    )
+
+
+def precision_of(name: Any, weights_dtype: str) -> Precision:
+    """Lightning's precision string on weights loaded as `weights_dtype` (scale.dtype).
+
+    `bf16-true` converts the module to bf16 (AdamW moments bf16 too, no fp32 master copy); `bf16-mixed` autocasts
+    around weights left in their loaded dtype (fp32 at tiny scale, bf16 at paper scale); `32-true` is fp32.
+    """
+    name = str(name)
+    if name in ("32", "32-true"):
+        return Precision(name, 4, 4)
+    if name in ("bf16-true", "16-true"):
+        return Precision(name, 2, 2)
+    if name in ("bf16-mixed", "16-mixed", "bf16", "16"):
+        return Precision(name, 4 if weights_dtype == "float32" else 2, 2, mixed=True)
+    raise ValueError(f"unsupported precision '{name}' (32-true, bf16-true, bf16-mixed, 16-true, 16-mixed)")
+
+
+def device_count(devices: Any) -> int:
+    """Lightning's `devices`: an int, a list of ids, or "auto"/-1 (planned as one device)."""
+    if isinstance(devices, int):
+        return max(1, devices)
+    if isinstance(devices, str) and devices.strip().isdigit():
+        return max(1, int(devices))
+    try:
+        return max(1, len(devices))
+    except TypeError:
+        return 1
+
+
+def num_labels_of(cfg: Any) -> int:
+    """BIO labels: 2 per entity type + O (PharmaCoNER: 4 types -> 9)."""
+    types = cfg.data.types
+    n = len(types) if types else SYNTHETIC_TYPES if str(cfg.data.name) == "synthetic" else PHARMACONER_TYPES
+    return 2 * n + 1
+
+
+def setup_for(cfg: Any, stage: str | None = None, cuda: bool = True) -> Setup:
+    """The `Setup` of the fine-tuning stage (`stage=None`: `approach.name`) or of `stage="pretrain"`.
+
+    Pretraining is full fine-tuning of the causal LM on packed blocks (no padding, so no attention mask) with
+    `pretrain.*`, sharded with FSDP across `pretrain.devices`; fine-tuning uses `trainer.*`, `data.batch_size`,
+    `approach.max_length` and `quantization.*`.
+    """
+    arch = arch_of(cfg)
+    if stage == "pretrain":
+        p = cfg.pretrain
+        devices = device_count(p.devices)
+        return Setup(
+            "pretrain",
+            arch,
+            p.batch_size,
+            p.block_size,
+            precision_of(p.precision, cfg.scale.dtype),
+            causal_lm=True,
+            checkpointing=bool(p.gradient_checkpointing),
+            padded=False,
+            devices=devices,
+            fsdp=devices > 1,
+            cuda=cuda,
+        )
+    ap = cfg.approach
+    stage = stage or str(ap.name)
+    lora = None
+    if str(ap.finetune) == "lora":
+        lora = Lora(ap.lora.r, float(ap.lora.dropout), tuple(ap.lora.target_modules))
+    nf4 = str(cfg.quantization.name) == "nf4"
+    if nf4 and lora is None:
+        raise ValueError("quantization=nf4 trains LoRA adapters on a frozen base: set approach.finetune=lora")
+    seq2seq = stage == "seq2seq"
+    return Setup(
+        stage,
+        arch,
+        cfg.data.batch_size,
+        ap.max_length,
+        precision_of(cfg.trainer.precision, cfg.scale.dtype),
+        lora=lora,
+        causal_lm=seq2seq,
+        num_labels=num_labels_of(cfg),
+        nf4=nf4,
+        double_quant=bool(cfg.quantization.double_quant),
+        devices=device_count(cfg.trainer.devices),
+        cuda=cuda,
+        eval_batch=cfg.data.eval_batch_size if seq2seq else 0,
+        eval_tokens=ap.max_length + ap.max_new_tokens if seq2seq else 0,
+    )
+
+
+def plan_memory(cfg: Any, cuda: bool = True, checkpointing: bool | None = None) -> MemoryPlan:
+    """Memory plan of the run's fine-tuning stage (`approach`); a pure function of the config.
+
+    `cuda=False` plans CPU kernels (how tests measure it); `checkpointing` overrides the stage's setting.
+    """
+    setup = setup_for(cfg, cuda=cuda)
+    if checkpointing is not None:
+        setup = replace(setup, checkpointing=checkpointing)
+    return plan_setup(setup)
+
+
+def plan_pretrain(cfg: Any, cuda: bool = True) -> MemoryPlan | None:
+    """Memory plan of the continual-pretraining stage, or None when `corpus=none` skips it."""
+    if str(cfg.corpus.name) == "none":
+        return None
+    return plan_setup(setup_for(cfg, "pretrain", cuda=cuda))

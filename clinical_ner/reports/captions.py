@@ -1,0 +1,87 @@
+"""Table captions: the scale and NER data, the training budget each cell had (from the resolved config), the
+seeds, and how a cell reads."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Sequence
+
+from clinical_ner.reports.cells import Cell
+from clinical_ner.reports.collect import Run
+from clinical_ner.reports.labels import APPROACH_ORDER, approach_name, rank
+
+
+def _runs(cells: Sequence[Cell]) -> list[Run]:
+    return [run for cell in cells for run in (*cell.runs, *cell.failed)]
+
+
+def scale_line(cells: Sequence[Cell]) -> str:
+    """ "Scale: tiny. Data: pharmaconer." (every value present)."""
+    scales = sorted({cell.key.scale for cell in cells})
+    data = sorted({cell.key.data for cell in cells})
+    return f"Scale: {', '.join(scales) or 'none'}. Data: {', '.join(data) or 'none'}."
+
+
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}{'' if n == 1 else 's'}"
+
+
+def _distinct(values: list[str]) -> str:
+    """The one value, or each distinct value with its number of runs (flagged: they differ)."""
+    counts = Counter(values)
+    if len(counts) == 1:
+        return next(iter(counts))
+    listed = "; ".join(f"{text} ({_plural(n, 'run')})" for text, n in sorted(counts.items()))
+    return f"they differ, the Setting column tells the rows apart: {listed}"
+
+
+def _per_approach(runs: list[Run], value) -> str:
+    approaches = sorted({run.approach for run in runs}, key=lambda a: rank(a, APPROACH_ORDER))
+    if len(approaches) == 1:
+        return _distinct([value(run) for run in runs])
+    return "; ".join(
+        f"{approach_name(a)}: {_distinct([value(run) for run in runs if run.approach == a])}"
+        for a in approaches
+    )
+
+
+def budget_line(cells: Sequence[Cell]) -> str:
+    """The fine-tuning budget shared by every run of an approach (or each distinct one with its number of
+    runs), then the continual-pretraining budget of the continued cells."""
+    runs = _runs(cells)
+    if not runs:
+        return "Budget per cell: no runs."
+    line = f"Fine-tuning budget per cell: {_per_approach(runs, lambda run: run.budget)}."
+    continued = [run for run in runs if run.pretrain_budget]
+    if continued:
+        line += f" Continued cells: {_per_approach(continued, lambda run: run.pretrain_budget)}."
+    return line
+
+
+def seeds_line(cells: Sequence[Cell]) -> str:
+    """How many seeds each cell completed, and which."""
+    counts = sorted({len(cell.runs) for cell in cells})
+    if not counts:
+        return "Seeds completed per cell: none."
+    seeds = sorted({seed for cell in cells for seed in cell.seeds})
+    span = str(counts[0]) if len(counts) == 1 else f"{counts[0]}-{counts[-1]}"
+    return f"Seeds completed per cell: {span} (seeds {', '.join(map(str, seeds)) or 'none'})."
+
+
+def caption(what: str, cells: Sequence[Cell], cells_format: str) -> list[str]:
+    """Caption lines: what the table shows, scale and data, budget, seeds, and how a cell reads."""
+    return [what, scale_line(cells), budget_line(cells), seeds_line(cells), cells_format]
+
+
+def score_format(n_resamples: int, seed: int) -> str:
+    """How a score cell reads."""
+    interval = (
+        f" [95% bootstrap interval over test documents, {n_resamples} resamples, seed {seed}; none where a run "
+        "did not record per-document counts]"
+        if n_resamples > 0
+        else ""
+    )
+    return (
+        "Cells: percent, mean ± sample std over seeds (std only with more than one seed)"
+        f"{interval}; `failed`: no seed of the cell completed (see failed.md)."
+    )

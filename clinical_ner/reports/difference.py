@@ -1,0 +1,126 @@
+"""Token classification minus seq2seq test F1 for every model and corpus run with both approaches (same
+pretraining epoch, scale and NER data), with a paired bootstrap interval over test documents (see `bootstrap`)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from clinical_ner.reports.bootstrap import Interval, cell_rng, paired_difference
+from clinical_ner.reports.captions import caption
+from clinical_ner.reports.cells import Cell, metric, settings
+from clinical_ner.reports.labels import corpus_name, family_name
+from clinical_ner.reports.render import MISSING, Table, csv_percent, mean_std
+from clinical_ner.reports.scores import seeds_text
+
+FIRST, SECOND = "tokencls", "seq2seq"
+
+
+def pairs(cells: Sequence[Cell]) -> list[tuple[Cell, Cell]]:
+    """(token classification, seq2seq) cells with the same model, corpus, epoch, scale and data, both with a
+    completed seed (every combination when either side has several training budgets)."""
+    firsts = [c for c in cells if c.key.approach == FIRST and c.ok]
+    seconds = [c for c in cells if c.key.approach == SECOND and c.ok]
+    return [(a, b) for a in firsts for b in seconds if a.key.pairing == b.key.pairing]
+
+
+def pair_interval(first: Cell, second: Cell, n_resamples: int, seed: int) -> Interval | None:
+    """The paired interval of first F1 - second F1, None without per-document counts on either side."""
+    if first.per_documents is None or second.per_documents is None:
+        return None
+    rng = cell_rng(seed, f"difference|{first.key.label}|{second.key.label}")
+    return paired_difference(first.per_documents, second.per_documents, n_resamples, rng)
+
+
+def difference_table(cells: Sequence[Cell], n_resamples: int, seed: int) -> Table:
+    """A row per pair: both seed-mean F1s, their difference and its paired 95% interval."""
+    found = pairs(cells)
+    setting = settings(cell.key for pair in found for cell in pair)
+    show = any(setting.values())
+    get_f1 = metric("test", "f1")
+    rows, csv_rows = [], []
+    for first, second in found:
+        key = first.key
+        a, b = first.summary(get_f1), second.summary(get_f1)
+        delta = None if a.mean is None or b.mean is None else a.mean - b.mean
+        interval = pair_interval(first, second, n_resamples, seed)
+        both = (
+            f"{setting[first.key]} / {setting[second.key]}"
+            if setting[first.key] != setting[second.key]
+            else setting[key]
+        )
+        rows.append(
+            [
+                family_name(key.model),
+                corpus_name(key.corpus),
+                MISSING if key.epoch is None else str(key.epoch),
+                *([both] if show else []),
+                f"{seeds_text(first)} / {seeds_text(second)}",
+                mean_std(a),
+                mean_std(b),
+                MISSING if delta is None else f"{100 * delta:.2f}",
+                MISSING if interval is None else f"[{100 * interval.low:.2f}, {100 * interval.high:.2f}]",
+                MISSING if interval is None else str(interval.documents),
+            ]
+        )
+        csv_rows.append(
+            [
+                key.model,
+                key.corpus,
+                "" if key.epoch is None else key.epoch,
+                key.scale,
+                key.data,
+                first.key.budget,
+                second.key.budget,
+                len(first.runs),
+                len(second.runs),
+                csv_percent(a.mean),
+                csv_percent(b.mean),
+                csv_percent(delta),
+                csv_percent(interval.low if interval else None),
+                csv_percent(interval.high if interval else None),
+                "" if interval is None else interval.documents,
+            ]
+        )
+    what = (
+        "Token classification F1 minus seq2seq F1 (percentage points) on the test set, per model and corpus run "
+        "with both approaches. Interval: paired 95% bootstrap over test documents (the same resampled documents "
+        f"for both approaches, {n_resamples} resamples, seed {seed}); when it excludes 0, the gap is not an "
+        "accident of which documents are in the test set."
+    )
+    return Table(
+        title="Token classification vs seq2seq",
+        caption=caption(
+            what, [cell for pair in found for cell in pair], "F1: percent, mean ± sample std over seeds."
+        ),
+        header=[
+            "Base model",
+            "Language",
+            "Epoch",
+            *(["Setting"] if show else []),
+            "Seeds (tokencls / seq2seq)",
+            "Token cls F1",
+            "Seq2seq F1",
+            "Δ F1",
+            "95% paired CI",
+            "Docs",
+        ],
+        rows=rows,
+        csv_header=[
+            "model",
+            "corpus",
+            "epoch",
+            "scale",
+            "data",
+            "budget_tokencls",
+            "budget_seq2seq",
+            "n_seeds_tokencls",
+            "n_seeds_seq2seq",
+            "f1_tokencls",
+            "f1_seq2seq",
+            "f1_difference",
+            "ci_low",
+            "ci_high",
+            "documents",
+        ],
+        csv_rows=csv_rows,
+    )

@@ -1,0 +1,135 @@
+"""The paper grid as one sweep: budgets and folders compose, finished cells are skipped, interrupted ones resume,
+a failing cell is recorded while the others complete, and every W&B run is finished."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+
+import clinical_ner.config  # noqa: F401  (registers the schema)
+from clinical_ner.sweep import finished_results, resume_checkpoint, summarize, wandb_sync_hint
+
+CONF = Path(__file__).resolve().parent.parent / "conf"
+ROOT = CONF.parent
+SMALL = ["scale.hidden_size=64", "scale.num_layers=2", "scale.intermediate_size=128", "scale.vocab_size=600"]
+
+
+def compose_grid(overrides: list[str]):
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        return compose("train", overrides=["experiment=paper_grid", *overrides], return_hydra_config=True)
+
+
+def test_paper_grid_sweeps_the_whole_study_into_a_stable_folder():
+    cfg = compose_grid([])
+    params = cfg.hydra.sweeper.params
+    assert params.model.split(",") == ["llama2", "llama3", "llama3_1", "llama3_2"]
+    assert params.corpus.split(",") == ["none", "es", "en", "bilingual"]
+    assert params.approach.split(",") == ["tokencls", "seq2seq"]
+    assert cfg.hydra.sweep.dir == "multirun/paper_grid"  # no timestamp: a rerun finds its cells
+    assert cfg.logger.wandb.group == "paper_grid"
+
+
+@pytest.mark.parametrize(("approach", "epochs"), [("tokencls", 2), ("seq2seq", 1)])
+def test_grid_budget_follows_the_approach(approach, epochs):
+    grid = compose_grid([f"approach={approach}"])
+    assert grid.trainer.max_epochs == epochs
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        single = compose("train", overrides=[f"approach={approach}"])
+    assert single.trainer.max_epochs > epochs  # a single run keeps the recipe's full budget
+
+
+def _results(folder: Path, status: str, config: dict) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "results.json").write_text(json.dumps({"status": status, "config": config, "test": {"f1": 0.5}}))
+
+
+def test_finished_results_need_a_complete_record_of_the_same_config(tmp_path):
+    config = {"seed": 1, "trainer": {"max_epochs": 2, "threads": 2}, "logger": {"name": "csv"}}
+    _results(tmp_path / "a", "complete", config)
+    assert finished_results(tmp_path / "a", config)["test"]["f1"] == 0.5
+    # how the run is watched does not matter; what it computes does
+    watched = {**config, "trainer": {"max_epochs": 2, "threads": 1}, "logger": {"name": "wandb"}}
+    assert finished_results(tmp_path / "a", watched) is not None
+    assert finished_results(tmp_path / "a", {**config, "seed": 2}) is None
+    _results(tmp_path / "b", "failed", config)
+    assert finished_results(tmp_path / "b", config) is None
+    (tmp_path / "c").mkdir()
+    (tmp_path / "c" / "results.json").write_text('{"status": "compl')  # torn write
+    assert finished_results(tmp_path / "c", config) is None
+    assert finished_results(tmp_path / "missing", config) is None
+    assert resume_checkpoint(tmp_path / "a") is None
+    (tmp_path / "a" / "checkpoints").mkdir()
+    (tmp_path / "a" / "checkpoints" / "last.ckpt").write_bytes(b"x")
+    assert resume_checkpoint(tmp_path / "a") == tmp_path / "a" / "checkpoints" / "last.ckpt"
+
+
+def test_wandb_sync_hint_globs_every_cell(tmp_path):
+    assert wandb_sync_hint(tmp_path) is None
+    for cell in ("tokencls/a", "seq2seq/b"):
+        (tmp_path / cell / "wandb" / "offline-run-1").mkdir(parents=True)
+    assert wandb_sync_hint(tmp_path) == f"wandb sync {tmp_path}/*/*/wandb/offline-run-*"
+
+
+def _sweep(sweep_dir: Path, cache: Path, *extra: str) -> subprocess.CompletedProcess:
+    """A two-cell grid on the synthetic corpus: corpus=none completes, corpus=es cannot find its corpus."""
+    command = [
+        sys.executable,
+        "-m",
+        "clinical_ner.train",
+        "-m",
+        "experiment=paper_grid",
+        "model=llama2",
+        "approach=tokencls",
+        "corpus=none,es",
+        f"corpus.root={sweep_dir}/no-such-corpus",
+        "data=synthetic",
+        "trainer.max_steps=3",
+        "trainer.enable_progress_bar=false",
+        "trainer.threads=1",
+        *SMALL,
+        f"hydra.sweep.dir={sweep_dir}",
+        *extra,
+    ]
+    env = {**os.environ, "CLINICAL_NER_CACHE": str(cache), "WANDB_MODE": "offline", "WANDB_SILENT": "true"}
+    env.pop("CLINICAL_NER_CORPORA", None)
+    return subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+
+
+@pytest.mark.slow
+def test_sweep_survives_a_failing_cell_skips_finished_ones_and_resumes(tmp_path):
+    sweep_dir, cache = tmp_path / "sweep", tmp_path / "cache"
+    first = _sweep(sweep_dir, cache)
+    assert first.returncode == 0, first.stderr[-2000:]
+    good, bad = sweep_dir / "tokencls" / "llama2-none-s42", sweep_dir / "tokencls" / "llama2-es-s42"
+    assert json.loads((good / "results.json").read_text())["status"] == "complete"
+    failed = json.loads((bad / "results.json").read_text())
+    assert failed["status"] == "failed" and "no-such-corpus" in failed["error"]
+    assert "1 complete, 1 failed" in first.stdout
+    assert "Traceback" not in first.stderr
+    # one W&B offline run per started job, each finished with its exit code; tables hold ids and offsets only
+    runs = list(good.glob("wandb/offline-run-*"))
+    assert len(runs) == 1 and "got exitcode: 0" in (runs[0] / "logs" / "debug.log").read_text()
+    (spans,) = runs[0].glob("files/media/table/test/spans*.table.json")
+    assert json.loads(spans.read_text())["columns"] == ["document", "type", "start", "end"]
+    assert "wandb sync" in first.stdout
+    assert summarize(sweep_dir) == {"complete": [good], "failed": [bad], "unfinished": []}
+
+    # the same command again: the finished cell is skipped, the failed one redone
+    before = (good / "results.json").read_bytes()
+    second = _sweep(sweep_dir, cache)
+    assert second.returncode == 0, second.stderr[-2000:]
+    assert f"skip: {good} is complete" in second.stdout
+    assert (good / "results.json").read_bytes() == before
+
+    # an interrupted cell (checkpoint, no results) resumes from its last checkpoint
+    (good / "results.json").unlink()
+    third = _sweep(sweep_dir, cache)
+    assert third.returncode == 0, third.stderr[-2000:]
+    assert "resuming" in (good / "train.log").read_text()
+    assert json.loads((good / "results.json").read_text())["status"] == "complete"
