@@ -123,8 +123,10 @@ class ApproachConfig:
     )  # constrained: a valid JSON array whose texts are copied from the input
     max_new_tokens: int = 256
     entity_bias: float = 0.0  # constrained decoding: logit malus on closing the array (favours entities)
+    whole_words: bool = True  # constrained decoding: a text starts and ends on word boundaries
     empty_fraction: float = 1.0  # share of mention-free training units kept (seeded); tiny models need fewer
-    offset_loss: bool = True  # false: start/end digits get no loss (constrained decoding writes them)
+    # start/end digits in the loss; null: only for free decoding (constrained decoding writes them itself)
+    offset_loss: bool | None = None
     val_limit: int | None = 20  # dev documents generated at each validation (model selection); null = all
 
 

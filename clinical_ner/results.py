@@ -6,14 +6,15 @@ Schema (version 1; later stages add keys, never rename them):
 - `approach`, `model`, `corpus`, `scale`, `seed`: the run's coordinates; `config`: the resolved config
 - `dev`, `test`: `precision`, `recall`, `f1` (official PharmaCoNER rule, `codalab`: UNCLEAR ignored),
   `tp`, `fp`, `fn`, `documents`, `per_type` {type: {precision, recall, f1, tp, fp, fn, support}},
-  `seqeval_f1` (strict IOB2 over labelled sub-tokens), `missing_predictions`
+  `seqeval_f1` (strict IOB2 over labelled sub-tokens), `missing_predictions`, `per_document` {doc id: [tp, fp, fn]}
+  (what the tables' bootstrap intervals resample)
 - seq2seq runs add to `dev` (the `approach.val_limit` documents used for model selection) and `test`: `samples`
   (prompt units answered), `json_parse_rate`, `hallucination_rate`, `hallucination_rate_micro`,
   `boundary_accuracy`, `boundary_accuracy_matched`, `boundary_accuracy_micro`, `format_compliance`,
   `format_compliance_corrected` (definitions in clinical_ner/metrics/generative.py) and `documents_per_s`
   (generation + parsing); no `seqeval_f1`; `train` adds `skipped_examples` (longer than `approach.max_length`)
 - `train`: `seconds` (fit wall time), `tokens` (real tokens trained on), `tokens_per_s` (inside training steps),
-  `steps`, `epochs`, `best_epoch`, `peak_memory_mb`, `parameters`, `trainable_parameters`
+  `steps`, `epochs`, `best_epoch`, `peak_memory_mb`, `parameters`, `trainable_parameters`, `devices`
 - `inference`: `documents`, `seconds`, `documents_per_s` (test prediction and decoding)
 - `pretrain`: null when `corpus=none`; otherwise (clinical_ner/tasks/pretrain_run.py):
   - `cache_hit` (bool: the weights came from the cache, nothing was trained), `seconds` (what this run spent in

@@ -14,29 +14,17 @@ from pathlib import Path
 import hydra
 import lightning as L
 import torch
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, open_dict
 
-from clinical_ner import config as _schema  # noqa: F401  (registers the structured config)
+from clinical_ner import distributed
+from clinical_ner.config import public_config
 from clinical_ner.errors import EXIT_USER_ERROR, UserError
+from clinical_ner.loggers import finish_wandb, report_to_wandb
 from clinical_ner.results import write_results
+from clinical_ner.sweep import finished_results, in_multirun, resume_checkpoint, wandb_sync_hint
 
 log = logging.getLogger(__name__)
 CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")
-SECRET_MARKERS = ("key", "token", "secret", "password")
-
-
-def public_config(cfg: DictConfig) -> dict:
-    """The resolved config with anything that looks like a secret removed (it is saved and logged)."""
-    resolved = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
-
-    def scrub(node):
-        if isinstance(node, dict):
-            return {
-                k: scrub(v) for k, v in node.items() if not any(m in str(k).lower() for m in SECRET_MARKERS)
-            }
-        return [scrub(v) for v in node] if isinstance(node, list) else node
-
-    return scrub(resolved)
 
 
 def run(cfg: DictConfig) -> dict:
@@ -77,19 +65,51 @@ def coordinates(cfg: DictConfig) -> dict:
 
 @hydra.main(config_path=CONF_DIR, config_name="train", version_base="1.3")
 def main(cfg: DictConfig) -> float | None:
-    """Run one job; a user mistake ends it with one line and exit code 2, never a traceback."""
+    """Run one job; a user mistake ends it with one line and exit code 2, never a traceback.
+
+    Inside a sweep, a failing cell is recorded (`status: failed`) and the sweep goes on; a cell already
+    complete is skipped and an interrupted one resumes from its last checkpoint (clinical_ner/sweep.py).
+    """
     run_dir = Path(cfg.output_dir)
+    done = finished_results(run_dir, public_config(cfg))
+    if done is not None:
+        print(f"skip: {run_dir} is complete (test F1 {done['test'].get('f1', 0):.4f})")
+        return done["test"].get("f1")
+    last = resume_checkpoint(run_dir)
+    if cfg.ckpt_path is None and last is not None:
+        log.info("resuming %s from %s", run_dir, last)
+        with open_dict(cfg):
+            cfg.ckpt_path = str(last)
+    # one job, one run folder: rank 0 writes it; other ranks run on scratch folders (clinical_ner/distributed.py)
+    rank_zero = distributed.is_global_zero()
+
+    def record_failure(error: str) -> None:
+        if rank_zero:
+            write_results(run_dir, {"status": "failed", "error": error, **coordinates(cfg)})
+
     try:
-        results = run(cfg)
+        with distributed.job(cfg, on_failure=record_failure) as rank_cfg:  # checks, starts the other ranks
+            results = run(rank_cfg)
     except UserError as err:
-        write_results(run_dir, {"status": "failed", "error": str(err), **coordinates(cfg)})
+        finish_wandb(1)
+        record_failure(str(err))
         print(f"error: {err}", file=sys.stderr)
+        if in_multirun():
+            return None
         sys.exit(EXIT_USER_ERROR)
     except Exception as err:
-        write_results(
-            run_dir, {"status": "failed", "error": f"{type(err).__name__}: {err}", **coordinates(cfg)}
-        )
-        raise
+        finish_wandb(1)
+        error = f"{type(err).__name__}: {err}"
+        record_failure(error)
+        if not in_multirun():
+            raise
+        log.exception("cell failed")  # the traceback goes to this cell's log; the sweep goes on
+        print(f"error: {run_dir}: {error}", file=sys.stderr)
+        return None
+    if not rank_zero:
+        return None
+    report_to_wandb(results, run_dir, cfg.logger.log_text)
+    finish_wandb(0)
     path = write_results(run_dir, results)
     test = results.get("test", {})
     log.info(
@@ -100,6 +120,9 @@ def main(cfg: DictConfig) -> float | None:
         path,
     )
     print(f"results: {path}")
+    hint = wandb_sync_hint(run_dir)
+    if hint and not in_multirun():
+        print(f"W&B run is offline; upload it with: {hint}")
     return test.get("f1")
 
 

@@ -8,7 +8,7 @@ then prints the two ratios. Our loop at batch 1 is timed too, so the gain of bat
 `--model RUN/model` benchmarks a trained run's saved model instead (one that writes real entities). The token
 budget defaults to the tiny recipe's: constrained decoding closes the array once the budget left could not finish
 an entity, so a budget of 64 would make it answer `[]` at once and measure nothing.
-Usage: python scripts/bench_seq2seq.py [--prompts 32] [--batch-size 16] [--max-new-tokens 192] [--threads 1]
+Usage: python scripts/bench_seq2seq.py [--prompts 128] [--batch-size 16] [--max-new-tokens 192] [--threads N]
     [--model RUN/model] [--entity-bias 0]
 """
 
@@ -76,16 +76,19 @@ def quick_train(model, renderer, docs, unit: str, steps: int, batch_size: int = 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--prompts", type=int, default=32)
+    parser.add_argument("--prompts", type=int, default=128)
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--max-new-tokens", type=int, default=192)
-    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument(
+        "--threads", type=int, default=None, help="torch threads (default: every core, as runs use)"
+    )
     parser.add_argument("--train-steps", type=int, default=40)
     parser.add_argument("--model", type=Path, default=None, help="a trained run's model folder (RUN/model)")
     parser.add_argument("--entity-bias", type=float, default=0.0, help="constrained decoding's entity bias")
     parser.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. model=llama3_1")
     args = parser.parse_args()
-    torch.set_num_threads(args.threads)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     data = (
         ["data.root=" + os.environ["PHARMACONER_DIR"]]
         if os.environ.get("PHARMACONER_DIR")
@@ -123,7 +126,7 @@ def main() -> None:
     print(
         f"model={args.model or cfg.model.family} scale={cfg.scale.name} hidden={cfg.scale.hidden_size} "
         f"layers={cfg.scale.num_layers} prompts={len(prompts)} batch={args.batch_size} max_new_tokens={budget} "
-        f"threads={args.threads}"
+        f"threads={torch.get_num_threads()}"
     )
 
     generate(model, prompts[:2], pad, stops, 4, 2)  # warm-up
@@ -141,7 +144,7 @@ def main() -> None:
     print(f"seq2seq generation ratio (batched/sequential): {t_seq / t_batched:.2f}")
 
     vocab, build = timed(lambda: TokenVocab(tokenizer))
-    constraint = SchemaConstraint(vocab, texts, types, stops, budget, args.entity_bias)
+    constraint = SchemaConstraint(vocab, texts, types, stops, budget, args.entity_bias, whole_words=True)
     constrained, t_con = timed(
         lambda: generate(model, prompts, pad, stops, budget, args.batch_size, "32", constraint)
     )

@@ -74,7 +74,11 @@ def test_public_config_drops_secrets_and_keeps_token_budgets():
     from clinical_ner.config import public_config
 
     cfg = OmegaConf.create(
-        {"hf_token": "hf_x", "api_key": "k", "nested": {"password": "p", "secret": "s", "max_new_tokens": 256}}
+        {
+            "hf_token": "hf_x",
+            "api_key": "k",
+            "nested": {"password": "p", "secret": "s", "max_new_tokens": 256},
+        }
     )
     cfg.max_tokens = 10
     cfg.token_dropout = 0.1

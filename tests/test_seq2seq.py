@@ -165,21 +165,34 @@ def random_walk(
     return out
 
 
+@pytest.mark.parametrize("whole_words", [False, True])
 @pytest.mark.parametrize("budget", [3, 20, 60, 200])
-def test_constrained_random_walks_give_valid_copied_json(tokenizer, docs, budget):
+def test_constrained_random_walks_give_valid_copied_json(tokenizer, docs, budget, whole_words):
     vocab = TokenVocab(tokenizer)
     rng = random.Random(budget)
     texts = [u.text for d in docs for u in make_units(d, "sentence")] + ['dijo "5 mg" \\ de¿ácido?', "   "]
+    texts.append(
+        "Hipertiroidismoautoinmunitarioprolongadoconanticuerpos y 5 mg"
+    )  # a word longer than 4 bytes
     for text in texts:
-        grammar = SpanGrammar(text, PHARMA)
+        grammar = SpanGrammar(text, PHARMA, whole_words)
         for _ in range(5):
             ids = random_walk(grammar, vocab, budget, rng, tokenizer.eos_token_id)
             answer = tokenizer.decode(ids, skip_special_tokens=True)
             entities = json.loads(answer)
             assert isinstance(entities, list)
+            edges = [edge for e in entities for edge in (e["start"], e["end"])]
+            assert edges == sorted(edges)  # text order, no overlap
             for e in entities:
                 assert list(e) == ["text", "type", "start", "end"] and e["type"] in PHARMA
                 assert e["text"] and text[e["start"] : e["end"]] == e["text"]
+                if whole_words:  # no word cut in two at either edge
+                    assert not (
+                        e["start"] > 0 and text[e["start"] - 1].isalnum() and text[e["start"]].isalnum()
+                    )
+                    assert not (
+                        e["end"] < len(text) and text[e["end"] - 1].isalnum() and text[e["end"]].isalnum()
+                    )
 
 
 def test_entity_bias_opens_entities_and_stays_valid(tokenizer, docs):

@@ -46,7 +46,9 @@ def test_grid_budget_follows_the_approach(approach, epochs):
 
 def _results(folder: Path, status: str, config: dict) -> None:
     folder.mkdir(parents=True, exist_ok=True)
-    (folder / "results.json").write_text(json.dumps({"status": status, "config": config, "test": {"f1": 0.5}}))
+    (folder / "results.json").write_text(
+        json.dumps({"status": status, "config": config, "test": {"f1": 0.5}})
+    )
 
 
 def test_finished_results_need_a_complete_record_of_the_same_config(tmp_path):

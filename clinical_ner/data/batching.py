@@ -10,7 +10,13 @@ from torch.utils.data import Sampler
 
 class LengthGroupedBatchSampler(Sampler[list[int]]):
     """Shuffle, cut into pools of `batch_size * mega_batch_factor`, sort each pool by length, batch it,
-    then shuffle the batches. Seeded by (seed, epoch): same seed, same order."""
+    then shuffle the batches. Seeded by (seed, epoch): same seed, same order.
+
+    Distributed (`num_replicas` > 1; by default read from torch.distributed once a process group exists):
+    every rank builds the same global batches of `batch_size * num_replicas` and keeps its contiguous slice,
+    so N ranks of `batch_size` see exactly what one process of `N * batch_size` would, step for step
+    (Lightning can only inject its DistributedSampler into plain samplers, not into this one).
+    """
 
     def __init__(
         self,
@@ -19,11 +25,19 @@ class LengthGroupedBatchSampler(Sampler[list[int]]):
         seed: int,
         mega_batch_factor: int = 100,
         group_by_length: bool = True,
+        num_replicas: int | None = None,
+        rank: int | None = None,
     ) -> None:
+        default_replicas, default_rank = _process_group()
+        self.num_replicas = default_replicas if num_replicas is None else num_replicas
+        self.rank = default_rank if rank is None else rank
+        if not 0 <= self.rank < self.num_replicas:
+            raise ValueError(f"rank {self.rank} outside 0..{self.num_replicas - 1}")
         self.lengths = list(lengths)
         self.batch_size = batch_size
         self.seed = seed
-        self.pool = batch_size * mega_batch_factor
+        self.global_batch = batch_size * self.num_replicas
+        self.pool = self.global_batch * mega_batch_factor
         self.group_by_length = group_by_length
         self.epoch = 0
 
@@ -31,8 +45,8 @@ class LengthGroupedBatchSampler(Sampler[list[int]]):
         """Lightning calls this at each epoch start so every epoch gets a new, reproducible order."""
         self.epoch = epoch
 
-    def batches(self) -> list[list[int]]:
-        """All batches of the current epoch."""
+    def global_batches(self) -> list[list[int]]:
+        """All global batches of the current epoch (what a single process of `global_batch` would get)."""
         generator = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
         order = torch.randperm(len(self.lengths), generator=generator).tolist()
         batches: list[list[int]] = []
@@ -40,19 +54,43 @@ class LengthGroupedBatchSampler(Sampler[list[int]]):
             pool = order[start : start + self.pool]
             if self.group_by_length:
                 pool.sort(key=lambda i: self.lengths[i], reverse=True)
-            batches += [pool[i : i + self.batch_size] for i in range(0, len(pool), self.batch_size)]
+            batches += [pool[i : i + self.global_batch] for i in range(0, len(pool), self.global_batch)]
         shuffled = torch.randperm(len(batches), generator=generator).tolist()
         return [batches[i] for i in shuffled]
+
+    def batches(self) -> list[list[int]]:
+        """This rank's batches of the current epoch (all of them when not distributed)."""
+        return [rank_slice(batch, self.rank, self.num_replicas) for batch in self.global_batches()]
 
     def __iter__(self) -> Iterator[list[int]]:
         return iter(self.batches())
 
     def __len__(self) -> int:
-        # pools are whole multiples of batch_size, so only the last pool can end in a short batch
+        # pools are whole multiples of the global batch, so only the last pool can end in a short batch
         return sum(
-            -(-min(self.pool, len(self.lengths) - start) // self.batch_size)
+            -(-min(self.pool, len(self.lengths) - start) // self.global_batch)
             for start in range(0, len(self.lengths), self.pool)
         )
+
+
+def rank_slice(batch: list[int], rank: int, num_replicas: int) -> list[int]:
+    """Rank `rank`'s contiguous share of a global batch; a short final batch is split as evenly as possible,
+    and one with fewer items than ranks is topped up by repeating items, so no rank ever gets an empty batch
+    (ranks must take the same number of steps or DDP hangs)."""
+    if num_replicas == 1:
+        return batch
+    while len(batch) < num_replicas:
+        batch = batch + batch[: num_replicas - len(batch)]
+    size, extra = divmod(len(batch), num_replicas)
+    start = rank * size + min(rank, extra)
+    return batch[start : start + size + (rank < extra)]
+
+
+def _process_group() -> tuple[int, int]:
+    """(world size, rank) of the default process group, or (1, 0) outside distributed training."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return torch.distributed.get_world_size(), torch.distributed.get_rank()
+    return 1, 0
 
 
 def eval_batches(lengths: Sequence[int], batch_size: int) -> list[list[int]]:

@@ -70,8 +70,10 @@ class SchemaConstraint:
         stop_ids: Sequence[int],
         max_new_tokens: int,
         entity_bias: float = 0.0,
+        whole_words: bool = False,
     ) -> None:
         self.vocab = vocab
+        self.whole_words = whole_words
         self.texts = texts
         self.types = list(types)
         self.entity_bias = entity_bias
@@ -86,7 +88,7 @@ class SchemaConstraint:
         mask = torch.full_like(scores, float("-inf"))
         for line, (row, step) in enumerate(zip(rows, steps, strict=True)):
             if row not in self.grammars:
-                self.grammars[row] = SpanGrammar(self.texts[row], self.types)
+                self.grammars[row] = SpanGrammar(self.texts[row], self.types, self.whole_words)
             state, grammar = self.states.get(row, START), self.grammars[row]
             if state is None or state == DONE:
                 self.options[row] = {}

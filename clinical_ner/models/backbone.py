@@ -1,10 +1,12 @@
-"""Backbones: build a family's toy Llama (scale=tiny) or load the real checkpoint (scale=paper), switch the
-attention direction, and wrap with LoRA."""
+"""Backbones: build a family's toy Llama (scale=tiny) or load the real checkpoint (scale=paper), optionally in
+4-bit (QLoRA, clinical_ner/models/quantize.py), switch the attention direction, and wrap with LoRA."""
 
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Sequence
+from pathlib import Path
 
 import torch
 from transformers import (
@@ -17,8 +19,9 @@ from transformers import (
     PreTrainedTokenizerBase,
 )
 
-from clinical_ner.config import LoraConfig, ModelConfig, ScaleConfig
+from clinical_ner.config import LoraConfig, ModelConfig, QuantizationConfig, ScaleConfig
 from clinical_ner.errors import UserError
+from clinical_ner.models import quantize
 
 log = logging.getLogger(__name__)
 
@@ -87,6 +90,51 @@ def _dtype(name: str) -> torch.dtype:
     return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[name]
 
 
+def check_weights(cfg) -> None:
+    """Fail in a second, before data or tokenizers load, when the pretrained weights cannot be there: a
+    `model.path` that is no checkpoint folder, or a hub id missing from the local cache while the hub is
+    offline (HF_HUB_OFFLINE=1). Online access (log-in, gated repos) is checked by the first load."""
+    if not cfg.scale.pretrained:
+        return
+    sources = {checkpoint_source(cfg.model, instruct=cfg.approach.name == "seq2seq")}
+    if cfg.corpus.name != "none":
+        sources.add(checkpoint_source(cfg.model))  # continual pretraining starts from the base checkpoint
+    for source in sorted(sources):
+        if cfg.model.path:
+            folder = Path(source)
+            if not folder.is_dir():
+                raise UserError(
+                    f"model.path={source} is not a folder (a save_pretrained checkpoint is expected)"
+                )
+            if not (folder / "config.json").is_file():
+                raise UserError(
+                    f"model.path={source} has no config.json (a save_pretrained checkpoint is expected)"
+                )
+            continue
+        from huggingface_hub import is_offline_mode, try_to_load_from_cache
+
+        # the library reads its variable once at import; the environment may have changed since
+        flags = (os.environ.get(name, "").lower() for name in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"))
+        offline = is_offline_mode() or any(flag in ("1", "true", "yes", "on") for flag in flags)
+        if offline and not isinstance(try_to_load_from_cache(source, "config.json"), str):
+            raise UserError(
+                f"weights '{source}' are not in the local Hugging Face cache and the hub is offline "
+                f"(HF_HUB_OFFLINE=1): download them first (huggingface-cli download {source}) or set "
+                "model.path=DIR to a local copy"
+            )
+
+
+def _refuse_quantized(
+    quantization: QuantizationConfig | None, scale: ScaleConfig, init_from: str | None
+) -> None:
+    if not quantize.enabled(quantization):
+        return
+    if init_from is not None:
+        raise UserError("quantization=nf4 cannot be combined with continual pretraining (corpus != none)")
+    if not scale.pretrained:
+        raise UserError("quantization=nf4 quantizes pretrained weights: use scale=paper")
+
+
 def _hub_error(source: str, err: OSError) -> UserError:
     return UserError(
         f"cannot load weights '{source}' ({str(err).splitlines()[0]}); "
@@ -100,15 +148,21 @@ def build_causal_lm(
     tokenizer: PreTrainedTokenizerBase,
     instruct: bool = False,
     init_from: str | None = None,
+    quantization: QuantizationConfig | None = None,
 ) -> PreTrainedModel:
     """A causal-LM Llama: the real base (or `instruct`) checkpoint, the toy one (random init, seeded by the
-    caller), or (`init_from`) a continually pretrained causal-LM folder, which loads as it is."""
+    caller), or (`init_from`) a continually pretrained causal-LM folder, which loads as it is.
+    `quantization=nf4` loads the real checkpoint in 4-bit (the `lm_head` stays unquantized)."""
+    _refuse_quantized(quantization, scale, init_from)
     if init_from is None and not scale.pretrained:
         return LlamaForCausalLM(tiny_llama_config(model_cfg, scale, tokenizer))
     source = init_from or checkpoint_source(model_cfg, instruct)
+    load = {"dtype": _dtype(scale.dtype)}
+    if quantize.enabled(quantization):
+        load = quantize.load_kwargs(quantization, skip_modules=None)
     try:
         model = AutoModelForCausalLM.from_pretrained(
-            source, dtype=_dtype(scale.dtype), trust_remote_code=False, use_safetensors=True
+            source, trust_remote_code=False, use_safetensors=True, **load
         )
     except OSError as err:
         raise _hub_error(source, err) from None
@@ -124,23 +178,29 @@ def build_token_classifier(
     labels: Sequence[str],
     bidirectional: bool,
     init_from: str | None = None,
+    quantization: QuantizationConfig | None = None,
 ) -> PreTrainedModel:
     """A Llama token classifier with `len(labels)` outputs: random toy weights or the real pretrained ones, or
-    (`init_from`) the backbone of a continually pretrained causal-LM folder with a fresh `score` head."""
+    (`init_from`) the backbone of a continually pretrained causal-LM folder with a fresh `score` head.
+    `quantization=nf4` loads the real checkpoint in 4-bit; the new `score` head stays unquantized (trained)."""
+    _refuse_quantized(quantization, scale, init_from)
     id2label = dict(enumerate(labels))
     label2id = {label: i for i, label in id2label.items()}
     if init_from is not None or scale.pretrained:
         # from a continually pretrained causal LM (`lm_head` dropped, `score` new) or the real checkpoint
         source = init_from or checkpoint_source(model_cfg)
+        load = {"dtype": _dtype(scale.dtype)}
+        if quantize.enabled(quantization):
+            load = quantize.load_kwargs(quantization, skip_modules=[TOKEN_CLS_HEAD])
         try:
             model = AutoModelForTokenClassification.from_pretrained(
                 source,
                 num_labels=len(labels),
                 id2label=id2label,
                 label2id=label2id,
-                dtype=_dtype(scale.dtype),
                 trust_remote_code=False,
                 use_safetensors=True,
+                **load,
             )
         except OSError as err:
             raise _hub_error(source, err) from None
@@ -156,18 +216,37 @@ def build_token_classifier(
 
 
 def load_token_classifier(path: str, dtype: torch.dtype | None = None) -> PreTrainedModel:
-    """Reload a saved token classifier; the attention direction stored in its config is re-applied."""
-    model = AutoModelForTokenClassification.from_pretrained(
-        path, trust_remote_code=False, use_safetensors=True, dtype=dtype
-    )
+    """Reload a saved token classifier; the attention direction stored in its config is re-applied. A QLoRA
+    run's folder (adapter + head) is attached to its base, re-quantized in 4-bit as it was trained."""
+    if quantize.is_adapter_folder(path):
+        model = quantize.load_adapter(path, AutoModelForTokenClassification)
+    else:
+        model = AutoModelForTokenClassification.from_pretrained(
+            path, trust_remote_code=False, use_safetensors=True, dtype=dtype
+        )
     set_attention_direction(model, is_bidirectional(model))
     return model
 
 
-def apply_lora(model: PreTrainedModel, lora: LoraConfig, task_type: str, modules_to_save: list[str] | None):
-    """Wrap with peft LoRA adapters; `modules_to_save` keeps fully trained heads (e.g. `score`)."""
+def apply_lora(
+    model: PreTrainedModel,
+    lora: LoraConfig,
+    task_type: str,
+    modules_to_save: list[str] | None,
+    gradient_checkpointing: bool = False,
+):
+    """Wrap with peft LoRA adapters; `modules_to_save` keeps fully trained heads (e.g. `score`). A 4-bit base
+    is first prepared for k-bit training (QLoRA); `gradient_checkpointing` trades compute for memory."""
     from peft import LoraConfig as PeftLoraConfig
     from peft import get_peft_model
+
+    if quantize.is_quantized(model):
+        model = quantize.prepare_kbit(model, gradient_checkpointing)
+    elif gradient_checkpointing:
+        # non-reentrant: the variant that works with frozen inputs and under DDP
+        model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+    if gradient_checkpointing:
+        model.config.use_cache = False  # the cache is useless while training and conflicts with recomputation
 
     peft_config = PeftLoraConfig(
         r=lora.r,
@@ -182,6 +261,6 @@ def apply_lora(model: PreTrainedModel, lora: LoraConfig, task_type: str, modules
 
 def count_parameters(model: torch.nn.Module) -> tuple[int, int]:
     """(trainable, total) parameter counts."""
-    total = sum(p.numel() for p in model.parameters())
+    total = sum(quantize.numel(p) for p in model.parameters())  # a 4-bit weight counts its unpacked size
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     return trainable, total

@@ -17,6 +17,7 @@ from clinical_ner.generative.prompt import PromptRenderer
 from clinical_ner.generative.units import target_entities
 from clinical_ner.metrics.generative import Sample, generative_metrics
 from clinical_ner.metrics.span_scorer import score_documents
+from clinical_ner.models.quantize import is_adapter_folder, load_adapter
 
 
 @dataclass
@@ -31,6 +32,7 @@ class Seq2SeqDecoder:
     batch_size: int = 64
     precision: str = "32"
     entity_bias: float = 0.0  # constrained only: logit malus on closing the array (favours entities)
+    whole_words: bool = False  # constrained only: texts start and end on word boundaries
     _vocab: TokenVocab | None = field(default=None, repr=False)
 
     @property
@@ -47,7 +49,13 @@ class Seq2SeqDecoder:
         constraint = None
         if self.decoding == "constrained":
             constraint = SchemaConstraint(
-                self.vocab, texts, self.types, self.stop_ids, self.max_new_tokens, self.entity_bias
+                self.vocab,
+                texts,
+                self.types,
+                self.stop_ids,
+                self.max_new_tokens,
+                self.entity_bias,
+                self.whole_words,
             )
         ids = generate(
             model,
@@ -102,7 +110,10 @@ def tag_with_seq2seq(
     batch_size: int | None,
 ) -> dict[str, list[Span]]:
     """Predicted spans per document id from a saved seq2seq run (`predict`), prompted and decoded as in training."""
-    model = AutoModelForCausalLM.from_pretrained(folder, trust_remote_code=False, use_safetensors=True)
+    if is_adapter_folder(folder):  # a QLoRA run: rebuild the 4-bit base, attach the adapter
+        model = load_adapter(folder, AutoModelForCausalLM)
+    else:
+        model = AutoModelForCausalLM.from_pretrained(folder, trust_remote_code=False, use_safetensors=True)
     prompt = settings["prompt"]
     renderer = PromptRenderer(
         tokenizer, prompt["instruction"], prompt["user"], prompt["plain"], prompt["chat"]
@@ -116,6 +127,7 @@ def tag_with_seq2seq(
         batch_size or settings["eval_batch_size"],
         settings["precision"],
         settings.get("entity_bias", 0.0),
+        settings.get("whole_words", False),
     )
     split = prompt_split(docs, renderer, settings["unit"])
     answers = decoder.answer_split(model, split, range(len(split.units)))

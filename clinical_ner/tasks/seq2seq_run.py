@@ -7,7 +7,6 @@ import time
 from pathlib import Path
 
 import hydra
-import torch
 
 from clinical_ner.config import TrainConfig
 from clinical_ner.data.brat import write_predictions
@@ -56,9 +55,16 @@ def run_seq2seq(cfg: TrainConfig, run_dir: Path, init_from: Path | None = None) 
         tokenizer,
         instruct=True,
         init_from=str(init_from) if init_from is not None else None,
+        quantization=cfg.quantization,
     )
     if approach.finetune == "lora":
-        model = apply_lora(model, approach.lora, "CAUSAL_LM", modules_to_save=None)
+        model = apply_lora(
+            model,
+            approach.lora,
+            "CAUSAL_LM",
+            modules_to_save=None,
+            gradient_checkpointing=cfg.trainer.gradient_checkpointing,
+        )
     trainable, total = count_parameters(model)
     log.info("model: %s parameters, %s trainable", f"{total:,}", f"{trainable:,}")
 
@@ -74,7 +80,7 @@ def run_seq2seq(cfg: TrainConfig, run_dir: Path, init_from: Path | None = None) 
         cfg.data.mega_batch_factor,
         cfg.data.group_by_length,
         approach.empty_fraction,
-        approach.offset_loss,
+        approach.offset_loss if approach.offset_loss is not None else approach.decoding == "free",
     )
     decoder = Seq2SeqDecoder(
         tokenizer,
@@ -85,6 +91,7 @@ def run_seq2seq(cfg: TrainConfig, run_dir: Path, init_from: Path | None = None) 
         cfg.data.eval_batch_size,
         cfg.trainer.precision,
         approach.entity_bias,
+        approach.whole_words,
     )
     module = Seq2SeqModule(
         model,
@@ -107,8 +114,7 @@ def run_seq2seq(cfg: TrainConfig, run_dir: Path, init_from: Path | None = None) 
         raise
     fit_seconds = time.perf_counter() - fit_start
     best_epoch = load_best(module, checkpoint)
-    if torch.cuda.is_available():
-        module.model.to("cuda")
+    module.model.to(trainer.strategy.root_device)  # each DDP rank generates on its own device
 
     sections: dict = {}
     # dev: the selection subset (val_limit documents); test: every test document
@@ -145,6 +151,7 @@ def inference_settings(cfg: TrainConfig, renderer, types: list[str]) -> dict:
         "decoding": str(approach.decoding),
         "max_new_tokens": approach.max_new_tokens,
         "entity_bias": approach.entity_bias,
+        "whole_words": approach.whole_words,
         "types": list(types),
         "prompt": {
             "instruction": renderer.instruction,

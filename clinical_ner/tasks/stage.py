@@ -1,4 +1,10 @@
-"""What every fine-tuning stage shares: callbacks, the Trainer, best-checkpoint reload, saving, result sections."""
+"""What every fine-tuning stage shares: callbacks, the Trainer (and its DDP/FSDP strategy), best-checkpoint
+reload, saving, result sections.
+
+Several devices (clinical_ner/distributed.py): every rank runs the stage; the training sampler shards the
+batches itself (Lightning's sampler injection is off), evaluation runs in full on every rank, and only rank 0
+writes the model.
+"""
 
 from __future__ import annotations
 
@@ -10,7 +16,11 @@ from lightning.pytorch.callbacks import EarlyStopping, LearningRateMonitor, Mode
 
 from clinical_ner.callbacks import TrainStepTimer
 from clinical_ner.config import TrainConfig
+from clinical_ner.distributed import is_global_zero
+from clinical_ner.errors import UserError
 from clinical_ner.io_utils import atomic_write_json
+from clinical_ner.models import quantize
+from clinical_ner.models.backbone import is_bidirectional, set_attention_direction
 from clinical_ner.results import peak_memory_mb
 
 MODEL_DIR = "model"
@@ -31,7 +41,8 @@ def make_callbacks(
         save_top_k=1,
     )
     timer = TrainStepTimer()
-    callbacks: list[L.Callback] = [checkpoint, timer]
+    callbacks: list[L.Callback] = [checkpoint, timer, TokensAcrossRanks(timer)]
+    callbacks.append(QuantizationCheck(quantize.enabled(cfg.quantization)))
     if cfg.logger.name != "none":
         callbacks.append(LearningRateMonitor(logging_interval="step"))
     if cfg.trainer.enable_progress_bar:
@@ -41,13 +52,61 @@ def make_callbacks(
     return callbacks, checkpoint, timer
 
 
+class TokensAcrossRanks(L.Callback):
+    """At the end of training, the step timer's token count becomes the sum over ranks (each rank only sees
+    its share of every batch), so tokens/s is the job's throughput."""
+
+    def __init__(self, timer: TrainStepTimer) -> None:
+        self.timer = timer
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.world_size > 1:
+            local = torch.tensor(self.timer.tokens, dtype=torch.int64, device=pl_module.device)
+            self.timer.tokens = int(trainer.strategy.reduce(local, reduce_op="sum").item())
+
+
+class QuantizationCheck(L.Callback):
+    """Fails the fit when the model's weights are not stored as `quantization` asks (a stage that forgot to
+    pass `cfg.quantization` to the backbone would otherwise train in bf16 silently)."""
+
+    def __init__(self, expected: bool) -> None:
+        self.expected = expected
+
+    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        found = quantize.is_quantized(pl_module.model)
+        if found != self.expected:
+            raise UserError(
+                f"quantization={'nf4' if self.expected else 'none'} but the model's weights are "
+                f"{'4-bit' if found else 'not quantized'}: the stage did not pass cfg.quantization to the backbone"
+            )
+
+
+def make_strategy(name: str, sharding_strategy: str = "FULL_SHARD", activation_checkpointing: bool = True):
+    """A Trainer `strategy`: `fsdp` shards each LlamaDecoderLayer (and checkpoints its activations), saving
+    full consolidated checkpoints; any other name goes to Lightning as it is (auto, ddp)."""
+    if name != "fsdp":
+        return name
+    from lightning.pytorch.strategies import FSDPStrategy
+    from transformers.models.llama.modeling_llama import LlamaDecoderLayer
+
+    return FSDPStrategy(
+        auto_wrap_policy={LlamaDecoderLayer},
+        activation_checkpointing_policy={LlamaDecoderLayer} if activation_checkpointing else None,
+        sharding_strategy=sharding_strategy,
+        state_dict_type="full",  # one file the best-checkpoint reload and save_pretrained can read
+    )
+
+
 def make_trainer(cfg: TrainConfig, run_dir: Path, callbacks: list[L.Callback], logger) -> L.Trainer:
     """The Lightning Trainer of `cfg.trainer`."""
     t = cfg.trainer
     return L.Trainer(
         accelerator=t.accelerator,
         devices=t.devices,
-        strategy=t.strategy,
+        strategy=make_strategy(t.strategy, t.sharding_strategy, t.activation_checkpointing),
+        # the length-grouped sampler shards training batches by rank itself, and evaluation must see every
+        # window on every rank; Lightning's DistributedSampler injection would break both
+        use_distributed_sampler=False,
         precision=t.precision,
         max_epochs=t.max_epochs,
         max_steps=t.max_steps,
@@ -65,25 +124,63 @@ def make_trainer(cfg: TrainConfig, run_dir: Path, callbacks: list[L.Callback], l
     )
 
 
+def _fsdp_device(module: L.LightningModule) -> torch.device | None:
+    """The rank's device when the module was trained under FSDP (its layers are then sharded), else None."""
+    from lightning.pytorch.strategies import FSDPStrategy
+
+    try:
+        strategy = module.trainer.strategy
+    except RuntimeError:  # not attached to a Trainer
+        return None
+    return strategy.root_device if isinstance(strategy, FSDPStrategy) else None
+
+
+def unsharded_copy(model: torch.nn.Module, state_dict: dict, device: torch.device) -> torch.nn.Module:
+    """A plain (unwrapped) copy of a transformers model holding `state_dict`, on `device`: after FSDP the
+    trained model's layers stay sharded wrappers that only run in step with every rank inside the Trainer."""
+    model = getattr(model, "_orig_mod", model)
+    dtype = next(v.dtype for v in state_dict.values() if v.is_floating_point())
+    with torch.device(device):
+        fresh = type(model)._from_config(model.config, dtype=dtype)
+    fresh.load_state_dict(state_dict)
+    set_attention_direction(fresh, is_bidirectional(fresh))
+    return fresh.train(model.training)
+
+
 def load_best(module: L.LightningModule, checkpoint: ModelCheckpoint) -> int | None:
-    """Put the best dev-F1 weights back into the module; returns the best epoch if known."""
-    path = checkpoint.best_model_path
+    """Put the best dev-F1 weights back into the module; returns the best epoch if known. After FSDP the
+    module's model is replaced by an unsharded copy (best checkpoint, else the last one)."""
+    fsdp_device = _fsdp_device(module)
+    path = checkpoint.best_model_path or (checkpoint.last_model_path if fsdp_device is not None else "")
     if not path:
         return None
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    module.load_state_dict(state["state_dict"])
-    return int(state.get("epoch", -1))
+    # mmap: a full checkpoint also holds optimizer states, which every rank would otherwise read into memory
+    state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    if fsdp_device is None:
+        module.load_state_dict(state["state_dict"])
+    else:
+        weights = {
+            k.removeprefix("model."): v for k, v in state["state_dict"].items() if k.startswith("model.")
+        }
+        module.model = unsharded_copy(module.model, weights, fsdp_device)
+    return int(state.get("epoch", -1)) if checkpoint.best_model_path else None
 
 
 def save_model(model, tokenizer, folder: Path, settings: dict) -> None:
     """`save_pretrained` (safetensors) + tokenizer + inference settings; LoRA adapters are merged so plain
-    transformers loads it."""
+    transformers loads it, except on a 4-bit base (QLoRA), whose adapter and head are saved as they are
+    (`load_token_classifier` re-attaches them). Every rank calls it; only rank 0 writes."""
     model = getattr(model, "_orig_mod", model)  # unwrap torch.compile
-    if hasattr(model, "merge_and_unload"):
-        model = model.merge_and_unload()
-    model.save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    atomic_write_json(folder / INFERENCE_FILE, settings)
+    main = is_global_zero()
+    if quantize.is_quantized(model) and hasattr(model, "get_base_model"):
+        quantize.save_adapter(model, folder, is_main_process=main)
+    else:
+        if hasattr(model, "merge_and_unload"):
+            model = model.merge_and_unload()
+        model.save_pretrained(folder, is_main_process=main)
+    if main:
+        tokenizer.save_pretrained(folder)
+        atomic_write_json(folder / INFERENCE_FILE, settings)
 
 
 def inference_section(documents: int, seconds: float) -> dict:
@@ -110,6 +207,7 @@ def train_section(
         "tokens_per_s": timer.tokens_per_s,
         "steps": trainer.global_step,
         "epochs": trainer.current_epoch,
+        "devices": trainer.world_size,
         "best_epoch": best_epoch,
         "best_checkpoint": checkpoint.best_model_path or None,
         "peak_memory_mb": peak_memory_mb(),

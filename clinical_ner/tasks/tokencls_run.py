@@ -57,9 +57,16 @@ def run_tokencls(cfg: TrainConfig, run_dir: Path, init_from: Path | None = None)
         labels,
         bidirectional=approach.attention == "bidirectional",
         init_from=str(init_from) if init_from is not None else None,
+        quantization=cfg.quantization,
     )
     if approach.finetune == "lora":
-        model = apply_lora(model, approach.lora, "TOKEN_CLS", modules_to_save=[TOKEN_CLS_HEAD])
+        model = apply_lora(
+            model,
+            approach.lora,
+            "TOKEN_CLS",
+            modules_to_save=[TOKEN_CLS_HEAD],
+            gradient_checkpointing=cfg.trainer.gradient_checkpointing,
+        )
     if cfg.trainer.compile:
         model = torch.compile(model)
     trainable, total = count_parameters(model)

@@ -1,0 +1,404 @@
+"""Several devices, one run: rank-aware batches, DDP equivalent to one process, one run folder per job, and
+configs that cannot run fail in seconds. CPU only: DDP over gloo with 2 processes.
+
+Run as a script (`python tests/test_distributed.py OUT DEVICES BATCH STEPS`), this file is one rank of the
+loss-equivalence test.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from functools import partial
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+from clinical_ner import distributed
+from clinical_ner.config import compose_config
+from clinical_ner.data.batching import LengthGroupedBatchSampler, rank_slice
+from clinical_ner.errors import UserError
+
+ROOT = Path(__file__).resolve().parent.parent
+TINY = ["scale.hidden_size=64", "scale.num_layers=2", "scale.intermediate_size=128"]
+QUIET = ["logger=none", "trainer.enable_progress_bar=false", "trainer.threads=1"]
+
+
+# --- rank-aware length-grouped batches ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("n,batch,world", [(100, 4, 2), (37, 4, 2), (37, 3, 4), (5, 4, 3), (1000, 8, 3)])
+def test_rank_batches_are_slices_of_the_single_process_batches(n, batch, world):
+    lengths = [(i * 7919) % 61 + 1 for i in range(n)]
+    single = LengthGroupedBatchSampler(lengths, batch * world, seed=3, mega_batch_factor=5)
+    ranks = [
+        LengthGroupedBatchSampler(lengths, batch, seed=3, mega_batch_factor=5, num_replicas=world, rank=r)
+        for r in range(world)
+    ]
+    for epoch in (0, 1):
+        for sampler in [single, *ranks]:
+            sampler.set_epoch(epoch)
+        expected = single.batches()
+        per_rank = [r.batches() for r in ranks]
+        # every rank takes the same number of steps (or DDP hangs), none of them empty
+        assert all(len(b) == len(expected) == len(r) for b, r in zip(per_rank, ranks, strict=True))
+        assert all(batch for batches in per_rank for batch in batches)
+        for step, global_batch in enumerate(expected):
+            joined = [i for r in range(world) for i in per_rank[r][step]]
+            if len(global_batch) >= world:
+                assert joined == global_batch  # same windows, same order as one process
+            else:
+                assert set(joined) == set(global_batch)  # topped up by repeating: every window kept
+
+
+def test_rank_slice_splits_a_short_batch_evenly():
+    assert [rank_slice(list(range(5)), r, 2) for r in range(2)] == [[0, 1, 2], [3, 4]]
+    assert [rank_slice([7], r, 3) for r in range(3)] == [[7], [7], [7]]
+
+
+def test_sampler_reads_the_process_group_by_default():
+    sampler = LengthGroupedBatchSampler([3, 1, 2], 2, seed=0)
+    assert (sampler.num_replicas, sampler.rank) == (1, 0)
+    with pytest.raises(ValueError):
+        LengthGroupedBatchSampler([3, 1, 2], 2, seed=0, num_replicas=2, rank=2)
+
+
+# --- checks before anything starts ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "accelerator,devices,expected", [("cpu", 2, 2), ("cpu", "3", 3), ("cpu", "auto", 1), ("cpu", [0, 1], 2)]
+)
+def test_device_count(accelerator, devices, expected):
+    assert distributed.device_count(accelerator, devices) == expected
+
+
+@pytest.mark.parametrize(
+    "overrides,message",
+    [
+        (["trainer=fsdp", "trainer.accelerator=cpu"], "needs CUDA GPUs"),
+        (["trainer=fsdp", "trainer.accelerator=gpu"], "no CUDA GPU is visible"),
+        (["trainer=ddp", "trainer.strategy=ddp_spawn"], "expected one of"),
+        (["trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=0"], "positive count"),
+        (["corpus=es", "pretrain.devices=2", "pretrain.accelerator=cpu"], "one device for now"),
+    ],
+)
+def test_impossible_distributed_configs_fail_before_loading(overrides, message):
+    if torch.cuda.is_available():
+        pytest.skip("these combinations are about a machine without CUDA")
+    with pytest.raises(UserError, match=message):
+        distributed.check_job(compose_config(overrides))
+
+
+def test_fsdp_with_lora_is_refused(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # as on a 2-GPU machine
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    cfg = compose_config(["scale=paper", "trainer=fsdp"])  # the paper recipes are LoRA
+    with pytest.raises(UserError, match="use trainer=ddp"):
+        distributed.check_distributed(cfg)
+    assert distributed.check_distributed(compose_config(["trainer=fsdp"])) == 2  # tiny: full fine-tuning
+
+
+def test_ddp_config_on_cpu_implies_two_processes():
+    cfg = compose_config(["trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2"])
+    assert distributed.check_job(cfg) == 2
+
+
+def test_a_job_leaves_no_launch_variables_behind(monkeypatch):
+    for name in distributed.LAUNCH_ENV:
+        monkeypatch.delenv(name, raising=False)
+    cfg = compose_config(["trainer.accelerator=cpu"])
+    with distributed.job(cfg) as rank_cfg:
+        assert rank_cfg is cfg  # one device: nothing started, the run folder is this process's
+        os.environ["LOCAL_RANK"] = "0"  # what Lightning's own launcher leaves set
+        os.environ["MASTER_PORT"] = "1234"
+    assert not any(name in os.environ for name in distributed.LAUNCH_ENV)
+
+
+def test_ranks_above_zero_of_external_launches_get_a_scratch_folder(monkeypatch, tmp_path):
+    monkeypatch.setenv("LOCAL_RANK", "1")  # as torchrun or SLURM would start rank 1
+    monkeypatch.delenv("RANK", raising=False)
+    cfg = compose_config(["trainer.accelerator=cpu", f"output_dir={tmp_path / 'run'}"])
+    with distributed.job(cfg) as rank_cfg:
+        assert not distributed.is_global_zero()
+        scratch = Path(rank_cfg.output_dir)
+        assert scratch != tmp_path / "run" and scratch.is_dir()
+    assert not scratch.exists()
+
+
+def test_resolved_config_round_trips(tmp_path):
+    cfg = compose_config(["trainer=ddp", "approach=seq2seq", f"output_dir={tmp_path}"])
+    path = tmp_path / "config.yaml"
+    path.write_text(distributed.resolved_yaml(cfg))
+    loaded = distributed.load_config(path)
+    assert loaded == cfg
+    assert type(loaded.approach.attention) is type(cfg.approach.attention)  # enums back on the typed schema
+
+
+def test_a_dead_rank_stops_a_hanging_rank_zero(tmp_path):
+    # rank 0 "hangs" (sleeps); rank 1 dies: the watch records the failure and ends rank 0 with rank 1's code
+    script = f"""
+import subprocess, sys, time
+from pathlib import Path
+from clinical_ner import distributed
+distributed.FAILURE_GRACE_S = 1.0
+logs = Path({str(tmp_path)!r})
+procs = distributed.start_ranks(lambda r: [sys.executable, "-c", "import sys; print('boom'); sys.exit(3)"], 2, {{}}, logs)
+distributed.RankWatch(procs, logs, lambda m: (logs / "failure.txt").write_text(m)).start()
+time.sleep(60)
+"""
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 3
+    assert "rank 1 exited with code 3" in (tmp_path / "failure.txt").read_text()
+    assert "boom" in (tmp_path / "rank-1.log").read_text()
+    assert proc.stderr.strip().splitlines()[-1].startswith("error: rank 1 exited with code 3")
+
+
+def test_unsharded_copy_rebuilds_the_trained_model():
+    # what load_best does after FSDP, where the trained model's layers stay sharded wrappers
+    from transformers import LlamaConfig, LlamaForTokenClassification
+
+    from clinical_ner.models.backbone import is_bidirectional, set_attention_direction
+    from clinical_ner.tasks.stage import unsharded_copy
+
+    config = LlamaConfig(vocab_size=50, hidden_size=32, intermediate_size=64, num_hidden_layers=2)
+    config.num_attention_heads, config.num_key_value_heads, config.num_labels = 2, 2, 3
+    model = LlamaForTokenClassification(config).to(torch.bfloat16).eval()
+    set_attention_direction(model, bidirectional=True)
+    copy = unsharded_copy(model, model.state_dict(), torch.device("cpu")).eval()
+    assert copy is not model and is_bidirectional(copy) and copy.dtype == torch.bfloat16
+    ids = torch.randint(0, 50, (2, 7))
+    with torch.no_grad():
+        assert torch.equal(model(input_ids=ids).logits, copy(input_ids=ids).logits)
+
+
+# --- SLURM --------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("trainer,devices", [("default", 1), ("ddp", 4)])
+def test_slurm_launcher_composes_with_one_task_per_device(trainer, devices):
+    from hydra import compose, initialize_config_dir
+    from omegaconf import OmegaConf
+
+    overrides = ["hydra/launcher=slurm", "hydra.launcher.partition=gpu", f"trainer={trainer}"]
+    if trainer != "default":
+        overrides.append(f"trainer.devices={devices}")
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        cfg = compose("train", overrides=overrides, return_hydra_config=True)
+    launcher = cfg.hydra.launcher
+    assert launcher._target_.endswith("submitit_launcher.SlurmLauncher")
+    assert launcher.partition == "gpu"
+    assert launcher.gpus_per_node == launcher.tasks_per_node == devices  # resolved from trainer.devices
+    assert launcher.nodes == 1 and launcher.timeout_min > 0
+    text = OmegaConf.to_yaml(launcher)
+    assert "/home/" not in text and "/scratch" not in text  # no cluster paths baked in
+
+
+def test_slurm_tasks_must_match_devices_and_give_the_rank(monkeypatch):
+    for name in ("LOCAL_RANK", "RANK", "SLURM_NTASKS_PER_NODE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("SLURM_JOB_NAME", "train")
+    monkeypatch.setenv("SLURM_NTASKS", "1")
+    with pytest.raises(UserError, match="one task per device"):
+        distributed.check_distributed(
+            compose_config(["trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2"])
+        )
+    monkeypatch.setenv("SLURM_NTASKS", "2")
+    monkeypatch.setenv("SLURM_PROCID", "1")
+    assert distributed.check_distributed(compose_config(["trainer=ddp", "trainer.accelerator=cpu"])) == 2
+    assert distributed.externally_launched() and distributed.global_rank() == 1
+
+
+def test_slurm_launcher_composes_from_the_command_line(tmp_path):
+    proc = subprocess.run(
+        [sys.executable, "-m", "clinical_ner.train", "hydra/launcher=slurm", "hydra.launcher.partition=gpu"]
+        + ["trainer=ddp", "trainer.devices=4", "--cfg", "hydra", "--package", "hydra.launcher"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "SlurmLauncher" in proc.stdout and "partition: gpu" in proc.stdout
+
+
+# --- DDP over 2 CPU processes matches one process ----------------------------------------------------------
+
+
+def _rank_main(out: Path, devices: int, batch: int, steps: int) -> None:
+    """One rank: a tiny Llama token classifier trained `steps` steps through the real module, sampler,
+    callbacks and Trainer factory; rank 0 writes the loss on every window afterwards."""
+    import lightning as L
+    from torch.utils.data import DataLoader
+    from transformers import LlamaConfig, LlamaForTokenClassification
+
+    from clinical_ner.data.batching import PadCollator
+    from clinical_ner.data.tokencls_datamodule import WindowDataset
+    from clinical_ner.tasks.stage import make_callbacks, make_trainer
+    from clinical_ner.tasks.tokencls import TokenClsModule
+
+    torch.set_num_threads(1)
+    trainer_group = "trainer=ddp" if devices > 1 else "trainer=default"
+    cfg = compose_config(
+        [trainer_group, "trainer.accelerator=cpu", f"trainer.devices={devices}", f"trainer.max_steps={steps}"]
+        + ["trainer.precision=32-true", "logger=none", "trainer.enable_progress_bar=false"]
+    )
+    generator = torch.Generator().manual_seed(0)
+    # equal lengths, every token labelled: the mean of the ranks' mean losses is then the global mean loss
+    windows = [
+        SimpleNamespace(
+            input_ids=torch.randint(1, 64, (12,), generator=generator).tolist(),
+            labels=torch.randint(0, 5, (12,), generator=generator).tolist(),
+        )
+        for _ in range(96)
+    ]
+
+    class Windows(L.LightningDataModule):
+        def train_dataloader(self):
+            # built after the process group exists, so the sampler knows its rank
+            sampler = LengthGroupedBatchSampler([12] * len(windows), batch, seed=0, mega_batch_factor=2)
+            return DataLoader(WindowDataset(windows), batch_sampler=sampler, collate_fn=PadCollator(0))
+
+    L.seed_everything(0, verbose=False)
+    config = LlamaConfig(
+        vocab_size=64,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        num_key_value_heads=2,
+        num_labels=5,
+        pad_token_id=0,
+        classifier_dropout=0.0,  # the head's dropout would draw different masks in 1 and 2 processes
+    )
+    model = LlamaForTokenClassification(config)
+    module = TokenClsModule(
+        model, partial(torch.optim.AdamW), 1e-2, 0.0, 1.0, evaluate=lambda predictions: {}, pad_id=0
+    )
+    callbacks, _, timer = make_callbacks(cfg, out)
+    trainer = make_trainer(cfg, out, callbacks, None)
+    trainer.fit(module, datamodule=Windows())
+    if trainer.is_global_zero:
+        batch_all = PadCollator(0)(list(WindowDataset(windows)))
+        model.eval()
+        with torch.no_grad():
+            loss = model(input_ids=batch_all["input_ids"], labels=batch_all["labels"]).loss.item()
+        result = {
+            "loss": loss,
+            "steps": trainer.global_step,
+            "tokens": timer.tokens,
+            "world": trainer.world_size,
+        }
+        (out / "result.json").write_text(json.dumps(result))
+
+
+def _train(out: Path, devices: int, batch: int, steps: int) -> dict:
+    out.mkdir(parents=True)
+    command = [sys.executable, __file__, str(out), str(devices), str(batch), str(steps)]
+    base = {**os.environ, "PYTHONPATH": str(ROOT)}
+    if devices == 1:
+        subprocess.run(command, check=True, env=base, capture_output=True, timeout=600)
+    else:
+        env = {**base, **distributed.launch_env(devices)}
+        procs = [
+            subprocess.Popen(
+                command,
+                env={**env, "LOCAL_RANK": str(r)},
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.PIPE,
+            )
+            for r in range(devices)
+        ]
+        errors = [p.communicate(timeout=600)[1].decode(errors="replace") for p in procs]
+        assert all(p.returncode == 0 for p in procs), errors[0][-3000:] + errors[-1][-3000:]
+    return json.loads((out / "result.json").read_text())
+
+
+@pytest.mark.slow
+def test_ddp_two_processes_match_one_process(tmp_path):
+    steps = 8
+    one = _train(tmp_path / "one", devices=1, batch=8, steps=steps)
+    two = _train(tmp_path / "two", devices=2, batch=4, steps=steps)
+    assert (one["world"], two["world"]) == (1, 2)
+    assert one["steps"] == two["steps"] == steps
+    assert one["tokens"] == two["tokens"]  # the timer's count is summed over ranks
+    assert abs(one["loss"] - two["loss"]) / one["loss"] < 1e-3, (one, two)
+    print(f"loss after {steps} steps: 1 process {one['loss']:.6f}, 2 processes {two['loss']:.6f}")
+
+
+# --- the command line: one job, one run folder ----------------------------------------------------------
+
+
+def _cli(args: list[str], tmp_path: Path, timeout: float = 900) -> subprocess.CompletedProcess:
+    env = {**os.environ, "CLINICAL_NER_CACHE": str(tmp_path / "cache"), "WANDB_MODE": "offline"}
+    return subprocess.run(
+        [sys.executable, "-m", "clinical_ner.train", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+        timeout=timeout,
+    )
+
+
+@pytest.mark.slow
+def test_ddp_run_writes_one_run_folder(tmp_path):
+    proc = _cli(
+        [
+            "data=synthetic",
+            "trainer=ddp",
+            "trainer.accelerator=cpu",
+            "trainer.devices=2",
+            "trainer.max_steps=4",
+        ]
+        + [*TINY, *QUIET, f"hydra.run.dir={tmp_path / 'run'}"],
+        tmp_path,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    found = sorted(tmp_path.rglob("results.json"))
+    assert found == [tmp_path / "run" / "results.json"]
+    assert not (tmp_path / "outputs").exists() and not (tmp_path / "multirun").exists()
+    results = json.loads(found[0].read_text())
+    assert results["status"] == "complete" and results["train"]["devices"] == 2
+    assert results["train"]["steps"] == 4
+    assert len(list((tmp_path / "run" / "predictions" / "test").glob("*.ann"))) == 20
+    assert (tmp_path / "run" / "model" / "model.safetensors").is_file()
+
+
+@pytest.mark.slow
+def test_ddp_sweep_runs_each_cell_once(tmp_path):
+    # two DDP jobs in one Hydra process: the second must get fresh ranks, port and process group
+    proc = _cli(
+        ["-m", "data=synthetic", "trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2"]
+        + ["trainer.max_steps=2", "seed=1,2", "save_model=false", *TINY, *QUIET]
+        + [f"hydra.sweep.dir={tmp_path / 'sweep'}"],
+        tmp_path,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    found = sorted(tmp_path.rglob("results.json"))
+    assert [p.parent.parent for p in found] == [tmp_path / "sweep"] * 2, found
+    assert all(json.loads(p.read_text())["status"] == "complete" for p in found)
+
+
+def test_fsdp_on_cpu_fails_fast_with_one_line(tmp_path):
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    proc = _cli(
+        ["trainer=fsdp", "trainer.accelerator=cpu", *QUIET, f"hydra.run.dir={tmp_path / 'run'}"],
+        tmp_path,
+        120,
+    )
+    assert proc.returncode == 2
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "Traceback" not in proc.stderr and "fsdp" in errors[0]
+    record = json.loads((tmp_path / "run" / "results.json").read_text())
+    assert record["status"] == "failed"
+    assert not (tmp_path / "cache").exists()  # nothing was loaded or trained
+
+
+if __name__ == "__main__":
+    _rank_main(Path(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]))
