@@ -230,3 +230,22 @@ def test_run_chains_pretraining_into_fine_tuning(tiny_cfg):
 def test_use_epoch_out_of_range_is_user_error(tiny_cfg, tmp_path):
     with pytest.raises(UserError, match="pretrain.use_epoch=3"):
         pretrain_run.run_pretrain(tiny_cfg("corpus=es", "pretrain.use_epoch=3"), tmp_path / "run")
+
+
+@pytest.mark.parametrize("tied", [False, True])
+def test_formula_flops_counts_the_lm_head_also_when_tied(tied):
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from clinical_ner.tasks.throughput import formula_flops
+
+    config = LlamaConfig(
+        vocab_size=100,
+        hidden_size=16,
+        intermediate_size=32,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        tie_word_embeddings=tied,
+    )
+    model = LlamaForCausalLM(config)
+    body = sum(p.numel() for p in model.model.layers.parameters()) + model.model.norm.weight.numel()
+    assert formula_flops(model, tokens=10) == 6 * 10 * (body + 100 * 16)  # every matmul weight, once

@@ -109,6 +109,9 @@ def train_causal_lm(cfg: TrainConfig, tokenizer, data: PretrainData, folder: Pat
     p = cfg.pretrain
     L.seed_everything(p.seed, workers=True, verbose=False)
     model = build_causal_lm(cfg.model, cfg.scale, tokenizer)
+    if p.precision.endswith("-mixed"):
+        # fp32 master weights: at lr 2e-5 most AdamW updates of a bf16 weight fall below its resolution
+        model = model.float()
     if p.gradient_checkpointing:
         model.gradient_checkpointing_enable()
         model.config.use_cache = False

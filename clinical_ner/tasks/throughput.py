@@ -15,9 +15,12 @@ log = logging.getLogger(__name__)
 
 
 def formula_flops(model: torch.nn.Module, tokens: int) -> int:
-    """6 x N x tokens (forward + backward), N = parameters minus the input embedding (a lookup, no matmul)."""
-    embedding = model.get_input_embeddings().weight.numel()
-    params = sum(p.numel() for p in model.parameters()) - embedding
+    """6 x N x tokens (forward + backward), N = parameters minus the input embedding (a lookup, no matmul);
+    with tied embeddings (Llama 3.2) the shared matrix still does the LM head's matmul, so it stays in N."""
+    embedding = model.get_input_embeddings().weight
+    output = model.get_output_embeddings()
+    tied = output is not None and output.weight is embedding
+    params = sum(p.numel() for p in model.parameters()) - (0 if tied else embedding.numel())
     return 6 * params * tokens
 
 
