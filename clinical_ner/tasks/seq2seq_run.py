@@ -13,7 +13,6 @@ from clinical_ner.data.brat import write_predictions
 from clinical_ner.data.ner_corpus import corpus_types, limit_splits, load_ner_splits
 from clinical_ner.data.seq2seq_datamodule import Seq2SeqDataModule, prompt_split
 from clinical_ner.generative.prompt import make_renderer
-from clinical_ner.loggers import finish_logger, make_logger
 from clinical_ner.models.backbone import apply_lora, build_causal_lm, count_parameters
 from clinical_ner.models.factory import make_tokenizer
 from clinical_ner.paths import cache_dir
@@ -22,13 +21,10 @@ from clinical_ner.tasks.seq2seq_inference import Seq2SeqDecoder, evaluate_answer
 from clinical_ner.tasks.stage import (
     MODEL_DIR,
     PREDICTIONS_DIR,
+    fit_and_select,
     inference_section,
-    load_best,
     log_final,
-    make_callbacks,
-    make_trainer,
     save_model,
-    train_section,
 )
 
 log = logging.getLogger(__name__)
@@ -102,19 +98,8 @@ def run_seq2seq(cfg: TrainConfig, run_dir: Path, init_from: Path | None = None) 
         answer=lambda m, indices: decoder.answer_split(m, data.val, indices),
         evaluate=lambda answers: evaluate_answers(data.val, answers, types)[0],
     )
-    callbacks, checkpoint, timer = make_callbacks(cfg, run_dir)
-    logger = make_logger(cfg, run_dir)
-    trainer = make_trainer(cfg, run_dir, callbacks, logger)
-
-    fit_start = time.perf_counter()
-    try:
-        trainer.fit(module, datamodule=data, ckpt_path=cfg.ckpt_path)
-    except BaseException:
-        finish_logger(logger, exit_code=1)
-        raise
-    fit_seconds = time.perf_counter() - fit_start
-    best_epoch = load_best(module, checkpoint)
-    module.model.to(trainer.strategy.root_device)  # each DDP rank generates on its own device
+    fit = fit_and_select(cfg, run_dir, module, data)
+    module.model.to(fit.trainer.strategy.root_device)  # each DDP rank generates on its own device
 
     sections: dict = {}
     # dev: the selection subset (val_limit documents); test: every test document
@@ -136,9 +121,9 @@ def run_seq2seq(cfg: TrainConfig, run_dir: Path, init_from: Path | None = None) 
 
     if cfg.save_model:
         save_model(module.model, tokenizer, run_dir / MODEL_DIR, inference_settings(cfg, renderer, types))
-    sections["train"] = train_section(trainer, timer, checkpoint, fit_seconds, best_epoch, (trainable, total))
+    sections["train"] = fit.train_section((trainable, total))
     sections["train"]["skipped_examples"] = data.skipped
-    log_final(logger, sections)
+    log_final(fit.logger, sections)
     return sections
 
 

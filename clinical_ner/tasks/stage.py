@@ -8,7 +8,10 @@ writes the model.
 
 from __future__ import annotations
 
+import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import lightning as L
 import torch
@@ -19,6 +22,7 @@ from clinical_ner.config import TrainConfig
 from clinical_ner.distributed import is_global_zero
 from clinical_ner.errors import UserError
 from clinical_ner.io_utils import atomic_write_json
+from clinical_ner.loggers import finish_logger, make_logger
 from clinical_ner.models import quantize
 from clinical_ner.models.backbone import is_bidirectional, set_attention_direction
 from clinical_ner.results import peak_memory_mb
@@ -192,28 +196,50 @@ def inference_section(documents: int, seconds: float) -> dict:
     }
 
 
-def train_section(
-    trainer: L.Trainer,
-    timer: TrainStepTimer,
-    checkpoint: ModelCheckpoint,
-    fit_seconds: float,
-    best_epoch: int | None,
-    parameters: tuple[int, int],
-) -> dict:
-    """The `train` section of results.json; `parameters` is (trainable, total)."""
-    return {
-        "seconds": fit_seconds,
-        "tokens": timer.tokens,
-        "tokens_per_s": timer.tokens_per_s,
-        "steps": trainer.global_step,
-        "epochs": trainer.current_epoch,
-        "devices": trainer.world_size,
-        "best_epoch": best_epoch,
-        "best_checkpoint": checkpoint.best_model_path or None,
-        "peak_memory_mb": peak_memory_mb(),
-        "parameters": parameters[1],
-        "trainable_parameters": parameters[0],
-    }
+@dataclass
+class Fit:
+    """What fitting left behind: the trainer and logger, the best-checkpoint callback, the step timer."""
+
+    trainer: L.Trainer
+    logger: Any
+    checkpoint: ModelCheckpoint
+    timer: TrainStepTimer
+    seconds: float
+    best_epoch: int | None
+
+    def train_section(self, parameters: tuple[int, int]) -> dict:
+        """The `train` section of results.json; `parameters` is (trainable, total)."""
+        return {
+            "seconds": self.seconds,
+            "tokens": self.timer.tokens,
+            "tokens_per_s": self.timer.tokens_per_s,
+            "steps": self.trainer.global_step,
+            "epochs": self.trainer.current_epoch,
+            "devices": self.trainer.world_size,
+            "best_epoch": self.best_epoch,
+            "best_checkpoint": self.checkpoint.best_model_path or None,
+            "peak_memory_mb": peak_memory_mb(),
+            "parameters": parameters[1],
+            "trainable_parameters": parameters[0],
+        }
+
+
+def fit_and_select(
+    cfg: TrainConfig, run_dir: Path, module: L.LightningModule, data: L.LightningDataModule
+) -> Fit:
+    """Fit `module` with the configured trainer, callbacks and logger (resuming from `cfg.ckpt_path`), then put
+    the best dev-F1 weights back; the logger's run is finished as failed if fitting raises."""
+    callbacks, checkpoint, timer = make_callbacks(cfg, run_dir)
+    logger = make_logger(cfg, run_dir)
+    trainer = make_trainer(cfg, run_dir, callbacks, logger)
+    start = time.perf_counter()
+    try:
+        trainer.fit(module, datamodule=data, ckpt_path=cfg.ckpt_path)
+    except BaseException:
+        finish_logger(logger, exit_code=1)
+        raise
+    seconds = time.perf_counter() - start
+    return Fit(trainer, logger, checkpoint, timer, seconds, load_best(module, checkpoint))
 
 
 def log_final(logger, sections: dict) -> None:

@@ -14,20 +14,16 @@ from clinical_ner.data.brat import write_predictions
 from clinical_ner.data.ner_corpus import corpus_types, limit_splits, load_ner_splits
 from clinical_ner.data.tagging import bio_labels
 from clinical_ner.data.tokencls_datamodule import TokenClsDataModule
-from clinical_ner.loggers import finish_logger, make_logger
 from clinical_ner.models.backbone import TOKEN_CLS_HEAD, apply_lora, build_token_classifier, count_parameters
 from clinical_ner.models.factory import make_tokenizer
 from clinical_ner.paths import cache_dir
 from clinical_ner.tasks.stage import (
     MODEL_DIR,
     PREDICTIONS_DIR,
+    fit_and_select,
     inference_section,
-    load_best,
     log_final,
-    make_callbacks,
-    make_trainer,
     save_model,
-    train_section,
 )
 from clinical_ner.tasks.tokencls import TokenClsModule
 from clinical_ner.tasks.tokencls_inference import evaluate_predictions, predict_windows
@@ -103,18 +99,7 @@ def run_tokencls(cfg: TrainConfig, run_dir: Path, init_from: Path | None = None)
         pad_id=tokenizer.pad_token_id,
         token_dropout=approach.token_dropout,
     )
-    callbacks, checkpoint, timer = make_callbacks(cfg, run_dir)
-    logger = make_logger(cfg, run_dir)
-    trainer = make_trainer(cfg, run_dir, callbacks, logger)
-
-    fit_start = time.perf_counter()
-    try:
-        trainer.fit(module, datamodule=data, ckpt_path=cfg.ckpt_path)
-    except BaseException:
-        finish_logger(logger, exit_code=1)
-        raise
-    fit_seconds = time.perf_counter() - fit_start
-    best_epoch = load_best(module, checkpoint)
+    fit = fit_and_select(cfg, run_dir, module, data)
 
     precision = cfg.trainer.precision
     sections: dict = {}
@@ -135,8 +120,8 @@ def run_tokencls(cfg: TrainConfig, run_dir: Path, init_from: Path | None = None)
 
     if cfg.save_model:
         save_model(module.model, tokenizer, run_dir / MODEL_DIR, inference_settings(cfg))
-    sections["train"] = train_section(trainer, timer, checkpoint, fit_seconds, best_epoch, (trainable, total))
-    log_final(logger, sections)
+    sections["train"] = fit.train_section((trainable, total))
+    log_final(fit.logger, sections)
     return sections
 
 
