@@ -158,7 +158,7 @@ class PretrainConfig:
     gradient_clip_val: float = 1.0
     accelerator: str = "auto"
     devices: Any = 1
-    strategy: str = "auto"  # auto | ddp | fsdp (several devices; see clinical_ner/distributed.py)
+    strategy: str = "auto"  # auto | ddp | fsdp (several devices; see clinical_ner/run/ranks.py)
     precision: str = "bf16-mixed"  # falls back to 16-mixed on GPUs without bf16
     gradient_checkpointing: bool = False
     seed: int = 0  # init of a random (tiny) base and block order; apart from the run seed

@@ -13,13 +13,13 @@ from pathlib import Path
 import torch
 from transformers import AutoTokenizer
 
+from clinical_ner.approaches.tokencls.datamodule import TokenClsDataModule
+from clinical_ner.approaches.tokencls.inference import predict_windows, spans_from_predictions
 from clinical_ner.data.brat import read_text, write_predictions
-from clinical_ner.data.tokencls_datamodule import TokenClsDataModule
 from clinical_ner.data.types import Document
 from clinical_ner.errors import UserError, cli
 from clinical_ner.models.backbone import load_token_classifier
-from clinical_ner.tasks.stage import INFERENCE_FILE, MODEL_DIR
-from clinical_ner.tasks.tokencls_inference import predict_windows, spans_from_predictions
+from clinical_ner.run_folder import INFERENCE_FILE, MODEL_DIR
 
 
 def model_folder(run_dir: Path) -> Path:
@@ -56,7 +56,7 @@ def tag_documents(folder: Path, docs: list[Document], batch_size: int | None = N
     settings = json.loads((folder / INFERENCE_FILE).read_text())
     tokenizer = AutoTokenizer.from_pretrained(folder, trust_remote_code=False)
     if settings.get("approach") == "seq2seq":
-        from clinical_ner.tasks.seq2seq_inference import tag_with_seq2seq
+        from clinical_ner.approaches.seq2seq.inference import tag_with_seq2seq
 
         return tag_with_seq2seq(folder, tokenizer, settings, docs, batch_size)
     model = load_token_classifier(str(folder))

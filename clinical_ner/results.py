@@ -11,12 +11,12 @@ Schema (version 1; later stages add keys, never rename them):
 - seq2seq runs add to `dev` (the `approach.val_limit` documents used for model selection) and `test`: `samples`
   (prompt units answered), `json_parse_rate`, `hallucination_rate`, `hallucination_rate_micro`,
   `boundary_accuracy`, `boundary_accuracy_matched`, `boundary_accuracy_micro`, `format_compliance`,
-  `format_compliance_corrected` (definitions in clinical_ner/metrics/generative.py) and `documents_per_s`
+  `format_compliance_corrected` (definitions in clinical_ner/approaches/seq2seq/metrics.py) and `documents_per_s`
   (generation + parsing); no `seqeval_f1`; `train` adds `skipped_examples` (longer than `approach.max_length`)
 - `train`: `seconds` (fit wall time), `tokens` (real tokens trained on), `tokens_per_s` (inside training steps),
   `steps`, `epochs`, `best_epoch`, `peak_memory_mb`, `parameters`, `trainable_parameters`, `devices`
 - `inference`: `documents`, `seconds`, `documents_per_s` (test prediction and decoding)
-- `pretrain`: null when `corpus=none`; otherwise (clinical_ner/tasks/pretrain_run.py):
+- `pretrain`: null when `corpus=none`; otherwise (clinical_ner/pretrain/stage.py):
   - `cache_hit` (bool: the weights came from the cache, nothing was trained), `seconds` (what this run spent in
     the stage: lookup + verification on a hit, corpus preparation + training + saving on a miss), `weights`
     (the `epoch-<use_epoch>` folder that fed fine-tuning), `epochs`, `use_epoch` (the paper's Epoch column)
@@ -33,23 +33,13 @@ Schema (version 1; later stages add keys, never rename them):
 
 from __future__ import annotations
 
-import resource
 from pathlib import Path
 from typing import Any
-
-import torch
 
 from clinical_ner.io_utils import atomic_write_json
 
 SCHEMA_VERSION = 1
 RESULTS_FILE = "results.json"
-
-
-def peak_memory_mb() -> float:
-    """Peak GPU memory allocated when on CUDA, else the process's peak resident set size."""
-    if torch.cuda.is_available() and torch.cuda.max_memory_allocated() > 0:
-        return torch.cuda.max_memory_allocated() / 2**20
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
 
 
 def write_results(run_dir: Path, results: dict[str, Any]) -> Path:

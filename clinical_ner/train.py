@@ -12,55 +12,18 @@ import sys
 from pathlib import Path
 
 import hydra
-import lightning as L
-import torch
 from omegaconf import DictConfig, open_dict
 
-from clinical_ner import distributed
 from clinical_ner.config import public_config
 from clinical_ner.errors import EXIT_USER_ERROR, UserError
-from clinical_ner.loggers import finish_wandb, report_to_wandb
 from clinical_ner.results import write_results
-from clinical_ner.sweep import finished_results, in_multirun, resume_checkpoint, wandb_sync_hint
+from clinical_ner.run import ranks
+from clinical_ner.run.pipeline import coordinates, run
+from clinical_ner.run.sweep import finished_results, in_multirun, resume_checkpoint, wandb_sync_hint
+from clinical_ner.training.loggers import finish_wandb, report_to_wandb
 
 log = logging.getLogger(__name__)
 CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")
-
-
-def run(cfg: DictConfig) -> dict:
-    """Run the configured approach and return the full results record."""
-    run_dir = Path(cfg.output_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    if cfg.trainer.threads:
-        torch.set_num_threads(cfg.trainer.threads)
-    if cfg.approach.name not in ("tokencls", "seq2seq"):
-        raise UserError(f"unknown approach={cfg.approach.name}; expected tokencls or seq2seq")
-    pretrain, init_from = None, None
-    if cfg.corpus.name != "none":
-        from clinical_ner.tasks.pretrain_run import run_pretrain
-
-        outcome = run_pretrain(cfg, run_dir)
-        pretrain, init_from = outcome.section, outcome.weights
-    # seeded after pretraining, so fine-tuning is the same whether the weights were trained or cached
-    L.seed_everything(cfg.seed, workers=True, verbose=False)
-    if cfg.approach.name == "seq2seq":
-        from clinical_ner.tasks.seq2seq_run import run_seq2seq as run_stage
-    else:
-        from clinical_ner.tasks.tokencls_run import run_tokencls as run_stage
-    sections = run_stage(cfg, run_dir, init_from=init_from)
-    return {"status": "complete", **coordinates(cfg), **sections, "pretrain": pretrain}
-
-
-def coordinates(cfg: DictConfig) -> dict:
-    """Where a run sits in the grid, plus its resolved config."""
-    return {
-        "approach": cfg.approach.name,
-        "model": cfg.model.family,
-        "corpus": cfg.corpus.name,
-        "scale": cfg.scale.name,
-        "seed": cfg.seed,
-        "config": public_config(cfg),
-    }
 
 
 @hydra.main(config_path=CONF_DIR, config_name="train", version_base="1.3")
@@ -68,7 +31,7 @@ def main(cfg: DictConfig) -> float | None:
     """Run one job; a user mistake ends it with one line and exit code 2, never a traceback.
 
     Inside a sweep, a failing cell is recorded (`status: failed`) and the sweep goes on; a cell already
-    complete is skipped and an interrupted one resumes from its last checkpoint (clinical_ner/sweep.py).
+    complete is skipped and an interrupted one resumes from its last checkpoint (clinical_ner/run/sweep.py).
     """
     run_dir = Path(cfg.output_dir)
     done = finished_results(run_dir, public_config(cfg))
@@ -80,15 +43,15 @@ def main(cfg: DictConfig) -> float | None:
         log.info("resuming %s from %s", run_dir, last)
         with open_dict(cfg):
             cfg.ckpt_path = str(last)
-    # one job, one run folder: rank 0 writes it; other ranks run on scratch folders (clinical_ner/distributed.py)
-    rank_zero = distributed.is_global_zero()
+    # one job, one run folder: rank 0 writes it; other ranks run on scratch folders (clinical_ner/run/ranks.py)
+    rank_zero = ranks.is_global_zero()
 
     def record_failure(error: str) -> None:
         if rank_zero:
             write_results(run_dir, {"status": "failed", "error": error, **coordinates(cfg)})
 
     try:
-        with distributed.job(cfg, on_failure=record_failure) as rank_cfg:  # checks, starts the other ranks
+        with ranks.job(cfg, on_failure=record_failure) as rank_cfg:  # checks, starts the other ranks
             results = run(rank_cfg)
     except UserError as err:
         finish_wandb(1)

@@ -25,15 +25,15 @@ from hydra import compose, initialize_config_dir
 from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig
 
 import clinical_ner.config  # noqa: F401  (registers the schema)
+from clinical_ner.approaches.seq2seq.datamodule import prompt_split, training_examples
+from clinical_ner.approaches.seq2seq.decoding import SchemaConstraint, TokenVocab, generate
+from clinical_ner.approaches.seq2seq.prompt import PromptRenderer, make_renderer
 from clinical_ner.data.batching import PadCollator
 from clinical_ner.data.ner_corpus import corpus_types, load_ner_splits
-from clinical_ner.data.seq2seq_datamodule import prompt_split, training_examples
-from clinical_ner.generative.decoding import SchemaConstraint, TokenVocab, generate
-from clinical_ner.generative.prompt import PromptRenderer, make_renderer
 from clinical_ner.models.backbone import build_causal_lm
 from clinical_ner.models.factory import make_tokenizer
 from clinical_ner.paths import cache_dir
-from clinical_ner.tasks.stage import INFERENCE_FILE
+from clinical_ner.run_folder import INFERENCE_FILE
 
 CONF = str(Path(__file__).resolve().parent.parent / "conf")
 

@@ -17,15 +17,15 @@ import lightning as L
 import torch
 from transformers import DataCollatorForTokenClassification, Trainer, TrainingArguments
 
+from clinical_ner.approaches.tokencls.datamodule import TokenClsDataModule
+from clinical_ner.approaches.tokencls.module import TokenClsModule
+from clinical_ner.approaches.tokencls.tagging import bio_labels
 from clinical_ner.config import compose_config
 from clinical_ner.data.brat import entity_types, read_split
 from clinical_ner.data.synthetic import synthetic_splits
-from clinical_ner.data.tagging import bio_labels
-from clinical_ner.data.tokencls_datamodule import TokenClsDataModule
 from clinical_ner.models.backbone import build_token_classifier
 from clinical_ner.models.tokenizer import load_or_train_tokenizer
 from clinical_ner.paths import cache_dir
-from clinical_ner.tasks.tokencls import TokenClsModule
 
 CFG = compose_config(["model=llama2", "scale=tiny"])  # the default tiny Llama 2 of a run
 LLAMA2, TINY = CFG.model, CFG.scale

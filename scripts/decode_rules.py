@@ -11,12 +11,12 @@ from pathlib import Path
 import torch
 from transformers import AutoTokenizer
 
+from clinical_ner.approaches.tokencls.datamodule import TokenClsDataModule
+from clinical_ner.approaches.tokencls.inference import evaluate_predictions, predict_windows
 from clinical_ner.data.brat import read_split
-from clinical_ner.data.tokencls_datamodule import TokenClsDataModule
 from clinical_ner.models.backbone import load_token_classifier
 from clinical_ner.predict import model_folder
-from clinical_ner.tasks.stage import INFERENCE_FILE
-from clinical_ner.tasks.tokencls_inference import evaluate_predictions, predict_windows
+from clinical_ner.run_folder import INFERENCE_FILE
 
 
 def main() -> None:

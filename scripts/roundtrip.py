@@ -15,8 +15,7 @@ from pathlib import Path
 
 import torch
 
-from clinical_ner.data.brat import read_split
-from clinical_ner.data.tagging import (
+from clinical_ner.approaches.tokencls.tagging import (
     IGNORE,
     WORD_RE,
     Unit,
@@ -26,6 +25,7 @@ from clinical_ner.data.tagging import (
     encode_document,
     label_units,
 )
+from clinical_ner.data.brat import read_split
 from clinical_ner.data.types import Document, Span
 from clinical_ner.models.tokenizer import LLAMA3_SPLIT, _train_byte_level_bpe, load_or_train_tokenizer
 

@@ -8,15 +8,15 @@ from pathlib import Path
 
 import pytest
 
-from clinical_ner.data.corpora import (
+from clinical_ner.errors import UserError
+from clinical_ner.pretrain.corpora import (
     locate_corpora,
     mix_languages,
     read_jsonl,
     read_language,
     split_heldout,
 )
-from clinical_ner.data.spl import read_spl
-from clinical_ner.errors import UserError
+from clinical_ner.pretrain.spl import read_spl
 
 FIXTURES = Path(__file__).parent / "fixtures" / "download"
 

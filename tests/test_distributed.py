@@ -18,10 +18,10 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from clinical_ner import distributed
 from clinical_ner.config import compose_config
 from clinical_ner.data.batching import LengthGroupedBatchSampler, rank_slice
 from clinical_ner.errors import UserError
+from clinical_ner.run import ranks
 
 ROOT = Path(__file__).resolve().parent.parent
 TINY = ["scale.hidden_size=64", "scale.num_layers=2", "scale.intermediate_size=128"]
@@ -74,7 +74,7 @@ def test_sampler_reads_the_process_group_by_default():
     "accelerator,devices,expected", [("cpu", 2, 2), ("cpu", "3", 3), ("cpu", "auto", 1), ("cpu", [0, 1], 2)]
 )
 def test_device_count(accelerator, devices, expected):
-    assert distributed.device_count(accelerator, devices) == expected
+    assert ranks.device_count(accelerator, devices) == expected
 
 
 @pytest.mark.parametrize(
@@ -91,7 +91,7 @@ def test_impossible_distributed_configs_fail_before_loading(overrides, message):
     if torch.cuda.is_available():
         pytest.skip("these combinations are about a machine without CUDA")
     with pytest.raises(UserError, match=message):
-        distributed.check_job(compose_config(overrides))
+        ranks.check_job(compose_config(overrides))
 
 
 def test_fsdp_with_lora_is_refused(monkeypatch):
@@ -99,32 +99,32 @@ def test_fsdp_with_lora_is_refused(monkeypatch):
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
     cfg = compose_config(["scale=paper", "trainer=fsdp"])  # the paper recipes are LoRA
     with pytest.raises(UserError, match="use trainer=ddp"):
-        distributed.check_distributed(cfg)
-    assert distributed.check_distributed(compose_config(["trainer=fsdp"])) == 2  # tiny: full fine-tuning
+        ranks.check_distributed(cfg)
+    assert ranks.check_distributed(compose_config(["trainer=fsdp"])) == 2  # tiny: full fine-tuning
 
 
 def test_ddp_config_on_cpu_implies_two_processes():
     cfg = compose_config(["trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2"])
-    assert distributed.check_job(cfg) == 2
+    assert ranks.check_job(cfg) == 2
 
 
 def test_a_job_leaves_no_launch_variables_behind(monkeypatch):
-    for name in distributed.LAUNCH_ENV:
+    for name in ranks.LAUNCH_ENV:
         monkeypatch.delenv(name, raising=False)
     cfg = compose_config(["trainer.accelerator=cpu"])
-    with distributed.job(cfg) as rank_cfg:
+    with ranks.job(cfg) as rank_cfg:
         assert rank_cfg is cfg  # one device: nothing started, the run folder is this process's
         os.environ["LOCAL_RANK"] = "0"  # what Lightning's own launcher leaves set
         os.environ["MASTER_PORT"] = "1234"
-    assert not any(name in os.environ for name in distributed.LAUNCH_ENV)
+    assert not any(name in os.environ for name in ranks.LAUNCH_ENV)
 
 
 def test_ranks_above_zero_of_external_launches_get_a_scratch_folder(monkeypatch, tmp_path):
     monkeypatch.setenv("LOCAL_RANK", "1")  # as torchrun or SLURM would start rank 1
     monkeypatch.delenv("RANK", raising=False)
     cfg = compose_config(["trainer.accelerator=cpu", f"output_dir={tmp_path / 'run'}"])
-    with distributed.job(cfg) as rank_cfg:
-        assert not distributed.is_global_zero()
+    with ranks.job(cfg) as rank_cfg:
+        assert not ranks.is_global_zero()
         scratch = Path(rank_cfg.output_dir)
         assert scratch != tmp_path / "run" and scratch.is_dir()
     assert not scratch.exists()
@@ -133,8 +133,8 @@ def test_ranks_above_zero_of_external_launches_get_a_scratch_folder(monkeypatch,
 def test_resolved_config_round_trips(tmp_path):
     cfg = compose_config(["trainer=ddp", "approach=seq2seq", f"output_dir={tmp_path}"])
     path = tmp_path / "config.yaml"
-    path.write_text(distributed.resolved_yaml(cfg))
-    loaded = distributed.load_config(path)
+    path.write_text(ranks.resolved_yaml(cfg))
+    loaded = ranks.load_config(path)
     assert loaded == cfg
     assert type(loaded.approach.attention) is type(cfg.approach.attention)  # enums back on the typed schema
 
@@ -144,11 +144,11 @@ def test_a_dead_rank_stops_a_hanging_rank_zero(tmp_path):
     script = f"""
 import subprocess, sys, time
 from pathlib import Path
-from clinical_ner import distributed
-distributed.FAILURE_GRACE_S = 1.0
+from clinical_ner.run import ranks
+ranks.FAILURE_GRACE_S = 1.0
 logs = Path({str(tmp_path)!r})
-procs = distributed.start_ranks(lambda r: [sys.executable, "-c", "import sys; print('boom'); sys.exit(3)"], 2, {{}}, logs)
-distributed.RankWatch(procs, logs, lambda m: (logs / "failure.txt").write_text(m)).start()
+procs = ranks.start_ranks(lambda r: [sys.executable, "-c", "import sys; print('boom'); sys.exit(3)"], 2, {{}}, logs)
+ranks.RankWatch(procs, logs, lambda m: (logs / "failure.txt").write_text(m)).start()
 time.sleep(60)
 """
     proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
@@ -163,7 +163,7 @@ def test_unsharded_copy_rebuilds_the_trained_model():
     from transformers import LlamaConfig, LlamaForTokenClassification
 
     from clinical_ner.models.backbone import is_bidirectional, set_attention_direction
-    from clinical_ner.tasks.stage import unsharded_copy
+    from clinical_ner.training.finetune import unsharded_copy
 
     config = LlamaConfig(vocab_size=50, hidden_size=32, intermediate_size=64, num_hidden_layers=2)
     config.num_attention_heads, config.num_key_value_heads, config.num_labels = 2, 2, 3
@@ -204,13 +204,13 @@ def test_slurm_tasks_must_match_devices_and_give_the_rank(monkeypatch):
     monkeypatch.setenv("SLURM_JOB_NAME", "train")
     monkeypatch.setenv("SLURM_NTASKS", "1")
     with pytest.raises(UserError, match="one task per device"):
-        distributed.check_distributed(
+        ranks.check_distributed(
             compose_config(["trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2"])
         )
     monkeypatch.setenv("SLURM_NTASKS", "2")
     monkeypatch.setenv("SLURM_PROCID", "1")
-    assert distributed.check_distributed(compose_config(["trainer=ddp", "trainer.accelerator=cpu"])) == 2
-    assert distributed.externally_launched() and distributed.global_rank() == 1
+    assert ranks.check_distributed(compose_config(["trainer=ddp", "trainer.accelerator=cpu"])) == 2
+    assert ranks.externally_launched() and ranks.global_rank() == 1
 
 
 def test_slurm_launcher_composes_from_the_command_line(tmp_path):
@@ -236,10 +236,10 @@ def _rank_main(out: Path, devices: int, batch: int, steps: int) -> None:
     from torch.utils.data import DataLoader
     from transformers import LlamaConfig, LlamaForTokenClassification
 
+    from clinical_ner.approaches.tokencls.datamodule import WindowDataset
+    from clinical_ner.approaches.tokencls.module import TokenClsModule
     from clinical_ner.data.batching import PadCollator
-    from clinical_ner.data.tokencls_datamodule import WindowDataset
-    from clinical_ner.tasks.stage import make_callbacks, make_trainer
-    from clinical_ner.tasks.tokencls import TokenClsModule
+    from clinical_ner.training.finetune import make_callbacks, make_trainer
 
     torch.set_num_threads(1)
     trainer_group = "trainer=ddp" if devices > 1 else "trainer=default"
@@ -303,7 +303,7 @@ def _train(out: Path, devices: int, batch: int, steps: int) -> dict:
     if devices == 1:
         subprocess.run(command, check=True, env=base, capture_output=True, timeout=600)
     else:
-        env = {**base, **distributed.launch_env(devices)}
+        env = {**base, **ranks.launch_env(devices)}
         procs = [
             subprocess.Popen(
                 command,

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 import clinical_ner.data.download as download
-from clinical_ner.data.corpora import read_language
+from clinical_ner.pretrain.corpora import read_language
 
 FIXTURES = Path(__file__).parent / "fixtures" / "download"
 

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from clinical_ner.reports.length_stats import coverage, length_stats, round_up
-from clinical_ner.reports.lengths import TEXTS, FamilyLengths, main, measure_family, recommendations
+from clinical_ner.analysis.length_stats import coverage, length_stats, round_up
+from clinical_ner.analysis.lengths import TEXTS, FamilyLengths, main, measure_family, recommendations
 
 
 @pytest.fixture(scope="module")

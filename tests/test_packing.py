@@ -7,7 +7,9 @@ import numpy as np
 import pytest
 from torch.utils.data import DataLoader
 
-from clinical_ner.data.packing import (
+from clinical_ner.data.types import Document
+from clinical_ner.models.tokenizer import tokenizer_fingerprint, train_tokenizer
+from clinical_ner.pretrain.packing import (
     BlockDataset,
     file_fingerprint,
     load_or_tokenize,
@@ -16,8 +18,6 @@ from clinical_ner.data.packing import (
     tokenize_documents,
     tokens_cache_key,
 )
-from clinical_ner.data.types import Document
-from clinical_ner.models.tokenizer import tokenizer_fingerprint, train_tokenizer
 
 TEXTS = [
     "Paciente de 54 años tratado con ácido zoledrónico 4 mg.",

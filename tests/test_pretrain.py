@@ -16,14 +16,14 @@ from torch.utils.data import DataLoader
 from transformers import LlamaConfig, LlamaForCausalLM
 
 import clinical_ner.config  # noqa: F401  (registers the schema)
-import clinical_ner.tasks.pretrain_run as pretrain_run
-from clinical_ner.data.packing import BlockDataset
+import clinical_ner.pretrain.stage as pretrain_run
 from clinical_ner.data.synthetic import synthetic_splits
 from clinical_ner.errors import UserError
 from clinical_ner.models.backbone import build_token_classifier, is_bidirectional
-from clinical_ner.tasks.pretrain import CausalLMModule
-from clinical_ner.tasks.pretrain_cache import MANIFEST, PretrainedEntry
-from clinical_ner.train import run
+from clinical_ner.pretrain.cache import MANIFEST, PretrainedEntry
+from clinical_ner.pretrain.module import CausalLMModule
+from clinical_ner.pretrain.packing import BlockDataset
+from clinical_ner.run.pipeline import run
 
 CONF = Path(__file__).resolve().parent.parent / "conf"
 FIXTURES = Path(__file__).parent / "fixtures" / "download"
@@ -236,7 +236,7 @@ def test_use_epoch_out_of_range_is_user_error(tiny_cfg, tmp_path):
 def test_formula_flops_counts_the_lm_head_also_when_tied(tied):
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    from clinical_ner.tasks.throughput import formula_flops
+    from clinical_ner.pretrain.throughput import formula_flops
 
     config = LlamaConfig(
         vocab_size=100,

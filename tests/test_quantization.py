@@ -17,9 +17,10 @@ import torch
 from torch.utils.data import DataLoader
 from transformers import LlamaConfig, LlamaForCausalLM, LlamaForTokenClassification
 
+from clinical_ner.approaches.tokencls.datamodule import WindowDataset
+from clinical_ner.approaches.tokencls.module import TokenClsModule
 from clinical_ner.config import compose_config
 from clinical_ner.data.batching import LengthGroupedBatchSampler, PadCollator
-from clinical_ner.data.tokencls_datamodule import WindowDataset
 from clinical_ner.errors import UserError
 from clinical_ner.models import quantize
 from clinical_ner.models.backbone import (
@@ -30,8 +31,7 @@ from clinical_ner.models.backbone import (
     is_bidirectional,
     load_token_classifier,
 )
-from clinical_ner.tasks.stage import make_callbacks, make_trainer, save_model
-from clinical_ner.tasks.tokencls import TokenClsModule
+from clinical_ner.training.finetune import make_callbacks, make_trainer, save_model
 
 pytest.importorskip("bitsandbytes")
 LABELS = ["O", "B-X", "I-X", "B-Y", "I-Y"]
@@ -192,7 +192,7 @@ def test_qlora_trains_only_adapters_and_head_then_reloads(checkpoint, tmp_path):
 @pytest.mark.slow
 def test_qlora_run_end_to_end(checkpoint, tmp_path, monkeypatch):
     from clinical_ner.models.tokenizer import load_or_train_tokenizer
-    from clinical_ner.train import run
+    from clinical_ner.run.pipeline import run
 
     monkeypatch.setenv("CLINICAL_NER_CACHE", str(tmp_path / "cache"))
     # a "paper" checkpoint folder with a tokenizer of its own, as model.path expects

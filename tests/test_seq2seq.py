@@ -12,16 +12,27 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from transformers import LlamaConfig, LlamaForCausalLM
 
+from clinical_ner.approaches.seq2seq.datamodule import keep_empty, training_examples
+from clinical_ner.approaches.seq2seq.decoding import SchemaConstraint, TokenVocab, allowed_tokens, generate
+from clinical_ner.approaches.seq2seq.grammar import DONE, START, SpanGrammar
+from clinical_ner.approaches.seq2seq.metrics import Sample, generative_metrics
+from clinical_ner.approaches.seq2seq.parsing import (
+    anchor_entities,
+    extract_items,
+    normalize_type,
+    parse_spans,
+)
+from clinical_ner.approaches.seq2seq.prompt import make_renderer
+from clinical_ner.approaches.seq2seq.units import (
+    TextUnit,
+    make_units,
+    offset_values,
+    target_entities,
+    to_json,
+)
 from clinical_ner.config import PromptConfig
-from clinical_ner.data.seq2seq_datamodule import keep_empty, training_examples
 from clinical_ner.data.synthetic import synthetic_splits
 from clinical_ner.data.types import Span
-from clinical_ner.generative.decoding import SchemaConstraint, TokenVocab, allowed_tokens, generate
-from clinical_ner.generative.grammar import DONE, START, SpanGrammar
-from clinical_ner.generative.parsing import anchor_entities, extract_items, normalize_type, parse_spans
-from clinical_ner.generative.prompt import make_renderer
-from clinical_ner.generative.units import TextUnit, make_units, offset_values, target_entities, to_json
-from clinical_ner.metrics.generative import Sample, generative_metrics
 from clinical_ner.models.tokenizer import train_tokenizer
 
 torch.set_num_threads(1)

@@ -12,7 +12,7 @@ import clinical_ner.config  # noqa: F401  (registers the schema)
 from clinical_ner.data.synthetic import synthetic_splits
 from clinical_ner.metrics.span_scorer import parse_official_ann
 from clinical_ner.predict import main as predict_main
-from clinical_ner.train import run
+from clinical_ner.run.pipeline import run
 
 CONF = Path(__file__).resolve().parent.parent / "conf"
 TINY = ["scale.hidden_size=64", "scale.num_layers=2", "scale.intermediate_size=128", "scale.vocab_size=1000"]

@@ -13,7 +13,7 @@ import pytest
 from hydra import compose, initialize_config_dir
 
 import clinical_ner.config  # noqa: F401  (registers the schema)
-from clinical_ner.sweep import finished_results, resume_checkpoint, summarize, wandb_sync_hint
+from clinical_ner.run.sweep import finished_results, resume_checkpoint, summarize, wandb_sync_hint
 
 CONF = Path(__file__).resolve().parent.parent / "conf"
 ROOT = CONF.parent

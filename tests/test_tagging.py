@@ -9,7 +9,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from clinical_ner.data.tagging import (
+from clinical_ner.approaches.tokencls.tagging import (
     IGNORE,
     NO_OFFSET,
     Window,
@@ -17,9 +17,9 @@ from clinical_ner.data.tagging import (
     decode_document,
     decode_tags,
     encode_document,
-    split_sentences,
     tags_for_seqeval,
 )
+from clinical_ner.data.text import split_sentences
 from clinical_ner.data.types import Document, Span
 from clinical_ner.errors import UserError
 from clinical_ner.models.tokenizer import train_tokenizer

@@ -17,7 +17,7 @@ from clinical_ner.data.synthetic import synthetic_splits
 from clinical_ner.data.types import Document
 from clinical_ner.metrics.span_scorer import parse_official_ann
 from clinical_ner.predict import tag_documents
-from clinical_ner.train import run
+from clinical_ner.run.pipeline import run
 
 CONF = Path(__file__).resolve().parent.parent / "conf"
 QUIET = ["logger=none", "trainer.enable_progress_bar=false", "trainer.threads=2"]

@@ -232,7 +232,7 @@ def seq2seq_table(cells: Sequence[CellScores], n_resamples: int, seed: int) -> T
         )
     what = (
         "Seq2seq (JSON generation) on the test set (official PharmaCoNER rule, codalab). Generative metrics: "
-        "original definitions, with the corrected variants beside (clinical_ner/metrics/generative.py)."
+        "original definitions, with the corrected variants beside (clinical_ner/approaches/seq2seq/metrics.py)."
     )
     return Table(
         title="Seq2seq",

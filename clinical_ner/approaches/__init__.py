@@ -1,0 +1,1 @@
+"""The fine-tuning approaches, one folder each; an approach never imports another."""

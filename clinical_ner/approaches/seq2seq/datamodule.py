@@ -1,0 +1,166 @@
+"""LightningDataModule for seq2seq: documents -> prompt units -> (prompt + JSON answer) examples.
+
+Training batches are length-grouped and right-padded with labels -100 outside the answer; the dev batches
+hold prompt indices only, because validation generates (model selection is on dev F1, not dev loss).
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import lightning as L
+from torch.utils.data import DataLoader, Dataset
+
+from clinical_ner.approaches.seq2seq.prompt import PromptRenderer
+from clinical_ner.approaches.seq2seq.units import (
+    TextUnit,
+    make_units,
+    offset_values,
+    target_entities,
+    to_json,
+)
+from clinical_ner.data.batching import LengthGroupedBatchSampler, PadCollator, eval_batches
+from clinical_ner.data.types import Document
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class PromptSplit:
+    """A split's documents, their prompt units (in document and text order) and each unit's prompt ids."""
+
+    docs: list[Document]
+    units: list[TextUnit]
+    prompts: list[list[int]]
+
+    @property
+    def lengths(self) -> list[int]:
+        return [len(p) for p in self.prompts]
+
+
+def prompt_split(docs: Sequence[Document], renderer: PromptRenderer, unit: str) -> PromptSplit:
+    """Units as inference sees them: sentences are cut without looking at gold mentions."""
+    units = [u for doc in docs for u in make_units(doc, unit)]
+    return PromptSplit(list(docs), units, [renderer.prompt_ids(u.text) for u in units])
+
+
+def training_examples(
+    docs: Sequence[Document],
+    renderer: PromptRenderer,
+    unit: str,
+    max_length: int,
+    empty_fraction: float = 1.0,
+    seed: int = 0,
+    offset_loss: bool = True,
+) -> tuple[list[dict], int]:
+    """(examples, skipped): `input_ids` + `labels` per unit (sentences never cut a gold mention); examples
+    longer than `max_length` are skipped rather than cut, since a cut answer teaches broken JSON.
+
+    `empty_fraction`: the share of units without any mention that is kept (a seeded sample; `seed` picks it).
+    Most sentences hold no mention, and a small model trained on all of them learns to answer `[]` to everything.
+    `offset_loss=False` leaves the digits of `start`/`end` out of the loss: a small model cannot count
+    characters, and constrained decoding writes them itself (free decoding then relies on the parser's
+    re-anchoring).
+    """
+    examples, empty, skipped = [], [], 0
+    for doc in docs:
+        for part in make_units(doc, unit, doc.spans):
+            entities = target_entities(part, doc.spans)
+            answer = to_json(entities)
+            unlearned = () if offset_loss else offset_values(answer)
+            input_ids, labels = renderer.example(part.text, answer, unlearned)
+            if len(input_ids) > max_length:
+                skipped += 1
+                continue
+            if not entities:
+                empty.append(len(examples))
+            examples.append({"input_ids": input_ids, "labels": labels})
+    return keep_empty(examples, empty, empty_fraction, seed), skipped
+
+
+def keep_empty(examples: list[dict], empty: Sequence[int], fraction: float, seed: int) -> list[dict]:
+    """`examples` without a seeded random share `1 - fraction` of the entity-free ones (`empty`: their
+    indices); order is kept."""
+    if not 0.0 <= fraction <= 1.0:
+        raise ValueError(f"empty_fraction must be in [0, 1], got {fraction}")
+    if fraction == 1.0 or not empty:
+        return examples
+    dropped = set(random.Random(seed).sample(list(empty), len(empty) - round(fraction * len(empty))))
+    return [example for index, example in enumerate(examples) if index not in dropped]
+
+
+class _Items(Dataset):
+    def __init__(self, items: Sequence[dict]) -> None:
+        self.items = items
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, index: int) -> dict:
+        return {**self.items[index], "index": index}
+
+
+def _indices(batch: list[dict]) -> list[int]:
+    return [item["index"] for item in batch]
+
+
+class Seq2SeqDataModule(L.LightningDataModule):
+    """Training examples and the dev prompts generated at each validation."""
+
+    def __init__(
+        self,
+        splits: Mapping[str, Sequence[Document]],
+        renderer: PromptRenderer,
+        unit: str,
+        max_length: int,
+        batch_size: int,
+        eval_batch_size: int,
+        seed: int,
+        val_limit: int | None = None,
+        mega_batch_factor: int = 100,
+        group_by_length: bool = True,
+        empty_fraction: float = 1.0,
+        offset_loss: bool = True,
+    ) -> None:
+        super().__init__()
+        self.examples, skipped = training_examples(
+            splits["train"], renderer, unit, max_length, empty_fraction, seed, offset_loss
+        )
+        log.info(
+            "%d training examples (entity-free units kept: %.0f%%)", len(self.examples), 100 * empty_fraction
+        )
+        if skipped:
+            log.warning(
+                "%d training units are longer than max_length=%d and were skipped", skipped, max_length
+            )
+        self.skipped = skipped
+        dev = list(splits["dev"])
+        self.val = prompt_split(dev[:val_limit] if val_limit else dev, renderer, unit)
+        self.collate = PadCollator(renderer.tokenizer.pad_token_id)
+        self.batch_size = batch_size
+        self.eval_batch_size = eval_batch_size
+        self.seed = seed
+        self.mega_batch_factor = mega_batch_factor
+        self.group_by_length = group_by_length
+
+    def train_dataloader(self) -> DataLoader:
+        sampler = LengthGroupedBatchSampler(
+            [len(e["input_ids"]) for e in self.examples],
+            self.batch_size,
+            self.seed,
+            self.mega_batch_factor,
+            self.group_by_length,
+        )
+        return DataLoader(_Items(self.examples), batch_sampler=sampler, collate_fn=self.collate)
+
+    def val_dataloader(self) -> DataLoader:
+        """Batches of dev unit indices, longest prompts first; validation_step generates their answers."""
+        items = [{"input_ids": p} for p in self.val.prompts]
+        return DataLoader(
+            _Items(items),
+            batch_sampler=eval_batches(self.val.lengths, self.eval_batch_size),
+            collate_fn=_indices,
+        )

@@ -1,0 +1,238 @@
+"""Batched greedy generation with KV cache and left padding, per-sequence stopping, and (optionally) a
+constraint that keeps every answer inside the schema of approaches/seq2seq/grammar.py.
+
+The loop is written by hand (continuous batching) rather than through `model.generate`: a row that stops leaves
+the batch and its KV cache at once, and waiting prompts are prefilled and merged into the running batch whenever
+it falls to half its size. Most answers are a short `[]`, so a static batch would spend most of its steps on the
+one long answer while the other rows idle (`bench_seq2seq.py` compares this with `generate` called one prompt at
+a time, as the original did, and with our loop at batch 1).
+
+Constrained decoding is hand-written too: no maintained grammar library is installed here for transformers 5.x, and
+the schema needs copy-from-input constraints that a context-free grammar does not express anyway. At each step,
+for each row, the allowed tokens are found by walking the vocabulary's byte trie and the row's automaton together
+(only the bytes the automaton allows are followed, so the walk is small); when the token budget comes within
+`SpanGrammar.finish_bytes` of its end, only the shortest way to a closed array is allowed, so the answer is a
+complete array within `max_new_tokens` (for any budget of at least 3 tokens). `entity_bias` is subtracted from
+the logits of every token that closes the array (`]`, or `[]`, `}]` where the vocabulary has them), which favours
+writing one more entity: a small model trained on mostly empty answers underrates them (a decoding parameter,
+chosen on dev).
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Sequence
+
+import torch
+from transformers import DynamicCache, PreTrainedTokenizerBase
+
+from clinical_ner.approaches.seq2seq.grammar import DONE, START, SpanGrammar, State
+from clinical_ner.approaches.seq2seq.vocab import TrieNode, build_trie, token_bytes
+from clinical_ner.data.batching import PadCollator
+from clinical_ner.models.precision import autocast_for
+
+
+class TokenVocab:
+    """A tokenizer's token bytes and their trie, built once per tokenizer (the walk needs both)."""
+
+    def __init__(self, tokenizer: PreTrainedTokenizerBase) -> None:
+        self.pieces = token_bytes(tokenizer)
+        self.trie = build_trie(self.pieces)
+
+
+def allowed_tokens(grammar: SpanGrammar, trie: TrieNode, state: State, finishing: bool) -> dict[int, State]:
+    """Every token whose bytes the automaton accepts from `state`, with the state after it."""
+    found: dict[int, State] = {}
+    stack = [(trie, state, True)]
+    while stack:
+        node, current, is_root = stack.pop()
+        if not is_root:
+            for token_id in node.ids:
+                found[token_id] = current
+        # finishing holds for every byte of a token: `},{"` must not reopen an entity when the budget is out
+        for byte, following in grammar.successors(current, finishing):
+            child = node.children.get(byte)
+            if child is not None:
+                stack.append((child, following, False))
+    return found
+
+
+class SchemaConstraint:
+    """Automaton states of every prompt: `restrict` masks, line by line, every token that would leave the
+    schema (or, once `]` is written, every non-stop token); `advance` moves the lines along the tokens chosen.
+    Rows are prompt indices; `texts[row]` is the unit text that prompt asks about."""
+
+    def __init__(
+        self,
+        vocab: TokenVocab,
+        texts: Sequence[str],
+        types: Sequence[str],
+        stop_ids: Sequence[int],
+        max_new_tokens: int,
+        entity_bias: float = 0.0,
+        whole_words: bool = False,
+    ) -> None:
+        self.vocab = vocab
+        self.whole_words = whole_words
+        self.texts = texts
+        self.types = list(types)
+        self.entity_bias = entity_bias
+        self.grammars: dict[int, SpanGrammar] = {}  # built when a prompt enters the batch
+        self.stop_ids = list(stop_ids)
+        self.max_new_tokens = max_new_tokens
+        self.states: dict[int, State | None] = {}
+        self.options: dict[int, dict[int, State]] = {}
+
+    def restrict(self, rows: Sequence[int], steps: Sequence[int], scores: torch.Tensor) -> torch.Tensor:
+        """`scores` (one line per row in `rows`, `steps` tokens already written) with disallowed tokens -inf."""
+        mask = torch.full_like(scores, float("-inf"))
+        for line, (row, step) in enumerate(zip(rows, steps, strict=True)):
+            if row not in self.grammars:
+                self.grammars[row] = SpanGrammar(self.texts[row], self.types, self.whole_words)
+            state, grammar = self.states.get(row, START), self.grammars[row]
+            if state is None or state == DONE:
+                self.options[row] = {}
+                mask[line, self.stop_ids] = 0.0
+                continue
+            # `- 1`: the stop token needs a step of its own after `]`
+            finishing = self.max_new_tokens - step - 1 <= grammar.finish_bytes
+            options = allowed_tokens(grammar, self.vocab.trie, state, finishing)
+            self.options[row] = options
+            mask[line, list(options)] = 0.0
+            if self.entity_bias:
+                closing = [token for token, after in options.items() if after == DONE]
+                mask[line, closing] = -self.entity_bias
+        return scores + mask
+
+    def advance(self, rows: Sequence[int], tokens: Sequence[int]) -> None:
+        """Move each row's automaton along the token it was given."""
+        for row, token in zip(rows, tokens, strict=True):
+            self.states[row] = self.options[row].get(token)
+
+
+class _Batch:
+    """The running batch: its prompts (rows), KV cache, attention mask, next positions and last logits."""
+
+    def __init__(
+        self, model: torch.nn.Module, ids: torch.Tensor, mask: torch.Tensor, rows: list[int]
+    ) -> None:
+        self.model, self.rows, self.mask = model, rows, mask
+        self.cache = DynamicCache(config=model.config)
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)
+        self.next_position = positions[:, -1:] + 1
+        self.logits = self._forward(ids, positions, logits_to_keep=1)
+
+    def _forward(self, ids: torch.Tensor, positions: torch.Tensor, **kwargs) -> torch.Tensor:
+        out = self.model(
+            input_ids=ids,
+            attention_mask=self.mask,
+            position_ids=positions,
+            cache=self.cache,
+            use_cache=True,
+            **kwargs,
+        )
+        return out.logits[:, -1]
+
+    def keep(self, lines: list[int]) -> None:
+        """Drop every line not in `lines` (and the cache columns no remaining line attends to)."""
+        if len(lines) == len(self.rows):
+            return
+        index = torch.tensor(lines, device=self.mask.device)
+        self.cache.batch_select_indices(index)
+        self.mask, self.next_position = self.mask[index], self.next_position[index]
+        self.rows = [self.rows[line] for line in lines]
+        first = int(self.mask.any(0).int().argmax())  # leading columns that are padding in every line
+        if first:
+            self.mask = self.mask[:, first:]
+            for layer in self.cache.layers:
+                layer.keys, layer.values = layer.keys[:, :, first:], layer.values[:, :, first:]
+
+    def step(self, tokens: torch.Tensor) -> None:
+        """Feed one token per line."""
+        self.mask = torch.cat([self.mask, self.mask.new_ones(len(self.rows), 1)], dim=1)
+        self.logits = self._forward(tokens[:, None], self.next_position)
+        self.next_position = self.next_position + 1
+
+    def merge(self, other: _Batch) -> None:
+        """Append another batch's lines, left-padding the shorter cache so the columns line up."""
+        width = max(self.mask.shape[1], other.mask.shape[1])
+
+        def pad(tensor: torch.Tensor, dim: int) -> torch.Tensor:
+            missing = width - tensor.shape[dim]
+            if not missing:
+                return tensor
+            shape = list(tensor.shape)
+            shape[dim] = missing
+            return torch.cat([tensor.new_zeros(shape), tensor], dim=dim)
+
+        for mine, theirs in zip(self.cache.layers, other.cache.layers, strict=True):
+            mine.keys = torch.cat([pad(mine.keys, 2), pad(theirs.keys, 2)])
+            mine.values = torch.cat([pad(mine.values, 2), pad(theirs.values, 2)])
+        self.mask = torch.cat([pad(self.mask, 1), pad(other.mask, 1)])
+        self.next_position = torch.cat([self.next_position, other.next_position])
+        self.logits = torch.cat([self.logits, other.logits])
+        self.rows = self.rows + other.rows
+
+
+@torch.inference_mode()
+def generate(
+    model: torch.nn.Module,
+    prompts: Sequence[Sequence[int]],
+    pad_id: int,
+    stop_ids: Sequence[int],
+    max_new_tokens: int,
+    batch_size: int,
+    precision: str = "32",
+    constraint: SchemaConstraint | None = None,
+) -> list[list[int]]:
+    """Greedy answers (token ids, stop token excluded) for every prompt, in prompt order.
+
+    Continuous batching with the KV cache: at most `batch_size` prompts decode together; prompts enter longest
+    first, left-padded, whenever the batch falls to half its size; a row leaves at its first stop token or after
+    `max_new_tokens` tokens. `constraint` (rows = prompt indices) restricts every step to the schema.
+    """
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    stops = set(stop_ids)
+    answers: list[list[int]] = [[] for _ in prompts]
+    waiting = deque(sorted(range(len(prompts)), key=lambda i: len(prompts[i]), reverse=True))
+    collate = PadCollator(pad_id, side="left")
+    batch: _Batch | None = None
+    with autocast_for(precision, device):
+        while waiting or batch is not None:
+            if waiting and (batch is None or len(batch.rows) <= batch_size // 2):
+                take = [
+                    waiting.popleft()
+                    for _ in range(min(batch_size - len(batch.rows if batch else []), len(waiting)))
+                ]
+                padded = collate([{"input_ids": prompts[i], "index": i} for i in take])
+                entering = _Batch(
+                    model, padded["input_ids"].to(device), padded["attention_mask"].to(device), take
+                )
+                if batch is None:
+                    batch = entering
+                else:
+                    batch.merge(entering)
+            logits = batch.logits
+            if constraint is not None:
+                logits = constraint.restrict(batch.rows, [len(answers[r]) for r in batch.rows], logits)
+            tokens = logits.argmax(-1)
+            chosen = tokens.tolist()
+            if constraint is not None:
+                constraint.advance(batch.rows, chosen)
+            going = []
+            for line, (row, token) in enumerate(zip(batch.rows, chosen, strict=True)):
+                if token in stops:
+                    continue
+                answers[row].append(token)
+                if len(answers[row]) < max_new_tokens:
+                    going.append(line)
+            if not going:
+                batch = None
+                continue
+            tokens = tokens[torch.tensor(going, device=tokens.device)]
+            batch.keep(going)
+            batch.step(tokens)
+    model.train(was_training)
+    return answers

@@ -1,0 +1,134 @@
+"""Seq2seq inference: prompts -> generated answers -> spans on document offsets -> official and generative scores."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from transformers import AutoModelForCausalLM, PreTrainedTokenizerBase
+
+from clinical_ner.approaches.seq2seq.datamodule import PromptSplit, prompt_split
+from clinical_ner.approaches.seq2seq.decoding import SchemaConstraint, TokenVocab, generate
+from clinical_ner.approaches.seq2seq.metrics import Sample, generative_metrics
+from clinical_ner.approaches.seq2seq.parsing import parse_spans
+from clinical_ner.approaches.seq2seq.prompt import PromptRenderer
+from clinical_ner.approaches.seq2seq.units import target_entities
+from clinical_ner.data.types import Document, Span
+from clinical_ner.metrics.span_scorer import score_documents
+from clinical_ner.models.quantize import is_adapter_folder, load_adapter
+
+
+@dataclass
+class Seq2SeqDecoder:
+    """How a run turns prompts into answer strings (free or schema-constrained greedy decoding)."""
+
+    tokenizer: PreTrainedTokenizerBase
+    stop_ids: list[int]
+    types: list[str]
+    decoding: str = "free"
+    max_new_tokens: int = 256
+    batch_size: int = 64
+    precision: str = "32"
+    entity_bias: float = 0.0  # constrained only: logit malus on closing the array (favours entities)
+    whole_words: bool = False  # constrained only: texts start and end on word boundaries
+    _vocab: TokenVocab | None = field(default=None, repr=False)
+
+    @property
+    def vocab(self) -> TokenVocab:
+        """The token trie, built on first use (only constrained decoding needs it)."""
+        if self._vocab is None:
+            self._vocab = TokenVocab(self.tokenizer)
+        return self._vocab
+
+    def answers(
+        self, model: torch.nn.Module, prompts: Sequence[list[int]], texts: Sequence[str]
+    ) -> list[str]:
+        """The decoded answer to each prompt; `texts` are the units the prompts ask about."""
+        constraint = None
+        if self.decoding == "constrained":
+            constraint = SchemaConstraint(
+                self.vocab,
+                texts,
+                self.types,
+                self.stop_ids,
+                self.max_new_tokens,
+                self.entity_bias,
+                self.whole_words,
+            )
+        ids = generate(
+            model,
+            prompts,
+            self.tokenizer.pad_token_id,
+            self.stop_ids,
+            self.max_new_tokens,
+            self.batch_size,
+            self.precision,
+            constraint,
+        )
+        return [self.tokenizer.decode(a, skip_special_tokens=True) for a in ids]
+
+    def answer_split(self, model: torch.nn.Module, split: PromptSplit, indices: Sequence[int]) -> list[str]:
+        """Answers for some units of a split."""
+        return self.answers(
+            model, [split.prompts[i] for i in indices], [split.units[i].text for i in indices]
+        )
+
+
+def spans_from_answers(
+    split: PromptSplit, answers: Mapping[int, str], types: Sequence[str]
+) -> dict[str, list[Span]]:
+    """Predicted spans per document (every document present, empty when nothing was found)."""
+    spans: dict[str, set[Span]] = {doc.id: set() for doc in split.docs}
+    for index, raw in answers.items():
+        unit = split.units[index]
+        spans[unit.doc_id].update(unit.to_document(s) for s in parse_spans(raw, unit.text, types))
+    return {doc_id: sorted(found) for doc_id, found in spans.items()}
+
+
+def evaluate_answers(
+    split: PromptSplit, answers: Mapping[int, str], types: Sequence[str]
+) -> tuple[dict, dict[str, list[Span]]]:
+    """Official-rule span scores (codalab) plus the generative metrics over the answered units, and the spans."""
+    spans = spans_from_answers(split, answers, types)
+    docs = {doc.id: doc for doc in split.docs}
+    samples = [
+        Sample(raw, split.units[i].text, target_entities(split.units[i], docs[split.units[i].doc_id].spans))
+        for i, raw in sorted(answers.items())
+    ]
+    metrics = score_documents(split.docs, spans, rule="codalab").to_dict()
+    metrics.update(generative_metrics(samples, types))
+    return metrics, spans
+
+
+def tag_with_seq2seq(
+    folder: Path,
+    tokenizer: PreTrainedTokenizerBase,
+    settings: dict,
+    docs: list[Document],
+    batch_size: int | None,
+) -> dict[str, list[Span]]:
+    """Predicted spans per document id from a saved seq2seq run (`predict`), prompted and decoded as in training."""
+    if is_adapter_folder(folder):  # a QLoRA run: rebuild the 4-bit base, attach the adapter
+        model = load_adapter(folder, AutoModelForCausalLM)
+    else:
+        model = AutoModelForCausalLM.from_pretrained(folder, trust_remote_code=False, use_safetensors=True)
+    prompt = settings["prompt"]
+    renderer = PromptRenderer(
+        tokenizer, prompt["instruction"], prompt["user"], prompt["plain"], prompt["chat"]
+    )
+    decoder = Seq2SeqDecoder(
+        tokenizer,
+        renderer.stop_ids,
+        list(settings["types"]),
+        settings["decoding"],
+        settings["max_new_tokens"],
+        batch_size or settings["eval_batch_size"],
+        settings["precision"],
+        settings.get("entity_bias", 0.0),
+        settings.get("whole_words", False),
+    )
+    split = prompt_split(docs, renderer, settings["unit"])
+    answers = decoder.answer_split(model, split, range(len(split.units)))
+    return spans_from_answers(split, dict(enumerate(answers)), decoder.types)

@@ -1,0 +1,1 @@
+"""Token classification: span <-> tag conversion, datamodule, LightningModule, inference, stage."""

@@ -1,0 +1,132 @@
+"""LightningDataModule for token classification: documents -> labelled windows -> padded batches."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import lightning as L
+from torch.utils.data import DataLoader, Dataset
+
+from clinical_ner.approaches.tokencls.tagging import Window, encode_document
+from clinical_ner.data.batching import LengthGroupedBatchSampler, PadCollator, eval_batches
+from clinical_ner.data.types import Document
+
+
+@dataclass
+class EncodedSplit:
+    """A split's documents and their windows; `doc_windows[doc_id]` lists window indices in text order."""
+
+    docs: list[Document]
+    windows: list[Window]
+    doc_windows: dict[str, list[int]]
+
+    @property
+    def lengths(self) -> list[int]:
+        return [len(w.input_ids) for w in self.windows]
+
+    @property
+    def tokens(self) -> int:
+        return sum(self.lengths)
+
+
+def encode_split(
+    docs: Sequence[Document],
+    tokenizer,
+    label2id: Mapping[str, int],
+    label_position: str,
+    max_length: int,
+    stride: int,
+) -> EncodedSplit:
+    """Encode every document of a split into windows (labels from the gold char spans)."""
+    windows: list[Window] = []
+    doc_windows: dict[str, list[int]] = {}
+    for doc in docs:
+        encoded = encode_document(tokenizer, doc, label2id, label_position, max_length, stride)
+        doc_windows[doc.id] = list(range(len(windows), len(windows) + len(encoded)))
+        windows += encoded
+    return EncodedSplit(list(docs), windows, doc_windows)
+
+
+class WindowDataset(Dataset):
+    """Windows as dicts the collator pads; `index` lets predictions find their window again."""
+
+    def __init__(self, windows: Sequence[Window], with_labels: bool = True) -> None:
+        self.windows = windows
+        self.with_labels = with_labels
+
+    def __len__(self) -> int:
+        return len(self.windows)
+
+    def __getitem__(self, index: int) -> dict:
+        window = self.windows[index]
+        item = {"input_ids": window.input_ids, "index": index}
+        if self.with_labels:
+            item["labels"] = window.labels
+        return item
+
+
+class TokenClsDataModule(L.LightningDataModule):
+    """Train/dev/test windows with length-grouped, dynamically padded batches."""
+
+    def __init__(
+        self,
+        splits: Mapping[str, Sequence[Document]],
+        tokenizer,
+        label2id: Mapping[str, int],
+        label_position: str,
+        max_length: int,
+        stride: int,
+        batch_size: int,
+        eval_batch_size: int,
+        seed: int,
+        mega_batch_factor: int = 100,
+        group_by_length: bool = True,
+        num_workers: int = 0,
+    ) -> None:
+        super().__init__()
+        self.encoded = {
+            name: encode_split(docs, tokenizer, label2id, label_position, max_length, stride)
+            for name, docs in splits.items()
+        }
+        self.collate = PadCollator(tokenizer.pad_token_id)
+        self.batch_size = batch_size
+        self.eval_batch_size = eval_batch_size
+        self.seed = seed
+        self.mega_batch_factor = mega_batch_factor
+        self.group_by_length = group_by_length
+        self.num_workers = num_workers
+
+    def train_sampler(self) -> LengthGroupedBatchSampler:
+        """The training batch order (also used by the benchmark to measure padding)."""
+        return LengthGroupedBatchSampler(
+            self.encoded["train"].lengths,
+            self.batch_size,
+            self.seed,
+            self.mega_batch_factor,
+            self.group_by_length,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return DataLoader(
+            WindowDataset(self.encoded["train"].windows),
+            batch_sampler=self.train_sampler(),
+            collate_fn=self.collate,
+            num_workers=self.num_workers,
+        )
+
+    def eval_dataloader(self, split: str) -> DataLoader:
+        """Deterministic batches over a split, longest windows first."""
+        encoded = self.encoded[split]
+        return DataLoader(
+            WindowDataset(encoded.windows),
+            batch_sampler=eval_batches(encoded.lengths, self.eval_batch_size),
+            collate_fn=self.collate,
+            num_workers=self.num_workers,
+        )
+
+    def val_dataloader(self) -> DataLoader:
+        return self.eval_dataloader("dev")
+
+    def test_dataloader(self) -> DataLoader:
+        return self.eval_dataloader("test")

@@ -1,0 +1,77 @@
+"""Token-classification inference: windows -> tag ids -> character spans -> official scores."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import torch
+from torch.utils.data import DataLoader
+
+from clinical_ner.approaches.tokencls.datamodule import EncodedSplit
+from clinical_ner.approaches.tokencls.tagging import decode_document, tags_for_seqeval
+from clinical_ner.data.types import Span
+from clinical_ner.metrics.span_scorer import score_documents
+from clinical_ner.metrics.token_metrics import seqeval_f1
+from clinical_ner.models.precision import autocast_for
+
+
+@torch.inference_mode()
+def predict_windows(model, loader: DataLoader, precision: str = "32") -> dict[int, list[int]]:
+    """Argmax tag id for every token of every window, keyed by window index."""
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    predictions: dict[int, list[int]] = {}
+    for batch in loader:
+        with autocast_for(precision, device):
+            logits = model(
+                input_ids=batch["input_ids"].to(device), attention_mask=batch["attention_mask"].to(device)
+            ).logits
+        predictions.update(tags_by_window(logits, batch))
+    model.train(was_training)
+    return predictions
+
+
+def tags_by_window(logits: torch.Tensor, batch: dict[str, torch.Tensor]) -> dict[int, list[int]]:
+    """Argmax tag ids of a batch's real (unpadded) tokens, keyed by window index."""
+    tags = logits.argmax(-1).cpu()
+    lengths = batch["attention_mask"].sum(-1).tolist()
+    return {
+        index: tags[row, :length].tolist()
+        for row, (index, length) in enumerate(zip(batch["index"].tolist(), lengths, strict=True))
+    }
+
+
+def spans_from_predictions(
+    encoded: EncodedSplit,
+    predictions: Mapping[int, list[int]],
+    id2label: Mapping[int, str],
+    label_position: str,
+    rule: str,
+) -> dict[str, list[Span]]:
+    """Decode each document's windows back to character spans on its original text."""
+    result: dict[str, list[Span]] = {}
+    for doc in encoded.docs:
+        indices = encoded.doc_windows[doc.id]
+        windows = [encoded.windows[i] for i in indices]
+        tags = [predictions[i] for i in indices]
+        result[doc.id] = decode_document(windows, tags, id2label, label_position, rule, doc.text)
+    return result
+
+
+def evaluate_predictions(
+    encoded: EncodedSplit,
+    predictions: Mapping[int, list[int]],
+    id2label: Mapping[int, str],
+    label_position: str,
+    rule: str,
+) -> tuple[dict, dict[str, list[Span]]]:
+    """Official-rule span scores (codalab) plus strict IOB2 seqeval F1, and the predicted spans."""
+    spans = spans_from_predictions(encoded, predictions, id2label, label_position, rule)
+    metrics = score_documents(encoded.docs, spans, rule="codalab").to_dict()
+    order = range(len(encoded.windows))
+    gold_tags, pred_tags = tags_for_seqeval(
+        [encoded.windows[i] for i in order], [predictions[i] for i in order], id2label
+    )
+    metrics["seqeval_f1"] = seqeval_f1(gold_tags, pred_tags)
+    return metrics, spans

@@ -1,0 +1,1 @@
+"""Continual pretraining: corpora, packing, weight cache, causal-LM module, stage, throughput."""

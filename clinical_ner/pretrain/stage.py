@@ -1,0 +1,248 @@
+"""The continual-pretraining stage of a run (`corpus != none`): reuse cached weights or train and cache them.
+
+The cache key is (base checkpoint id or tiny architecture, tokenizer hash, corpus option + its files' hashes,
+`pretrain.*` minus the settings that cannot change the weights). The run seed is not part of it: the stage
+seeds itself with `pretrain.seed`, so a sweep over seeds pretrains once.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import hydra
+import lightning as L
+import torch
+from lightning.pytorch.callbacks import RichProgressBar
+from lightning.pytorch.loggers import CSVLogger, Logger
+from omegaconf import OmegaConf
+from torch.utils.data import DataLoader
+
+from clinical_ner.config import TrainConfig
+from clinical_ner.data.ner_corpus import load_ner_splits
+from clinical_ner.errors import UserError
+from clinical_ner.models.backbone import build_causal_lm, checkpoint_source, count_parameters
+from clinical_ner.models.factory import make_tokenizer
+from clinical_ner.models.tokenizer import tokenizer_fingerprint
+from clinical_ner.paths import cache_dir
+from clinical_ner.pretrain.cache import PretrainedEntry
+from clinical_ner.pretrain.data import (
+    PHARMACONER_DEV,
+    VAL,
+    CorpusSource,
+    PretrainData,
+    build_pretrain_data,
+    corpus_sources,
+)
+from clinical_ner.pretrain.module import CausalLMModule
+from clinical_ner.pretrain.packing import BlockDataset
+from clinical_ner.pretrain.throughput import PackedThroughputMonitor, peak_flops, training_flops
+from clinical_ner.training.callbacks import EpochWeightsSaver, TrainStepTimer
+from clinical_ner.training.loggers import finish_logger, make_logger
+
+log = logging.getLogger(__name__)
+
+KEY_FORMAT = 1
+# pretrain.* settings that do not change the trained weights (so changing them reuses the cache entry)
+NOT_IN_KEY = {
+    "use_epoch",
+    "log_every_n_steps",
+    "enable_progress_bar",
+    "flops",
+    "peak_tflops",
+    "cpu_peak_tflops_bf16",
+    "cpu_peak_tflops_fp32",
+}
+
+
+@dataclass
+class PretrainOutcome:
+    """The weights that feed fine-tuning and the `pretrain` section of results.json."""
+
+    weights: Path
+    section: dict
+
+
+def key_material(cfg: TrainConfig, tokenizer, sources: list[CorpusSource]) -> dict:
+    """Everything the pretrained weights depend on, as plain JSON-able data."""
+    container = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
+    if cfg.scale.pretrained:
+        base = {"checkpoint": checkpoint_source(cfg.model), "dtype": cfg.scale.dtype}
+    else:
+        base = {"family": cfg.model.family, "arch": container["model"]["arch"], "scale": container["scale"]}
+    corpus = {k: v for k, v in container["corpus"].items() if k != "root"}  # the files' hashes stand for it
+    return {
+        "format": KEY_FORMAT,
+        "base": base,
+        "tokenizer": tokenizer_fingerprint(tokenizer),
+        "corpus": {**corpus, "files": {s.language: s.files for s in sources}},
+        "pretrain": {k: v for k, v in container["pretrain"].items() if k not in NOT_IN_KEY},
+    }
+
+
+def resolve_precision(precision: str) -> str:
+    """bf16 where supported: a GPU without bf16 gets fp16 mixed precision instead."""
+    if "bf16" in precision and torch.cuda.is_available() and not torch.cuda.is_bf16_supported():
+        log.warning("this GPU has no bf16: pretraining with 16-mixed instead of %s", precision)
+        return precision.replace("bf16", "16")
+    return precision
+
+
+def _device(accelerator: str) -> torch.device:
+    """The device Lightning will pick for `accelerator` (for the MFU peak)."""
+    gpu = accelerator in ("auto", "gpu", "cuda") and torch.cuda.is_available()
+    return torch.device("cuda") if gpu else torch.device("cpu")
+
+
+def _logger(cfg: TrainConfig, run_dir: Path) -> Logger | None:
+    # own CSV folder so fine-tuning's metrics.csv is not overwritten; a W&B run is shared with fine-tuning
+    if cfg.logger.name == "csv":
+        return CSVLogger(save_dir=str(run_dir), name="csv_pretrain", version="")
+    return make_logger(cfg, run_dir)
+
+
+def train_causal_lm(cfg: TrainConfig, tokenizer, data: PretrainData, folder: Path, run_dir: Path) -> dict:
+    """Pretrain, keep the weights after every epoch in `folder/epoch-<n>/`, and return the stage's metrics."""
+    p = cfg.pretrain
+    L.seed_everything(p.seed, workers=True, verbose=False)
+    model = build_causal_lm(cfg.model, cfg.scale, tokenizer)
+    if p.precision.endswith("-mixed"):
+        # fp32 master weights: at lr 2e-5 most AdamW updates of a bf16 weight fall below its resolution
+        model = model.float()
+    if p.gradient_checkpointing:
+        model.gradient_checkpointing_enable()
+        model.config.use_cache = False
+    _, parameters = count_parameters(model)
+    names = list(data.evals)
+    module = CausalLMModule(
+        model, hydra.utils.instantiate(p.optimizer), p.lr, p.warmup_ratio, p.min_lr_ratio, eval_names=names
+    )
+    train_loader = DataLoader(
+        BlockDataset(data.train.blocks),
+        batch_size=p.batch_size,
+        shuffle=True,
+        generator=torch.Generator().manual_seed(p.seed),
+    )
+    eval_loaders = [
+        DataLoader(BlockDataset(data.evals[name].blocks), batch_size=p.batch_size) for name in names
+    ]
+    precision = resolve_precision(p.precision)
+    module.flops_per_batch = training_flops(model, p.batch_size, p.block_size, p.flops)
+    timer = TrainStepTimer()
+    saver = EpochWeightsSaver(folder, tokenizer)
+    peak = peak_flops(p, _device(p.accelerator), precision)
+    steps_per_epoch = math.ceil(len(data.train.blocks) / p.batch_size)
+    monitor = PackedThroughputMonitor(peak, window_size=min(50, steps_per_epoch))
+    callbacks: list[L.Callback] = [timer, saver, monitor]
+    if p.enable_progress_bar:
+        callbacks.append(RichProgressBar())
+    logger = _logger(cfg, run_dir)
+    trainer = L.Trainer(
+        accelerator=p.accelerator,
+        devices=p.devices,
+        precision=precision,
+        max_epochs=p.epochs,
+        gradient_clip_val=p.gradient_clip_val,
+        log_every_n_steps=p.log_every_n_steps,
+        num_sanity_val_steps=0,
+        enable_checkpointing=False,  # the per-epoch weights are the checkpoints
+        enable_progress_bar=p.enable_progress_bar,
+        enable_model_summary=False,
+        default_root_dir=str(run_dir / "pretrain"),
+        callbacks=callbacks,
+        logger=logger if logger is not None else False,
+    )
+    log.info(
+        "pretraining %s parameters on %s tokens/epoch x %d epochs (%d steps/epoch, %s)",
+        f"{parameters:,}",
+        f"{data.train.tokens:,}",
+        p.epochs,
+        steps_per_epoch,
+        precision,
+    )
+    try:
+        trainer.validate(module, dataloaders=eval_loaders, verbose=False)  # perplexities before pretraining
+        start = time.perf_counter()
+        trainer.fit(module, train_dataloaders=train_loader, val_dataloaders=eval_loaders)
+        fit_seconds = time.perf_counter() - start
+    except BaseException:
+        finish_logger(logger, exit_code=1)
+        raise
+    history = module.history
+    flops_per_token = module.flops_per_batch / (p.batch_size * p.block_size)
+    flops_per_s = flops_per_token * timer.tokens_per_s
+    return {
+        "tokens": timer.tokens,
+        "tokens_per_epoch": data.train.tokens,
+        "dropped_tokens": data.train.dropped_tokens,
+        "eval_tokens": {name: data.evals[name].tokens for name in names},
+        "documents": data.documents,
+        "steps": trainer.global_step,
+        "parameters": parameters,
+        "perplexity_by_epoch": history,  # [before, after epoch 1, ...]
+        "train_seconds": timer.seconds,
+        "fit_seconds": fit_seconds,
+        "tokens_per_s": timer.tokens_per_s,
+        "flops_per_token": flops_per_token,
+        "flops_method": str(p.flops),
+        "peak_tflops": peak / 1e12 if peak else None,
+        "mfu": flops_per_s / peak if peak else None,
+        "precision": precision,
+    }
+
+
+def _section(metrics: dict, hit: bool, use_epoch: int, entry: PretrainedEntry, seconds: float) -> dict:
+    history = metrics["perplexity_by_epoch"]
+    return {
+        "cache_hit": hit,
+        "seconds": seconds,
+        "epochs": len(history) - 1,
+        "use_epoch": use_epoch,
+        "weights": str(entry.epoch_folder(use_epoch)),
+        "val_ppl_before": history[0][VAL],
+        "val_ppl_after": history[use_epoch][VAL],
+        "pharmaconer_dev_ppl_before": history[0][PHARMACONER_DEV],
+        "pharmaconer_dev_ppl_after": history[use_epoch][PHARMACONER_DEV],
+        **metrics,
+    }
+
+
+def run_pretrain(cfg: TrainConfig, run_dir: Path) -> PretrainOutcome:
+    """Pretrain (or reuse the cache) and return the epoch weights that feed fine-tuning."""
+    p = cfg.pretrain
+    if not 1 <= p.use_epoch <= p.epochs:
+        raise UserError(f"pretrain.use_epoch={p.use_epoch} must be between 1 and pretrain.epochs={p.epochs}")
+    start = time.perf_counter()
+    cache = cache_dir(cfg.cache_dir)
+    ner = load_ner_splits(cfg.data, cache)
+    # the fine-tuning stage builds this same tokenizer (same texts, cached), so the vocabularies match
+    tokenizer = make_tokenizer(cfg.model, cfg.scale, [d.text for d in ner["train"] + ner["dev"]], cache)
+    sources = corpus_sources(cfg.corpus)
+    name = f"{cfg.model.family}-{cfg.corpus.name}-{cfg.scale.name}"
+    entry = PretrainedEntry(cache, name, key_material(cfg, tokenizer, sources))
+    with entry.locked():
+        manifest = entry.read_manifest()
+        hit = manifest is not None
+        if hit:
+            log.info("pretrained weights found in the cache: %s", entry.folder)
+        else:
+            entry.clear()
+            data = build_pretrain_data(
+                cfg.corpus, p, sources, tokenizer, entry.material["tokenizer"], ner["dev"], cache
+            )
+            metrics = train_causal_lm(cfg, tokenizer, data, entry.folder, run_dir)
+            manifest = entry.write_manifest(p.epochs, metrics)
+    section = _section(manifest["metrics"], hit, p.use_epoch, entry, time.perf_counter() - start)
+    log.info(
+        "pretrain: %s; PharmaCoNER dev ppl %.1f -> %.1f, held-out ppl %.1f -> %.1f (epoch %d)",
+        "cache hit" if hit else f"{section['tokens']:,} tokens at {section['tokens_per_s']:,.0f} tokens/s",
+        section["pharmaconer_dev_ppl_before"],
+        section["pharmaconer_dev_ppl_after"],
+        section["val_ppl_before"],
+        section["val_ppl_after"],
+        p.use_epoch,
+    )
+    return PretrainOutcome(entry.epoch_folder(p.use_epoch), section)

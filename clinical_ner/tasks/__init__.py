@@ -1,1 +1,0 @@
-"""clinical_ner.tasks"""

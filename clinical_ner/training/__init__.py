@@ -1,0 +1,1 @@
+"""Lightning plumbing shared by every stage: trainer, callbacks, loggers, optimisers, rank queries."""
