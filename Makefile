@@ -53,7 +53,7 @@ reproduce-tables:  ## the whole tiny grid as one sweep (+ a 2nd seed for Llama 2
 	$(GRID)
 	$(GRID) model=llama2 approach=tokencls seed=43
 	$(BIN)/python -m clinical_ner.reports.tables multirun/paper_grid --out tables
-	$(BIN)/python -m clinical_ner.reports.lengths --out tables
+	$(BIN)/python -m clinical_ner.analysis.lengths --out tables
 
 roundtrip:  ## how many gold test mentions survive span -> tags -> span, per tokenizer kind
 	$(BIN)/python scripts/roundtrip.py
