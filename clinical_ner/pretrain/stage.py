@@ -24,7 +24,7 @@ from torch.utils.data import DataLoader
 from clinical_ner.config import TrainConfig
 from clinical_ner.data.ner_corpus import load_ner_splits
 from clinical_ner.errors import UserError
-from clinical_ner.models.backbone import build_causal_lm, checkpoint_source, count_parameters
+from clinical_ner.models.backbone import build_causal_lm, count_parameters, weights_identity
 from clinical_ner.models.factory import make_tokenizer
 from clinical_ner.models.tokenizer import tokenizer_fingerprint
 from clinical_ner.paths import cache_dir
@@ -70,7 +70,7 @@ def key_material(cfg: TrainConfig, tokenizer, sources: list[CorpusSource]) -> di
     """Everything the pretrained weights depend on, as plain JSON-able data."""
     container = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
     if cfg.scale.pretrained:
-        base = {"checkpoint": checkpoint_source(cfg.model), "dtype": cfg.scale.dtype}
+        base = {"checkpoint": weights_identity(cfg.model), "dtype": cfg.scale.dtype}
     else:
         base = {"family": cfg.model.family, "arch": container["model"]["arch"], "scale": container["scale"]}
     corpus = {k: v for k, v in container["corpus"].items() if k != "root"}  # the files' hashes stand for it

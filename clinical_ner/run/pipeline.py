@@ -14,6 +14,7 @@ from omegaconf import DictConfig
 
 from clinical_ner.config import public_config
 from clinical_ner.errors import UserError
+from clinical_ner.models.backbone import weights_record
 
 
 def run(cfg: DictConfig) -> dict:
@@ -37,7 +38,10 @@ def run(cfg: DictConfig) -> dict:
     else:
         from clinical_ner.approaches.tokencls.stage import run_tokencls as run_stage
     sections = run_stage(cfg, run_dir, init_from=init_from)
-    return {"status": "complete", **coordinates(cfg), **sections, "pretrain": pretrain}
+    weights = (
+        weights_record(cfg.model, instruct=cfg.approach.name == "seq2seq") if cfg.scale.pretrained else None
+    )
+    return {"status": "complete", **coordinates(cfg), **sections, "pretrain": pretrain, "weights": weights}
 
 
 def coordinates(cfg: DictConfig) -> dict:

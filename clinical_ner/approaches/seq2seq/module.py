@@ -6,8 +6,24 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import torch
+import torch.nn.functional as F
 
+from clinical_ner.approaches.seq2seq.prompt import IGNORE
 from clinical_ner.training.optim import ScheduledModule
+
+
+def answer_loss(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    """Mean next-token cross-entropy over the answer tokens (labels != -100), with the LM head applied to
+    those positions only: prompts are ~3/4 of a seq2seq example's tokens, and a 49k-128k vocabulary head over
+    them (logits, softmax and their gradients) is pure waste. Equals the model's own `labels=` loss."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model  # peft: adapters live inside
+    hidden = base.model(
+        input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]
+    ).last_hidden_state
+    targets = batch["labels"][:, 1:]  # position t predicts token t + 1
+    learned = targets != IGNORE
+    logits = base.lm_head(hidden[:, :-1][learned])
+    return F.cross_entropy(logits.float(), targets[learned])
 
 
 class Seq2SeqModule(ScheduledModule):
@@ -34,12 +50,9 @@ class Seq2SeqModule(ScheduledModule):
         self.last_val_metrics: dict = {}
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
-        # labels are -100 on the prompt and the padding: the loss is the answer's tokens only
-        out = self.model(
-            input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], labels=batch["labels"]
-        )
-        self.log("train/loss", out.loss, prog_bar=True, batch_size=batch["input_ids"].shape[0])
-        return out.loss
+        loss = answer_loss(self.model, batch)
+        self.log("train/loss", loss, prog_bar=True, batch_size=batch["input_ids"].shape[0])
+        return loss
 
     def on_validation_epoch_start(self) -> None:
         self._val_answers = {}

@@ -1,0 +1,54 @@
+"""The seq2seq training loss applies the LM head to answer positions only; it must equal the model's own loss."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from peft import LoraConfig, get_peft_model
+from transformers import LlamaConfig, LlamaForCausalLM
+
+from clinical_ner.approaches.seq2seq.module import answer_loss
+
+
+def _batch(vocab: int) -> dict[str, torch.Tensor]:
+    torch.manual_seed(0)
+    input_ids = torch.randint(3, vocab, (3, 12))
+    attention_mask = torch.ones_like(input_ids)
+    attention_mask[2, 9:] = 0  # right padding
+    labels = input_ids.clone()
+    labels[0, :7] = labels[1, :4] = labels[2, :5] = -100  # prompts of different lengths
+    labels[attention_mask == 0] = -100
+    return {"input_ids": input_ids, "attention_mask": attention_mask, "labels": labels}
+
+
+@pytest.mark.parametrize("lora", [False, True])
+def test_answer_loss_and_gradients_equal_the_models_own(lora):
+    config = LlamaConfig(
+        vocab_size=97,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        tie_word_embeddings=True,
+    )
+    torch.manual_seed(1)
+    model = LlamaForCausalLM(config)
+    if lora:
+        model = get_peft_model(
+            model, LoraConfig(r=4, target_modules=["q_proj", "v_proj"], task_type="CAUSAL_LM")
+        )
+        for name, param in model.named_parameters():  # non-zero B so adapters change the output
+            if "lora_B" in name:
+                torch.nn.init.normal_(param)
+    batch = _batch(config.vocab_size)
+    reference = model(**batch).loss
+    reference.backward()
+    expected = {n: p.grad.clone() for n, p in model.named_parameters() if p.requires_grad}
+    model.zero_grad()
+    ours = answer_loss(model, batch)
+    ours.backward()
+    assert torch.allclose(ours, reference, atol=1e-6)
+    for name, param in model.named_parameters():
+        if param.requires_grad:
+            assert torch.allclose(param.grad, expected[name], atol=1e-6), name
