@@ -17,12 +17,12 @@ from clinical_ner.data.brat import read_text, write_predictions
 from clinical_ner.data.types import Document
 from clinical_ner.errors import UserError, cli
 from clinical_ner.run.registry import stage_class
-from clinical_ner.run_folder import INFERENCE_FILE, MODEL_DIR
+from clinical_ner.run_folder import INFERENCE_FILE, MODEL_DIR, RunFolder
 
 
 def model_folder(run_dir: Path) -> Path:
     """A run folder's `model/`, or the model folder itself."""
-    for candidate in (run_dir / MODEL_DIR, run_dir):
+    for candidate in (RunFolder(run_dir).model, run_dir):
         if (candidate / INFERENCE_FILE).is_file():
             return candidate
     raise UserError(f"{run_dir}: no trained model found (expected {MODEL_DIR}/{INFERENCE_FILE})")

@@ -37,6 +37,7 @@ from clinical_ner.pretrain.data import (
 from clinical_ner.pretrain.module import CausalLMModule
 from clinical_ner.pretrain.packing import BlockDataset
 from clinical_ner.pretrain.throughput import PackedThroughputMonitor, peak_flops, training_flops
+from clinical_ner.run_folder import CSV_PRETRAIN_DIR, RunFolder
 from clinical_ner.training.callbacks import EpochWeightsSaver, TrainStepTimer
 from clinical_ner.training.inputs import RunInputs
 from clinical_ner.training.loggers import finish_logger, make_logger
@@ -98,7 +99,7 @@ def _device(accelerator: str) -> torch.device:
 def _logger(cfg: TrainConfig, run_dir: Path) -> Logger | None:
     # own CSV folder so fine-tuning's metrics.csv is not overwritten; a W&B run is shared with fine-tuning
     if cfg.logger.name == "csv":
-        return CSVLogger(save_dir=str(run_dir), name="csv_pretrain", version="")
+        return CSVLogger(save_dir=str(run_dir), name=CSV_PRETRAIN_DIR, version="")
     return make_logger(cfg, run_dir)
 
 
@@ -149,7 +150,7 @@ def train_causal_lm(cfg: TrainConfig, tokenizer, data: PretrainData, folder: Pat
         enable_checkpointing=False,  # the per-epoch weights are the checkpoints
         enable_progress_bar=p.enable_progress_bar,
         enable_model_summary=False,
-        default_root_dir=str(run_dir / "pretrain"),
+        default_root_dir=str(RunFolder(run_dir).pretrain),
         callbacks=callbacks,
         logger=logger if logger is not None else False,
     )

@@ -23,7 +23,7 @@ from clinical_ner.errors import UserError
 from clinical_ner.io_utils import atomic_write_json
 from clinical_ner.models import quantize
 from clinical_ner.models.backbone import is_bidirectional, set_attention_direction
-from clinical_ner.run_folder import INFERENCE_FILE
+from clinical_ner.run_folder import BEST_CHECKPOINT, INFERENCE_FILE, RunFolder
 from clinical_ner.training.callbacks import TrainStepTimer
 from clinical_ner.training.loggers import finish_logger, make_logger
 from clinical_ner.training.rank_zero import is_global_zero
@@ -41,8 +41,8 @@ def make_callbacks(
 ) -> tuple[list[L.Callback], ModelCheckpoint, TrainStepTimer]:
     """Best-on-dev-F1 checkpoint, step timer, LR monitor, progress bar and early stopping as configured."""
     checkpoint = ModelCheckpoint(
-        dirpath=run_dir / "checkpoints",
-        filename="best-{epoch:02d}",
+        dirpath=RunFolder(run_dir).checkpoints,
+        filename=BEST_CHECKPOINT,
         monitor="val/f1",
         mode="max",
         save_last=True,

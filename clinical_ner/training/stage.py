@@ -25,7 +25,7 @@ from clinical_ner.data.brat import write_predictions
 from clinical_ner.data.ner_corpus import limit_splits
 from clinical_ner.data.types import Document, Span
 from clinical_ner.models.backbone import apply_lora, count_parameters
-from clinical_ner.run_folder import MODEL_DIR, PREDICTIONS_DIR
+from clinical_ner.run_folder import RunFolder
 from clinical_ner.training.finetune import Fit, fit_and_select, inference_section, log_final, save_model
 from clinical_ner.training.inputs import RunInputs
 
@@ -139,7 +139,7 @@ def run_stage(
         predicted = stage.predict(module.model, data, split)
         seconds = time.perf_counter() - start
         write_predictions(
-            run_dir / PREDICTIONS_DIR / split,
+            RunFolder(run_dir).predictions(split),
             {doc.id: (doc.text, predicted.spans[doc.id]) for doc in predicted.docs},
         )
         sections[split] = predicted.metrics
@@ -147,7 +147,7 @@ def run_stage(
             sections["inference"] = inference_section(len(predicted.docs), seconds)
 
     if cfg.save_model:
-        save_model(module.model, stage.tokenizer, run_dir / MODEL_DIR, stage.inference_settings())
+        save_model(module.model, stage.tokenizer, RunFolder(run_dir).model, stage.inference_settings())
     sections["train"] = {**fit.train_section((trainable, total)), **stage.train_extras(data)}
     log_final(fit.logger, sections)
     return sections
