@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from clinical_ner.config import compose_config
+from clinical_ner.config import APPROACH_SCHEMAS, ApproachName, compose_config
 from clinical_ner.errors import UserError
 from clinical_ner.run.registry import APPROACHES, stage_class
 from clinical_ner.training.inputs import RunInputs
@@ -18,6 +18,7 @@ CONF = Path(__file__).resolve().parent.parent / "conf"
 
 def test_every_approach_config_has_a_stage_and_back():
     assert set(APPROACHES) == {p.stem for p in (CONF / "approach").glob("*.yaml")}
+    assert set(APPROACHES) == set(ApproachName) == set(APPROACH_SCHEMAS)  # the closed set of approach.name
 
 
 @pytest.mark.parametrize("name", sorted(APPROACHES))

@@ -135,3 +135,13 @@ def test_sweep_survives_a_failing_cell_skips_finished_ones_and_resumes(tmp_path)
     assert third.returncode == 0, third.stderr[-2000:]
     assert "resuming" in (good / "train.log").read_text()
     assert json.loads((good / "results.json").read_text())["status"] == "complete"
+
+
+def test_a_record_from_before_the_approach_schemas_still_counts_as_the_same_config(tmp_path):
+    config = {"seed": 1, "trainer": {}, "approach": {"name": "seq2seq", "unit": "sentence"}}
+    # written when one schema held both approaches' settings (and the dead `embedding_dropout`)
+    old = {**config, "approach": {**config["approach"], "attention": "causal", "embedding_dropout": 0.0}}
+    _results(tmp_path / "a", "complete", old)
+    assert finished_results(tmp_path / "a", config) is not None
+    changed = {**config, "approach": {"name": "seq2seq", "unit": "document"}}
+    assert finished_results(tmp_path / "a", changed) is None

@@ -13,7 +13,7 @@ import lightning as L
 import torch
 from omegaconf import DictConfig
 
-from clinical_ner.config import public_config
+from clinical_ner.config import check_approach, public_config
 from clinical_ner.pretrain.stage import run_pretrain
 from clinical_ner.run.registry import stage_class
 from clinical_ner.training.inputs import RunInputs
@@ -26,6 +26,7 @@ def run(cfg: DictConfig) -> dict:
     run_dir.mkdir(parents=True, exist_ok=True)
     if cfg.trainer.threads:
         torch.set_num_threads(cfg.trainer.threads)
+    check_approach(cfg.approach)
     stage = stage_class(cfg.approach.name)
     inputs = RunInputs.load(cfg)  # corpus, types and tokenizer, once for both stages
     pretrain, init_from = None, None

@@ -168,9 +168,9 @@ def resolved_yaml(cfg: DictConfig) -> str:
 
 def load_config(path: Path | str) -> DictConfig:
     """A resolved config file back onto the typed schema (what ranks > 0 run)."""
-    from clinical_ner.config import TrainConfig
+    from clinical_ner.config import typed_config
 
-    return OmegaConf.merge(OmegaConf.structured(TrainConfig), OmegaConf.load(path))
+    return typed_config(OmegaConf.to_container(OmegaConf.load(path)))
 
 
 def with_output_dir(cfg: DictConfig, output_dir: Path) -> DictConfig:

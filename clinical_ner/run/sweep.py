@@ -30,10 +30,15 @@ def in_multirun() -> bool:
     return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
 
 
-def _comparable(config: dict[str, Any]) -> dict[str, Any]:
+def _comparable(config: dict[str, Any], approach_keys: set[str] | None = None) -> dict[str, Any]:
     kept = {k: v for k, v in config.items() if k not in _NOT_RESULTS}
     trainer = {k: v for k, v in kept.get("trainer", {}).items() if k not in _NOT_RESULTS_TRAINER}
-    return {**kept, "trainer": trainer}
+    comparable = {**kept, "trainer": trainer}
+    if approach_keys is not None and isinstance(kept.get("approach"), dict):
+        # records written before each approach had its own schema also hold the other approach's (unused)
+        # settings: only the keys this approach has can have changed its results
+        comparable["approach"] = {k: v for k, v in kept["approach"].items() if k in approach_keys}
+    return comparable
 
 
 def finished_results(run_dir: Path, config: dict[str, Any]) -> dict[str, Any] | None:
@@ -45,7 +50,7 @@ def finished_results(run_dir: Path, config: dict[str, Any]) -> dict[str, Any] | 
         return None
     if results.get("status") != "complete" or "test" not in results:
         return None
-    if _comparable(results.get("config", {})) != _comparable(config):
+    if _comparable(results.get("config", {}), set(config.get("approach", {}))) != _comparable(config):
         log.warning("%s: complete, but for another config; running the cell again", path)
         return None
     return results
