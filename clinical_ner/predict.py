@@ -6,7 +6,6 @@ Writes one BRAT `.ann` per input `.txt` (empty when nothing is found); never pri
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from pathlib import Path
 
@@ -16,6 +15,7 @@ from transformers import AutoTokenizer
 from clinical_ner.data.brat import read_text, write_predictions
 from clinical_ner.data.types import Document
 from clinical_ner.errors import UserError, cli
+from clinical_ner.inference_settings import read_inference_settings, saved_approach, settings_file
 from clinical_ner.run.registry import stage_class
 from clinical_ner.run_folder import INFERENCE_FILE, MODEL_DIR, RunFolder
 
@@ -23,7 +23,7 @@ from clinical_ner.run_folder import INFERENCE_FILE, MODEL_DIR, RunFolder
 def model_folder(run_dir: Path) -> Path:
     """A run folder's `model/`, or the model folder itself."""
     for candidate in (RunFolder(run_dir).model, run_dir):
-        if (candidate / INFERENCE_FILE).is_file():
+        if settings_file(candidate).is_file():
             return candidate
     raise UserError(f"{run_dir}: no trained model found (expected {MODEL_DIR}/{INFERENCE_FILE})")
 
@@ -51,11 +51,10 @@ def input_documents(paths: list[Path]) -> list[Document]:
 
 def tag_documents(folder: Path, docs: list[Document], batch_size: int | None = None) -> dict[str, list]:
     """Predicted spans per document id, decoded exactly as the training run decoded them (either approach)."""
-    settings = json.loads((folder / INFERENCE_FILE).read_text())
+    stage = stage_class(saved_approach(folder))
+    settings = read_inference_settings(folder, stage.settings_type)
     tokenizer = AutoTokenizer.from_pretrained(folder, trust_remote_code=False)
-    return stage_class(settings.get("approach", "tokencls")).tag(
-        folder, tokenizer, settings, docs, batch_size
-    )
+    return stage.tag(folder, tokenizer, settings, docs, batch_size)
 
 
 @cli

@@ -24,6 +24,7 @@ from clinical_ner.config import TrainConfig
 from clinical_ner.data.brat import write_predictions
 from clinical_ner.data.ner_corpus import limit_splits
 from clinical_ner.data.types import Document, Span
+from clinical_ner.inference_settings import InferenceSettings
 from clinical_ner.models.backbone import apply_lora, count_parameters
 from clinical_ner.run_folder import RunFolder
 from clinical_ner.training.finetune import Fit, fit_and_select, inference_section, log_final, save_model
@@ -49,6 +50,7 @@ class FineTuneStage(ABC):
     lora_task: ClassVar[str]  # peft task type of `approach.finetune=lora`
     lora_modules_to_save: ClassVar[list[str] | None] = None  # modules trained in full beside the adapters
     compiles: ClassVar[bool] = False  # whether `trainer.compile` applies (seq2seq generation is not compiled)
+    settings_type: ClassVar[type[InferenceSettings]]  # what `inference_settings` returns and `tag` reads
 
     def __init__(
         self,
@@ -83,7 +85,7 @@ class FineTuneStage(ABC):
         """Predict and score `split` (`dev` or `test`)."""
 
     @abstractmethod
-    def inference_settings(self) -> dict:
+    def inference_settings(self) -> InferenceSettings:
         """What `predict` needs besides weights and tokenizer to decode exactly as the run did."""
 
     def train_extras(self, data: L.LightningDataModule) -> dict:
@@ -95,7 +97,7 @@ class FineTuneStage(ABC):
     def tag(
         folder: Path,
         tokenizer: PreTrainedTokenizerBase,
-        settings: dict,
+        settings: InferenceSettings,
         docs: list[Document],
         batch_size: int | None,
     ) -> dict[str, list[Span]]:

@@ -14,7 +14,13 @@ import torch
 from transformers import PreTrainedTokenizerBase
 
 from clinical_ner.approaches.seq2seq.datamodule import Seq2SeqDataModule, prompt_split
-from clinical_ner.approaches.seq2seq.inference import Seq2SeqDecoder, evaluate_answers, tag_with_seq2seq
+from clinical_ner.approaches.seq2seq.inference import (
+    PromptSettings,
+    Seq2SeqDecoder,
+    Seq2seqInference,
+    evaluate_answers,
+    tag_with_seq2seq,
+)
 from clinical_ner.approaches.seq2seq.module import Seq2SeqModule
 from clinical_ner.approaches.seq2seq.prompt import make_renderer
 from clinical_ner.config import TrainConfig
@@ -29,6 +35,7 @@ class Seq2seqStage(FineTuneStage):
 
     instruct = True
     lora_task = "CAUSAL_LM"
+    settings_type = Seq2seqInference
     tag = staticmethod(tag_with_seq2seq)
 
     def __init__(
@@ -110,25 +117,19 @@ class Seq2seqStage(FineTuneStage):
         metrics["documents_per_s"] = len(prompts.docs) / seconds if seconds else 0.0
         return SplitPrediction(prompts.docs, spans, metrics)
 
-    def inference_settings(self) -> dict:
-        approach, renderer = self.cfg.approach, self.renderer
-        return {
-            "approach": approach.name,
-            "unit": str(approach.unit),
-            "decoding": str(approach.decoding),
-            "max_new_tokens": approach.max_new_tokens,
-            "entity_bias": approach.entity_bias,
-            "whole_words": approach.whole_words,
-            "types": list(self.types),
-            "prompt": {
-                "instruction": renderer.instruction,
-                "user": renderer.user,
-                "plain": renderer.plain,
-                "chat": renderer.chat,
-            },
-            "precision": self.cfg.trainer.precision,
-            "eval_batch_size": self.cfg.data.eval_batch_size,
-        }
+    def inference_settings(self) -> Seq2seqInference:
+        approach = self.cfg.approach
+        return Seq2seqInference(
+            precision=self.cfg.trainer.precision,
+            eval_batch_size=self.cfg.data.eval_batch_size,
+            unit=approach.unit,
+            decoding=approach.decoding,
+            max_new_tokens=approach.max_new_tokens,
+            types=list(self.types),
+            prompt=PromptSettings.of(self.renderer),
+            entity_bias=approach.entity_bias,
+            whole_words=approach.whole_words,
+        )
 
     def train_extras(self, data: Seq2SeqDataModule) -> dict:
         return {"skipped_examples": data.skipped}  # longer than approach.max_length

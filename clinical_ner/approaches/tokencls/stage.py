@@ -12,6 +12,7 @@ import torch
 
 from clinical_ner.approaches.tokencls.datamodule import TokenClsDataModule
 from clinical_ner.approaches.tokencls.inference import (
+    TokenClsInference,
     evaluate_predictions,
     predict_windows,
     tag_with_tokencls,
@@ -28,6 +29,7 @@ class TokenClsStage(FineTuneStage):
     lora_task = "TOKEN_CLS"
     lora_modules_to_save = [TOKEN_CLS_HEAD]  # the new head trains in full beside the adapters
     compiles = True
+    settings_type = TokenClsInference
     tag = staticmethod(tag_with_tokencls)
 
     @cached_property
@@ -86,14 +88,13 @@ class TokenClsStage(FineTuneStage):
         metrics, spans = self._score(data, split, predictions)
         return SplitPrediction(data.encoded[split].docs, spans, metrics)
 
-    def inference_settings(self) -> dict:
+    def inference_settings(self) -> TokenClsInference:
         approach = self.cfg.approach
-        return {
-            "approach": approach.name,
-            "label_position": approach.label_position,
-            "ill_formed": approach.ill_formed,
-            "max_length": approach.max_length,
-            "stride": approach.stride,
-            "precision": self.cfg.trainer.precision,
-            "eval_batch_size": self.cfg.data.eval_batch_size,
-        }
+        return TokenClsInference(
+            precision=self.cfg.trainer.precision,
+            eval_batch_size=self.cfg.data.eval_batch_size,
+            label_position=approach.label_position,
+            ill_formed=approach.ill_formed,
+            max_length=approach.max_length,
+            stride=approach.stride,
+        )
