@@ -145,3 +145,17 @@ def test_a_record_from_before_the_approach_schemas_still_counts_as_the_same_conf
     assert finished_results(tmp_path / "a", config) is not None
     changed = {**config, "approach": {"name": "seq2seq", "unit": "document"}}
     assert finished_results(tmp_path / "a", changed) is None
+
+
+def test_a_skipped_cell_returns_its_dev_f1_to_the_sweeper(tmp_path, capsys):
+    from clinical_ner.config import compose_config, public_config
+    from clinical_ner.results import write_results
+    from clinical_ner.train import main
+
+    cfg = compose_config([f"output_dir={tmp_path}", "logger=none"])
+    write_results(
+        tmp_path,
+        {"status": "complete", "config": public_config(cfg), "dev": {"f1": 0.3}, "test": {"f1": 0.9}},
+    )
+    assert main.__wrapped__(cfg) == 0.3  # a tuning sweeper must never select on test
+    assert f"skip: {tmp_path} is complete" in capsys.readouterr().out
