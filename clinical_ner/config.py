@@ -11,6 +11,8 @@ from typing import Any
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, OmegaConf
 
+from clinical_ner.errors import UserError
+
 
 class Choice(StrEnum):
     """A closed set of string options, checked at compose time; compares and prints as its value."""
@@ -32,6 +34,7 @@ Decoding = Choice("Decoding", {"free": "free", "constrained": "constrained"})
 QuantName = Choice("QuantName", {"none": "none", "nf4": "nf4"})
 PromptTemplate = Choice("PromptTemplate", {"auto": "auto", "chat": "chat", "plain": "plain"})
 WeightsSource = Choice("WeightsSource", {"auto": "auto", "hub": "hub", "pypi": "pypi"})
+ApproachName = Choice("ApproachName", {"tokencls": "tokencls", "seq2seq": "seq2seq"})
 
 
 @dataclass
@@ -120,24 +123,39 @@ class PromptConfig:
 
 @dataclass
 class ApproachConfig:
-    """How the decoder is used for NER."""
+    """How the decoder is used for NER: what every approach has. Each approach has its own schema below (the
+    `approach` group's `<name>_schema`, which conf/approach/<name>.yaml starts from), so a run's config holds
+    only its own approach's settings and a key of the other approach fails at compose time."""
 
-    name: str = MISSING
+    name: ApproachName = MISSING
+    finetune: Finetune = Finetune.full
+    lora: LoraConfig = field(default_factory=LoraConfig)
+    max_length: int = 256  # tokens per training example (see each approach)
+
+
+@dataclass
+class TokenClsApproachConfig(ApproachConfig):
+    """Token classification: a linear head over the sub-tokens of a (bidirectional) Llama."""
+
+    name: ApproachName = ApproachName.tokencls
     attention: Attention = Attention.bidirectional
     label_position: LabelPosition = LabelPosition.all  # all sub-tokens | first | last of each word
     ill_formed: IllFormed = IllFormed.begin  # an I- without B-: begin a span (conlleval) | drop it
     max_length: int = 256  # sub-tokens per window, BOS included
     stride: int = 32  # overlap between windows of a long sentence
-    finetune: Finetune = Finetune.full
-    lora: LoraConfig = field(default_factory=LoraConfig)
-    embedding_dropout: float = 0.0  # on input embeddings; Llama has no hidden dropout of its own
     token_dropout: float = 0.0  # replace input ids by pad/unk with this probability while training
-    # seq2seq only (max_length above caps prompt + answer tokens of a training example)
+
+
+@dataclass
+class Seq2seqApproachConfig(ApproachConfig):
+    """Seq2seq: a causal Llama answers an instruction with a JSON list of entities."""
+
+    name: ApproachName = ApproachName.seq2seq
+    max_length: int = 512  # prompt + answer tokens of a training example; longer ones are skipped
     prompt: PromptConfig = field(default_factory=PromptConfig)
     unit: PromptUnit = PromptUnit.sentence  # text of one prompt: the whole document (paper) or a sentence
-    decoding: Decoding = (
-        Decoding.free
-    )  # constrained: a valid JSON array whose texts are copied from the input
+    # constrained: a valid JSON array whose texts are copied from the input
+    decoding: Decoding = Decoding.free
     max_new_tokens: int = 256
     entity_bias: float = 0.0  # constrained decoding: logit malus on closing the array (favours entities)
     whole_words: bool = True  # constrained decoding: a text starts and ends on word boundaries
@@ -274,7 +292,7 @@ class TrainConfig:
 
     model: ModelConfig = field(default_factory=ModelConfig)
     scale: ScaleConfig = field(default_factory=ScaleConfig)
-    approach: ApproachConfig = field(default_factory=ApproachConfig)
+    approach: ApproachConfig = field(default_factory=ApproachConfig)  # one of APPROACH_SCHEMAS
     corpus: CorpusConfig = field(default_factory=CorpusConfig)
     pretrain: PretrainConfig = field(default_factory=PretrainConfig)
     data: DataConfig = field(default_factory=DataConfig)
@@ -287,6 +305,28 @@ class TrainConfig:
     ckpt_path: str | None = None  # `last` resumes an interrupted run from its last checkpoint
     save_model: bool = True
     output_dir: str = MISSING  # filled from Hydra's run dir
+
+
+APPROACH_SCHEMAS: dict[str, type[ApproachConfig]] = {
+    ApproachName.tokencls: TokenClsApproachConfig,
+    ApproachName.seq2seq: Seq2seqApproachConfig,
+}
+
+
+def check_approach(approach) -> None:
+    """`approach.name` must be the composed approach's own (`approach=NAME` picks both)."""
+    schema = APPROACH_SCHEMAS[approach.name]
+    if OmegaConf.get_type(approach) is not schema:
+        raise UserError(
+            f"approach.name={approach.name} but the approach settings are {OmegaConf.get_type(approach).__name__}'s: "
+            f"choose the approach with approach={approach.name}"
+        )
+
+
+def typed_config(container: dict):
+    """A resolved config (plain data, e.g. read back from YAML) on the typed schema, its approach's included."""
+    approach = OmegaConf.structured(APPROACH_SCHEMAS[container["approach"]["name"]])
+    return OmegaConf.merge(OmegaConf.structured(TrainConfig), {"approach": approach}, container)
 
 
 # a key is secret when its last word is one of these: `hf_token`, `api_key` go, `max_new_tokens` stays
@@ -317,8 +357,12 @@ def compose_config(overrides: list[str] | None = None):
 
 
 def register_configs() -> None:
-    """Register the schema so conf/train.yaml can list it first in its defaults."""
-    ConfigStore.instance().store(name="train_schema", node=TrainConfig)
+    """Register the schemas: conf/train.yaml lists `train_schema` first in its defaults, each
+    conf/approach/<name>.yaml its approach's `<name>_schema`."""
+    store = ConfigStore.instance()
+    store.store(name="train_schema", node=TrainConfig)
+    for name, schema in APPROACH_SCHEMAS.items():
+        store.store(group="approach", name=f"{name}_schema", node=schema)
 
 
 register_configs()

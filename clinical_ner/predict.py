@@ -6,26 +6,24 @@ Writes one BRAT `.ann` per input `.txt` (empty when nothing is found); never pri
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from pathlib import Path
 
 import torch
 from transformers import AutoTokenizer
 
-from clinical_ner.approaches.tokencls.datamodule import TokenClsDataModule
-from clinical_ner.approaches.tokencls.inference import predict_windows, spans_from_predictions
 from clinical_ner.data.brat import read_text, write_predictions
 from clinical_ner.data.types import Document
 from clinical_ner.errors import UserError, cli
-from clinical_ner.models.backbone import load_token_classifier
-from clinical_ner.run_folder import INFERENCE_FILE, MODEL_DIR
+from clinical_ner.inference_settings import read_inference_settings, saved_approach, settings_file
+from clinical_ner.run.registry import stage_class
+from clinical_ner.run_folder import INFERENCE_FILE, MODEL_DIR, RunFolder
 
 
 def model_folder(run_dir: Path) -> Path:
     """A run folder's `model/`, or the model folder itself."""
-    for candidate in (run_dir / MODEL_DIR, run_dir):
-        if (candidate / INFERENCE_FILE).is_file():
+    for candidate in (RunFolder(run_dir).model, run_dir):
+        if settings_file(candidate).is_file():
             return candidate
     raise UserError(f"{run_dir}: no trained model found (expected {MODEL_DIR}/{INFERENCE_FILE})")
 
@@ -53,30 +51,10 @@ def input_documents(paths: list[Path]) -> list[Document]:
 
 def tag_documents(folder: Path, docs: list[Document], batch_size: int | None = None) -> dict[str, list]:
     """Predicted spans per document id, decoded exactly as the training run decoded them (either approach)."""
-    settings = json.loads((folder / INFERENCE_FILE).read_text())
+    stage = stage_class(saved_approach(folder))
+    settings = read_inference_settings(folder, stage.settings_type)
     tokenizer = AutoTokenizer.from_pretrained(folder, trust_remote_code=False)
-    if settings.get("approach") == "seq2seq":
-        from clinical_ner.approaches.seq2seq.inference import tag_with_seq2seq
-
-        return tag_with_seq2seq(folder, tokenizer, settings, docs, batch_size)
-    model = load_token_classifier(str(folder))
-    label2id = dict(model.config.label2id)
-    id2label = {int(i): label for i, label in model.config.id2label.items()}
-    data = TokenClsDataModule(
-        {"predict": docs},
-        tokenizer,
-        label2id,
-        settings["label_position"],
-        settings["max_length"],
-        settings["stride"],
-        batch_size=1,
-        eval_batch_size=batch_size or settings["eval_batch_size"],
-        seed=0,
-    )
-    predictions = predict_windows(model, data.eval_dataloader("predict"), settings["precision"])
-    return spans_from_predictions(
-        data.encoded["predict"], predictions, id2label, settings["label_position"], settings["ill_formed"]
-    )
+    return stage.tag(folder, tokenizer, settings, docs, batch_size)
 
 
 @cli

@@ -40,13 +40,14 @@ from pathlib import Path
 from typing import Any
 
 from clinical_ner.io_utils import atomic_write_json
+from clinical_ner.run_folder import RESULTS_FILE, RunFolder
 
 SCHEMA_VERSION = 1
-RESULTS_FILE = "results.json"
+__all__ = ["RESULTS_FILE", "SCHEMA_VERSION", "write_results"]
 
 
 def write_results(run_dir: Path, results: dict[str, Any]) -> Path:
     """Write `results.json` atomically (temp file + rename): a reader never sees half a file."""
-    path = Path(run_dir) / RESULTS_FILE
+    path = RunFolder(run_dir).results
     atomic_write_json(path, {"schema_version": SCHEMA_VERSION, **results})
     return path

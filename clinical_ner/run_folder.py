@@ -1,6 +1,78 @@
-"""Names inside a run folder that several layers share (stages write them; loggers, predict and ranks read them)."""
+"""The one owner of a run folder's layout: every path a run writes or reads inside it is named here.
 
+```
+<run dir>/
+  results.json              RunFolder.results           the run's record (clinical_ner/results.py)
+  model/                    RunFolder.model             save_pretrained weights + tokenizer + INFERENCE_FILE
+  predictions/<split>/      RunFolder.predictions(s)    one BRAT .ann per document
+  checkpoints/              RunFolder.checkpoints       best-<epoch>.ckpt (best dev F1) and last.ckpt (resume)
+  pretrain/                 RunFolder.pretrain          the continual-pretraining Trainer's root folder
+  csv/, csv_pretrain/       CSV_DIR, CSV_PRETRAIN_DIR   logger=csv metrics of fine-tuning / pretraining
+  wandb/                    RunFolder.wandb             the W&B run (offline unless asked)
+  ranks/rank-<n>.log        RunFolder.rank_log(n)       what ranks > 0 of a multi-device job printed
+  train.log, .hydra/        (Hydra's own)
+```
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+RESULTS_FILE = "results.json"
 MODEL_DIR = "model"  # <run dir>/model: the saved weights, tokenizer and INFERENCE_FILE
 INFERENCE_FILE = "clinical_ner.json"  # decoding settings saved beside the weights
 PREDICTIONS_DIR = "predictions"  # <run dir>/predictions/<split>/<doc>.ann
+CHECKPOINTS_DIR = "checkpoints"
+BEST_CHECKPOINT = "best-{epoch:02d}"  # a ModelCheckpoint filename pattern (.ckpt is added)
+LAST_CHECKPOINT = "last.ckpt"  # Lightning's `save_last` name
+PRETRAIN_DIR = "pretrain"
+CSV_DIR = "csv"
+CSV_PRETRAIN_DIR = "csv_pretrain"  # apart, so fine-tuning's metrics.csv does not overwrite pretraining's
+WANDB_DIR = "wandb"  # made by W&B itself under the save_dir it is given (the run dir)
 RANK_LOGS = "ranks"  # <run dir>/ranks/rank-<n>.log: what ranks > 0 printed
+RANK_LOG = "rank-{rank}.log"
+
+
+@dataclass(frozen=True)
+class RunFolder:
+    """The paths of one run folder (nothing is created here)."""
+
+    root: Path
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "root", Path(self.root))
+
+    @property
+    def results(self) -> Path:
+        return self.root / RESULTS_FILE
+
+    @property
+    def model(self) -> Path:
+        return self.root / MODEL_DIR
+
+    def predictions(self, split: str) -> Path:
+        return self.root / PREDICTIONS_DIR / split
+
+    @property
+    def checkpoints(self) -> Path:
+        return self.root / CHECKPOINTS_DIR
+
+    @property
+    def last_checkpoint(self) -> Path:
+        return self.checkpoints / LAST_CHECKPOINT
+
+    @property
+    def pretrain(self) -> Path:
+        return self.root / PRETRAIN_DIR
+
+    @property
+    def wandb(self) -> Path:
+        return self.root / WANDB_DIR
+
+    @property
+    def ranks(self) -> Path:
+        return self.root / RANK_LOGS
+
+    def rank_log(self, rank: int) -> Path:
+        return self.ranks / RANK_LOG.format(rank=rank)

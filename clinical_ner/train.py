@@ -26,9 +26,15 @@ log = logging.getLogger(__name__)
 CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")
 
 
+def objective(results: dict) -> float | None:
+    """What a job returns to Hydra, and so what a tuning sweeper maximises: dev F1 (never test F1)."""
+    return results.get("dev", {}).get("f1")
+
+
 @hydra.main(config_path=CONF_DIR, config_name="train", version_base="1.3")
 def main(cfg: DictConfig) -> float | None:
-    """Run one job; a user mistake ends it with one line and exit code 2, never a traceback.
+    """Run one job and return its dev F1; a user mistake ends it with one line and exit code 2, never a
+    traceback.
 
     Inside a sweep, a failing cell is recorded (`status: failed`) and the sweep goes on; a cell already
     complete is skipped and an interrupted one resumes from its last checkpoint (clinical_ner/run/sweep.py).
@@ -37,7 +43,7 @@ def main(cfg: DictConfig) -> float | None:
     done = finished_results(run_dir, public_config(cfg))
     if done is not None:
         print(f"skip: {run_dir} is complete (test F1 {done['test'].get('f1', 0):.4f})")
-        return done["test"].get("f1")
+        return objective(done)
     last = resume_checkpoint(run_dir)
     if cfg.ckpt_path is None and last is not None:
         log.info("resuming %s from %s", run_dir, last)
@@ -86,7 +92,7 @@ def main(cfg: DictConfig) -> float | None:
     hint = wandb_sync_hint(run_dir)
     if hint and not in_multirun():
         print(f"W&B run is offline; upload it with: {hint}")
-    return test.get("f1")
+    return objective(results)
 
 
 if __name__ == "__main__":

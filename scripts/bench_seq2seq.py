@@ -15,7 +15,6 @@ Usage: python scripts/bench_seq2seq.py [--prompts 128] [--batch-size 16] [--max-
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import time
 from pathlib import Path
@@ -27,13 +26,14 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig
 import clinical_ner.config  # noqa: F401  (registers the schema)
 from clinical_ner.approaches.seq2seq.datamodule import prompt_split, training_examples
 from clinical_ner.approaches.seq2seq.decoding import SchemaConstraint, TokenVocab, generate
-from clinical_ner.approaches.seq2seq.prompt import PromptRenderer, make_renderer
+from clinical_ner.approaches.seq2seq.inference import Seq2seqInference
+from clinical_ner.approaches.seq2seq.prompt import make_renderer
 from clinical_ner.data.batching import PadCollator
 from clinical_ner.data.ner_corpus import corpus_types, load_ner_splits
+from clinical_ner.inference_settings import read_inference_settings
 from clinical_ner.models.backbone import build_causal_lm
 from clinical_ner.models.factory import make_tokenizer
 from clinical_ner.paths import cache_dir
-from clinical_ner.run_folder import INFERENCE_FILE
 
 CONF = str(Path(__file__).resolve().parent.parent / "conf")
 
@@ -101,10 +101,7 @@ def main() -> None:
     types = corpus_types(cfg.data, splits)
     if args.model is not None:
         tokenizer = AutoTokenizer.from_pretrained(args.model)
-        prompt = json.loads((args.model / INFERENCE_FILE).read_text())["prompt"]
-        renderer = PromptRenderer(
-            tokenizer, prompt["instruction"], prompt["user"], prompt["plain"], prompt["chat"]
-        )
+        renderer = read_inference_settings(args.model, Seq2seqInference).prompt.renderer(tokenizer)
     else:
         texts = [d.text for d in splits["train"] + splits["dev"]]
         tokenizer = make_tokenizer(cfg.model, cfg.scale, texts, cache, instruct=True)

@@ -4,7 +4,6 @@ Usage: python scripts/decode_rules.py RUN_DIR [--split dev]"""
 from __future__ import annotations
 
 import argparse
-import json
 import os
 from pathlib import Path
 
@@ -12,11 +11,15 @@ import torch
 from transformers import AutoTokenizer
 
 from clinical_ner.approaches.tokencls.datamodule import TokenClsDataModule
-from clinical_ner.approaches.tokencls.inference import evaluate_predictions, predict_windows
+from clinical_ner.approaches.tokencls.inference import (
+    TokenClsInference,
+    evaluate_predictions,
+    predict_windows,
+)
 from clinical_ner.data.brat import read_split
+from clinical_ner.inference_settings import read_inference_settings
 from clinical_ner.models.backbone import load_token_classifier
 from clinical_ner.predict import model_folder
-from clinical_ner.run_folder import INFERENCE_FILE
 
 
 def main() -> None:
@@ -26,7 +29,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(1)
     folder = model_folder(args.run_dir)
-    settings = json.loads((folder / INFERENCE_FILE).read_text())
+    settings = read_inference_settings(folder, TokenClsInference)
     docs = read_split(Path(os.environ["PHARMACONER_DIR"]) / args.split)
     model = load_token_classifier(str(folder))
     id2label = {int(i): label for i, label in model.config.id2label.items()}
@@ -34,17 +37,17 @@ def main() -> None:
         {args.split: docs},
         AutoTokenizer.from_pretrained(folder),
         dict(model.config.label2id),
-        settings["label_position"],
-        settings["max_length"],
-        settings["stride"],
+        settings.label_position,
+        settings.max_length,
+        settings.stride,
         1,
         64,
         0,
     )
-    predictions = predict_windows(model, data.eval_dataloader(args.split), settings["precision"])
+    predictions = predict_windows(model, data.eval_dataloader(args.split), settings.precision)
     for rule in ("begin", "drop"):
         metrics, _ = evaluate_predictions(
-            data.encoded[args.split], predictions, id2label, settings["label_position"], rule
+            data.encoded[args.split], predictions, id2label, settings.label_position, rule
         )
         print(
             f"{args.split} ill_formed={rule}: P {metrics['precision']:.4f} R {metrics['recall']:.4f} F1 {metrics['f1']:.4f}"

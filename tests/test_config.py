@@ -83,3 +83,33 @@ def test_public_config_drops_secrets_and_keeps_token_budgets():
     cfg.max_tokens = 10
     cfg.token_dropout = 0.1
     assert public_config(cfg) == {"nested": {"max_new_tokens": 256}, "max_tokens": 10, "token_dropout": 0.1}
+
+
+def test_each_approach_has_only_its_own_settings():
+    from clinical_ner.config import ApproachName, Seq2seqApproachConfig, TokenClsApproachConfig, public_config
+
+    tok, s2s = (public_config(compose_train([f"approach={a}"]).approach) for a in ApproachName)
+    assert OmegaConf.get_type(compose_train(["approach=seq2seq"]).approach) is Seq2seqApproachConfig
+    assert OmegaConf.get_type(compose_train([]).approach) is TokenClsApproachConfig
+    assert {"label_position", "stride", "attention", "token_dropout"} <= set(tok)
+    assert not {"prompt", "unit", "decoding", "val_limit"} & set(tok)
+    assert {"prompt", "unit", "decoding", "val_limit"} <= set(s2s)
+    assert not {"label_position", "stride", "attention", "token_dropout", "embedding_dropout"} & set(s2s)
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [["approach=seq2seq", "approach.stride=8"], ["approach.decoding=free"], ["approach.name=ner"]],
+)
+def test_a_setting_of_another_approach_or_an_unknown_name_fails_at_compose_time(overrides):
+    with pytest.raises(ConfigCompositionException):
+        compose_train(overrides)
+
+
+def test_a_name_that_is_not_the_composed_approach_is_a_user_error():
+    from clinical_ner.config import check_approach
+    from clinical_ner.errors import UserError
+
+    check_approach(compose_train(["approach=seq2seq"]).approach)
+    with pytest.raises(UserError, match="approach.name=seq2seq but .*TokenClsApproachConfig"):
+        check_approach(compose_train(["approach.name=seq2seq"]).approach)

@@ -136,7 +136,7 @@ def test_resolved_config_round_trips(tmp_path):
     path.write_text(ranks.resolved_yaml(cfg))
     loaded = ranks.load_config(path)
     assert loaded == cfg
-    assert type(loaded.approach.attention) is type(cfg.approach.attention)  # enums back on the typed schema
+    assert type(loaded.approach.decoding) is type(cfg.approach.decoding)  # enums back on the typed schema
 
 
 def test_a_dead_rank_stops_a_hanging_rank_zero(tmp_path):

@@ -17,7 +17,7 @@ PACKAGE = Path(__file__).resolve().parent.parent / "clinical_ner"
 # Bottom to top; a module may import its own component or any component of a lower layer, nothing else.
 LAYERS: list[set[str]] = [
     {"", "errors", "io_utils", "paths", "run_folder"},  # "" = the package's own __init__
-    {"config", "results"},
+    {"config", "results", "inference_settings"},
     {"data", "reports"},  # reports read results.json files only
     {"metrics", "models"},
     {"planning", "training"},
@@ -158,3 +158,36 @@ def test_reader_sees_lazy_and_package_imports() -> None:
         "clinical_ner.models.quantize" in GRAPH["clinical_ner.training.finetune"]
     )  # from models import quantize
     assert LAYER[component("clinical_ner.run.ranks")] > LAYER[component("clinical_ner.training.rank_zero")]
+
+
+# Names of a run folder's entries: only clinical_ner/run_folder.py may spell them (the rest ask RunFolder).
+RUN_FOLDER_NAMES = {
+    "results.json",
+    "checkpoints",
+    "last.ckpt",
+    "best-{epoch:02d}",
+    "predictions",
+    "clinical_ner.json",
+    "csv_pretrain",
+    "ranks",
+}
+
+
+def run_folder_literals(path: Path) -> list[str]:
+    """String constants of a module that are exactly the name of a run-folder entry."""
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    return [
+        node.value
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Constant) and isinstance(node.value, str) and node.value in RUN_FOLDER_NAMES
+    ]
+
+
+def test_run_folder_paths_are_named_in_one_module() -> None:
+    bad = [
+        f"{module_name(path)}: {literal!r}"
+        for path in sorted(PACKAGE.rglob("*.py"))
+        if path.name != "run_folder.py"
+        for literal in run_folder_literals(path)
+    ]
+    assert not bad, "run-folder names spelled outside clinical_ner/run_folder.py:\n" + "\n".join(bad)

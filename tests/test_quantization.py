@@ -6,7 +6,6 @@ multiple of 32 (its CPU kernels need it)."""
 
 from __future__ import annotations
 
-import json
 from functools import partial
 from pathlib import Path
 from types import SimpleNamespace
@@ -18,10 +17,12 @@ from torch.utils.data import DataLoader
 from transformers import LlamaConfig, LlamaForCausalLM, LlamaForTokenClassification
 
 from clinical_ner.approaches.tokencls.datamodule import WindowDataset
+from clinical_ner.approaches.tokencls.inference import TokenClsInference
 from clinical_ner.approaches.tokencls.module import TokenClsModule
 from clinical_ner.config import compose_config
 from clinical_ner.data.batching import LengthGroupedBatchSampler, PadCollator
 from clinical_ner.errors import UserError
+from clinical_ner.inference_settings import read_inference_settings
 from clinical_ner.models import quantize
 from clinical_ner.models.backbone import (
     TOKEN_CLS_HEAD,
@@ -170,10 +171,11 @@ def test_qlora_trains_only_adapters_and_head_then_reloads(checkpoint, tmp_path):
     )  # still 4-bit after bf16-true
 
     folder = tmp_path / "model"
-    save_model(module.model, StubTokenizer(), folder, {"approach": "tokencls"})
+    settings = TokenClsInference("bf16-true", 8, "last", "begin", 256, 32)
+    save_model(module.model, StubTokenizer(), folder, settings)
     assert (folder / "adapter_model.safetensors").is_file() and (folder / quantize.QLORA_FILE).is_file()
     assert not (folder / "config.json").exists()  # else transformers would take the folder for a full model
-    assert json.loads((folder / "clinical_ner.json").read_text()) == {"approach": "tokencls"}
+    assert read_inference_settings(folder, TokenClsInference) == settings
 
     reloaded = load_token_classifier(str(folder)).eval()
     assert quantize.is_quantized(reloaded) and is_bidirectional(reloaded.get_base_model())

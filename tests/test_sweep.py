@@ -135,3 +135,27 @@ def test_sweep_survives_a_failing_cell_skips_finished_ones_and_resumes(tmp_path)
     assert third.returncode == 0, third.stderr[-2000:]
     assert "resuming" in (good / "train.log").read_text()
     assert json.loads((good / "results.json").read_text())["status"] == "complete"
+
+
+def test_a_record_from_before_the_approach_schemas_still_counts_as_the_same_config(tmp_path):
+    config = {"seed": 1, "trainer": {}, "approach": {"name": "seq2seq", "unit": "sentence"}}
+    # written when one schema held both approaches' settings (and the dead `embedding_dropout`)
+    old = {**config, "approach": {**config["approach"], "attention": "causal", "embedding_dropout": 0.0}}
+    _results(tmp_path / "a", "complete", old)
+    assert finished_results(tmp_path / "a", config) is not None
+    changed = {**config, "approach": {"name": "seq2seq", "unit": "document"}}
+    assert finished_results(tmp_path / "a", changed) is None
+
+
+def test_a_skipped_cell_returns_its_dev_f1_to_the_sweeper(tmp_path, capsys):
+    from clinical_ner.config import compose_config, public_config
+    from clinical_ner.results import write_results
+    from clinical_ner.train import main
+
+    cfg = compose_config([f"output_dir={tmp_path}", "logger=none"])
+    write_results(
+        tmp_path,
+        {"status": "complete", "config": public_config(cfg), "dev": {"f1": 0.3}, "test": {"f1": 0.9}},
+    )
+    assert main.__wrapped__(cfg) == 0.3  # a tuning sweeper must never select on test
+    assert f"skip: {tmp_path} is complete" in capsys.readouterr().out

@@ -196,3 +196,17 @@ def test_same_seed_same_numbers(tmp_path, cache):
     ]
     assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])
     assert not all(torch.equal(weights[0][k], weights[2][k]) for k in weights[0])
+
+
+@pytest.mark.slow
+def test_main_returns_dev_f1_to_hydra(tmp_path, cache):
+    from clinical_ner.train import main
+
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        learns = ["data=synthetic", "trainer.max_epochs=8", "data.batch_size=8", "optim.lr=3e-3", *SMALL]
+        cfg = compose(
+            "train", overrides=[*QUIET, f"output_dir={tmp_path}", *learns]
+        )  # dev F1 0.75, test 0.70
+    returned = main.__wrapped__(cfg)
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert returned == results["dev"]["f1"] != results["test"]["f1"]

@@ -22,12 +22,9 @@ from omegaconf import OmegaConf
 from torch.utils.data import DataLoader
 
 from clinical_ner.config import TrainConfig
-from clinical_ner.data.ner_corpus import load_ner_splits
 from clinical_ner.errors import UserError
 from clinical_ner.models.backbone import build_causal_lm, count_parameters, weights_identity
-from clinical_ner.models.factory import make_tokenizer
 from clinical_ner.models.tokenizer import tokenizer_fingerprint
-from clinical_ner.paths import cache_dir
 from clinical_ner.pretrain.cache import PretrainedEntry
 from clinical_ner.pretrain.data import (
     PHARMACONER_DEV,
@@ -40,7 +37,9 @@ from clinical_ner.pretrain.data import (
 from clinical_ner.pretrain.module import CausalLMModule
 from clinical_ner.pretrain.packing import BlockDataset
 from clinical_ner.pretrain.throughput import PackedThroughputMonitor, peak_flops, training_flops
+from clinical_ner.run_folder import CSV_PRETRAIN_DIR, RunFolder
 from clinical_ner.training.callbacks import EpochWeightsSaver, TrainStepTimer
+from clinical_ner.training.inputs import RunInputs
 from clinical_ner.training.loggers import finish_logger, make_logger
 
 log = logging.getLogger(__name__)
@@ -100,7 +99,7 @@ def _device(accelerator: str) -> torch.device:
 def _logger(cfg: TrainConfig, run_dir: Path) -> Logger | None:
     # own CSV folder so fine-tuning's metrics.csv is not overwritten; a W&B run is shared with fine-tuning
     if cfg.logger.name == "csv":
-        return CSVLogger(save_dir=str(run_dir), name="csv_pretrain", version="")
+        return CSVLogger(save_dir=str(run_dir), name=CSV_PRETRAIN_DIR, version="")
     return make_logger(cfg, run_dir)
 
 
@@ -151,7 +150,7 @@ def train_causal_lm(cfg: TrainConfig, tokenizer, data: PretrainData, folder: Pat
         enable_checkpointing=False,  # the per-epoch weights are the checkpoints
         enable_progress_bar=p.enable_progress_bar,
         enable_model_summary=False,
-        default_root_dir=str(run_dir / "pretrain"),
+        default_root_dir=str(RunFolder(run_dir).pretrain),
         callbacks=callbacks,
         logger=logger if logger is not None else False,
     )
@@ -210,16 +209,17 @@ def _section(metrics: dict, hit: bool, use_epoch: int, entry: PretrainedEntry, s
     }
 
 
-def run_pretrain(cfg: TrainConfig, run_dir: Path) -> PretrainOutcome:
-    """Pretrain (or reuse the cache) and return the epoch weights that feed fine-tuning."""
+def run_pretrain(cfg: TrainConfig, run_dir: Path, inputs: RunInputs | None = None) -> PretrainOutcome:
+    """Pretrain (or reuse the cache) and return the epoch weights that feed fine-tuning; `inputs`: the run's
+    corpus and tokenizers (loaded here when not given)."""
     p = cfg.pretrain
     if not 1 <= p.use_epoch <= p.epochs:
         raise UserError(f"pretrain.use_epoch={p.use_epoch} must be between 1 and pretrain.epochs={p.epochs}")
     start = time.perf_counter()
-    cache = cache_dir(cfg.cache_dir)
-    ner = load_ner_splits(cfg.data, cache)
-    # the fine-tuning stage builds this same tokenizer (same texts, cached), so the vocabularies match
-    tokenizer = make_tokenizer(cfg.model, cfg.scale, [d.text for d in ner["train"] + ner["dev"]], cache)
+    inputs = inputs or RunInputs.load(cfg)
+    cache, ner = inputs.cache, inputs.splits
+    # the base checkpoint's tokenizer: the one token classification fine-tunes with (same vocabulary)
+    tokenizer = inputs.tokenizer()
     sources = corpus_sources(cfg.corpus)
     name = f"{cfg.model.family}-{cfg.corpus.name}-{cfg.scale.name}"
     entry = PretrainedEntry(cache, name, key_material(cfg, tokenizer, sources))

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from clinical_ner.results import RESULTS_FILE
+from clinical_ner.run_folder import RESULTS_FILE
 
 log = logging.getLogger(__name__)
 

@@ -1,4 +1,5 @@
-"""One run: optional continual pretraining, then the configured fine-tuning stage; returns the results record.
+"""One run: load the inputs once, optional continual pretraining, then the approach's fine-tuning stage (from the
+registry); returns the results record.
 
 Called by the Hydra entry point (clinical_ner/train.py) in rank 0 and by every other rank of a multi-device job
 (clinical_ner/run/ranks.py).
@@ -12,9 +13,12 @@ import lightning as L
 import torch
 from omegaconf import DictConfig
 
-from clinical_ner.config import public_config
-from clinical_ner.errors import UserError
+from clinical_ner.config import check_approach, public_config
 from clinical_ner.models.backbone import weights_record
+from clinical_ner.pretrain.stage import run_pretrain
+from clinical_ner.run.registry import stage_class
+from clinical_ner.training.inputs import RunInputs
+from clinical_ner.training.stage import run_stage
 
 
 def run(cfg: DictConfig) -> dict:
@@ -23,21 +27,16 @@ def run(cfg: DictConfig) -> dict:
     run_dir.mkdir(parents=True, exist_ok=True)
     if cfg.trainer.threads:
         torch.set_num_threads(cfg.trainer.threads)
-    if cfg.approach.name not in ("tokencls", "seq2seq"):
-        raise UserError(f"unknown approach={cfg.approach.name}; expected tokencls or seq2seq")
+    check_approach(cfg.approach)
+    stage = stage_class(cfg.approach.name)
+    inputs = RunInputs.load(cfg)  # corpus, types and tokenizer, once for both stages
     pretrain, init_from = None, None
     if cfg.corpus.name != "none":
-        from clinical_ner.pretrain.stage import run_pretrain
-
-        outcome = run_pretrain(cfg, run_dir)
+        outcome = run_pretrain(cfg, run_dir, inputs)
         pretrain, init_from = outcome.section, outcome.weights
     # seeded after pretraining, so fine-tuning is the same whether the weights were trained or cached
     L.seed_everything(cfg.seed, workers=True, verbose=False)
-    if cfg.approach.name == "seq2seq":
-        from clinical_ner.approaches.seq2seq.stage import run_seq2seq as run_stage
-    else:
-        from clinical_ner.approaches.tokencls.stage import run_tokencls as run_stage
-    sections = run_stage(cfg, run_dir, init_from=init_from)
+    sections = run_stage(cfg, run_dir, stage, inputs, init_from)
     weights = (
         weights_record(cfg.model, instruct=cfg.approach.name == "seq2seq") if cfg.scale.pretrained else None
     )

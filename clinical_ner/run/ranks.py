@@ -45,7 +45,7 @@ import torch
 from omegaconf import DictConfig, ListConfig, OmegaConf, open_dict
 
 from clinical_ner.errors import EXIT_USER_ERROR, UserError
-from clinical_ner.run_folder import RANK_LOGS
+from clinical_ner.run_folder import RANK_LOG, RunFolder
 from clinical_ner.training.rank_zero import global_rank, is_global_zero
 
 log = logging.getLogger(__name__)
@@ -168,9 +168,9 @@ def resolved_yaml(cfg: DictConfig) -> str:
 
 def load_config(path: Path | str) -> DictConfig:
     """A resolved config file back onto the typed schema (what ranks > 0 run)."""
-    from clinical_ner.config import TrainConfig
+    from clinical_ner.config import typed_config
 
-    return OmegaConf.merge(OmegaConf.structured(TrainConfig), OmegaConf.load(path))
+    return typed_config(OmegaConf.to_container(OmegaConf.load(path)))
 
 
 def with_output_dir(cfg: DictConfig, output_dir: Path) -> DictConfig:
@@ -188,7 +188,7 @@ def start_ranks(
     logs.mkdir(parents=True, exist_ok=True)
     procs = []
     for rank in range(1, world):
-        with open(logs / f"rank-{rank}.log", "wb") as out:  # the child keeps its own handle
+        with open(logs / RANK_LOG.format(rank=rank), "wb") as out:  # the child keeps its own handle
             procs.append(
                 subprocess.Popen(
                     command(rank), env={**env, "LOCAL_RANK": str(rank)}, stdout=out, stderr=subprocess.STDOUT
@@ -235,7 +235,7 @@ class RankWatch(threading.Thread):
             if not failed:
                 continue
             rank, code = failed[0]
-            log_file = self.logs / f"rank-{rank}.log"
+            log_file = self.logs / RANK_LOG.format(rank=rank)
             message = f"rank {rank} exited with code {code} ({log_file}: {_tail(log_file)})"
             log.error(message)
             if self.done.wait(FAILURE_GRACE_S):
@@ -307,21 +307,21 @@ def job(cfg: DictConfig, on_failure: Callable[[str], None] | None = None) -> Ite
 @contextmanager
 def _local_ranks(cfg: DictConfig, world: int, on_failure: Callable[[str], None]) -> Iterator[None]:
     """Ranks 1..world-1 as subprocesses for the duration of the job (rank 0 is this process)."""
-    run_dir = Path(cfg.output_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
+    folder = RunFolder(cfg.output_dir)
+    folder.root.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix="clinical_ner-ddp-"))
     config_file = work / "config.yaml"
     config_file.write_text(resolved_yaml(cfg), encoding="utf-8")
     env = launch_env(world)
     os.environ.update(env)
-    log.info("DDP: %d processes (ranks > 0 log to %s)", world, run_dir / RANK_LOGS)
+    log.info("DDP: %d processes (ranks > 0 log to %s)", world, folder.ranks)
 
     def command(rank: int) -> list[str]:
         scratch = work / f"rank-{rank}"
         return [sys.executable, "-m", __name__, str(config_file), "--output-dir", str(scratch)]
 
-    procs = start_ranks(command, world, {**os.environ, **env}, run_dir / RANK_LOGS)
-    watch = RankWatch(procs, run_dir / RANK_LOGS, on_failure)
+    procs = start_ranks(command, world, {**os.environ, **env}, folder.ranks)
+    watch = RankWatch(procs, folder.ranks, on_failure)
     watch.start()
     ok = False
     try:
@@ -334,9 +334,7 @@ def _local_ranks(cfg: DictConfig, world: int, on_failure: Callable[[str], None])
         shutil.rmtree(work, ignore_errors=True)
         bad = [(rank, code) for rank, code in enumerate(codes, 1) if code != 0]
         if ok and bad:
-            log.warning(
-                "ranks finished with errors after rank 0 completed: %s (see %s)", bad, run_dir / RANK_LOGS
-            )
+            log.warning("ranks finished with errors after rank 0 completed: %s (see %s)", bad, folder.ranks)
 
 
 def worker_main(argv: list[str] | None = None) -> int:

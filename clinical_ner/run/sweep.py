@@ -17,10 +17,9 @@ from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from clinical_ner.results import RESULTS_FILE
+from clinical_ner.run_folder import WANDB_DIR, RunFolder
 
 log = logging.getLogger(__name__)
-LAST_CHECKPOINT = Path("checkpoints") / "last.ckpt"
 # keys that change how a run is watched, not what it computes: a rerun that differs only here still skips
 _NOT_RESULTS = ("output_dir", "cache_dir", "ckpt_path", "logger")
 _NOT_RESULTS_TRAINER = ("enable_progress_bar", "threads", "log_every_n_steps")
@@ -31,22 +30,27 @@ def in_multirun() -> bool:
     return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
 
 
-def _comparable(config: dict[str, Any]) -> dict[str, Any]:
+def _comparable(config: dict[str, Any], approach_keys: set[str] | None = None) -> dict[str, Any]:
     kept = {k: v for k, v in config.items() if k not in _NOT_RESULTS}
     trainer = {k: v for k, v in kept.get("trainer", {}).items() if k not in _NOT_RESULTS_TRAINER}
-    return {**kept, "trainer": trainer}
+    comparable = {**kept, "trainer": trainer}
+    if approach_keys is not None and isinstance(kept.get("approach"), dict):
+        # records written before each approach had its own schema also hold the other approach's (unused)
+        # settings: only the keys this approach has can have changed its results
+        comparable["approach"] = {k: v for k, v in kept["approach"].items() if k in approach_keys}
+    return comparable
 
 
 def finished_results(run_dir: Path, config: dict[str, Any]) -> dict[str, Any] | None:
     """The cell's results when they are complete and were computed with this config, else None."""
-    path = Path(run_dir) / RESULTS_FILE
+    path = RunFolder(run_dir).results
     try:
         results = json.loads(path.read_text())
     except (OSError, ValueError):
         return None
     if results.get("status") != "complete" or "test" not in results:
         return None
-    if _comparable(results.get("config", {})) != _comparable(config):
+    if _comparable(results.get("config", {}), set(config.get("approach", {}))) != _comparable(config):
         log.warning("%s: complete, but for another config; running the cell again", path)
         return None
     return results
@@ -54,7 +58,7 @@ def finished_results(run_dir: Path, config: dict[str, Any]) -> dict[str, Any] | 
 
 def resume_checkpoint(run_dir: Path) -> Path | None:
     """The last checkpoint an interrupted cell left behind, if any."""
-    path = Path(run_dir) / LAST_CHECKPOINT
+    path = RunFolder(run_dir).last_checkpoint
     return path if path.is_file() else None
 
 
@@ -64,7 +68,7 @@ def summarize(sweep_dir: Path) -> dict[str, list[Path]]:
     for config in sorted(Path(sweep_dir).rglob(".hydra/config.yaml")):
         cell = config.parent.parent
         try:
-            status = json.loads((cell / RESULTS_FILE).read_text()).get("status", "unfinished")
+            status = json.loads(RunFolder(cell).results.read_text()).get("status", "unfinished")
         except (OSError, ValueError):
             status = "unfinished"
         cells.setdefault(status, []).append(cell)
@@ -73,10 +77,10 @@ def summarize(sweep_dir: Path) -> dict[str, list[Path]]:
 
 def wandb_sync_hint(folder: Path) -> str | None:
     """The command that uploads the offline W&B runs under `folder`, when there are any."""
-    runs = sorted(Path(folder).rglob("wandb/offline-run-*"))
+    runs = sorted(Path(folder).rglob(f"{WANDB_DIR}/offline-run-*"))
     # one glob per folder depth, e.g. multirun/paper_grid/*/*/wandb/offline-run-*
     depths = sorted({len(run.relative_to(folder).parts) - 2 for run in runs})
-    globs = [str(Path(folder, *["*"] * depth, "wandb", "offline-run-*")) for depth in depths]
+    globs = [str(Path(folder, *["*"] * depth, WANDB_DIR, "offline-run-*")) for depth in depths]
     return f"wandb sync {' '.join(globs)}" if globs else None
 
 
@@ -91,7 +95,7 @@ class SweepSummary(Callback):
             f"{len(cells['unfinished'])} unfinished"
         )
         for cell in cells["failed"]:
-            error = json.loads((cell / RESULTS_FILE).read_text()).get("error", "?")
+            error = json.loads(RunFolder(cell).results.read_text()).get("error", "?")
             print(f"  failed: {cell.relative_to(sweep_dir)}: {error}")
         hint = wandb_sync_hint(sweep_dir)
         if hint:

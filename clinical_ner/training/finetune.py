@@ -20,10 +20,10 @@ from lightning.pytorch.callbacks import EarlyStopping, LearningRateMonitor, Mode
 
 from clinical_ner.config import TrainConfig
 from clinical_ner.errors import UserError
-from clinical_ner.io_utils import atomic_write_json
+from clinical_ner.inference_settings import InferenceSettings, write_inference_settings
 from clinical_ner.models import quantize
 from clinical_ner.models.backbone import is_bidirectional, set_attention_direction
-from clinical_ner.run_folder import INFERENCE_FILE
+from clinical_ner.run_folder import BEST_CHECKPOINT, RunFolder
 from clinical_ner.training.callbacks import TrainStepTimer
 from clinical_ner.training.loggers import finish_logger, make_logger
 from clinical_ner.training.rank_zero import is_global_zero
@@ -41,8 +41,8 @@ def make_callbacks(
 ) -> tuple[list[L.Callback], ModelCheckpoint, TrainStepTimer]:
     """Best-on-dev-F1 checkpoint, step timer, LR monitor, progress bar and early stopping as configured."""
     checkpoint = ModelCheckpoint(
-        dirpath=run_dir / "checkpoints",
-        filename="best-{epoch:02d}",
+        dirpath=RunFolder(run_dir).checkpoints,
+        filename=BEST_CHECKPOINT,
         monitor="val/f1",
         mode="max",
         save_last=True,
@@ -174,7 +174,7 @@ def load_best(module: L.LightningModule, checkpoint: ModelCheckpoint) -> int | N
     return int(state.get("epoch", -1)) if checkpoint.best_model_path else None
 
 
-def save_model(model, tokenizer, folder: Path, settings: dict) -> None:
+def save_model(model, tokenizer, folder: Path, settings: InferenceSettings) -> None:
     """`save_pretrained` (safetensors) + tokenizer + inference settings; LoRA adapters are merged so plain
     transformers loads it, except on a 4-bit base (QLoRA), whose adapter and head are saved as they are
     (`load_token_classifier` re-attaches them). Every rank calls it; only rank 0 writes."""
@@ -188,7 +188,7 @@ def save_model(model, tokenizer, folder: Path, settings: dict) -> None:
         model.save_pretrained(folder, is_main_process=main)
     if main:
         tokenizer.save_pretrained(folder)
-        atomic_write_json(folder / INFERENCE_FILE, settings)
+        write_inference_settings(folder, settings)
 
 
 def inference_section(documents: int, seconds: float) -> dict:

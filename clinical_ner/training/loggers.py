@@ -9,6 +9,7 @@ from lightning.pytorch.loggers import CSVLogger, Logger, WandbLogger
 
 from clinical_ner.config import TrainConfig, public_config
 from clinical_ner.errors import UserError
+from clinical_ner.run_folder import CSV_DIR, RunFolder
 
 
 def run_name(cfg: TrainConfig) -> str:
@@ -22,7 +23,7 @@ def make_logger(cfg: TrainConfig, run_dir: Path) -> Logger | None:
     if name == "none":
         return None
     if name == "csv":
-        return CSVLogger(save_dir=str(run_dir), name="csv", version="")
+        return CSVLogger(save_dir=str(run_dir), name=CSV_DIR, version="")
     if name == "wandb":
         wandb = cfg.logger.wandb
         mode = wandb.mode or os.environ.get("WANDB_MODE") or "offline"
@@ -79,7 +80,6 @@ def report_to_wandb(results: dict, run_dir: Path, log_text: bool = False) -> Non
     import wandb
 
     from clinical_ner.metrics.span_scorer import parse_official_ann
-    from clinical_ner.run_folder import PREDICTIONS_DIR
 
     if wandb.run is None:
         return
@@ -92,7 +92,7 @@ def report_to_wandb(results: dict, run_dir: Path, log_text: bool = False) -> Non
     documents = wandb.Table(columns=["document", "tp", "fp", "fn"], data=[[d, *c] for d, c in counts.items()])
     columns = ["document", "type", "start", "end", *(["text"] if log_text else [])]
     spans = wandb.Table(columns=columns)
-    for path in sorted((run_dir / PREDICTIONS_DIR / "test").glob("*.ann")):
+    for path in sorted(RunFolder(run_dir).predictions("test").glob("*.ann")):
         texts = _mention_texts(path) if log_text else {}
         for label, start, end in sorted(parse_official_ann(path), key=lambda t: (t[1], t[2])):
             spans.add_data(path.stem, label, start, end, *([texts.get((start, end), "")] if log_text else []))

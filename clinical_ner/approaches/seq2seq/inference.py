@@ -15,9 +15,43 @@ from clinical_ner.approaches.seq2seq.metrics import Sample, generative_metrics
 from clinical_ner.approaches.seq2seq.parsing import parse_spans
 from clinical_ner.approaches.seq2seq.prompt import PromptRenderer
 from clinical_ner.approaches.seq2seq.units import target_entities
+from clinical_ner.config import Decoding, PromptUnit
 from clinical_ner.data.types import Document, Span
+from clinical_ner.inference_settings import InferenceSettings
 from clinical_ner.metrics.span_scorer import score_documents
 from clinical_ner.models.quantize import is_adapter_folder, load_adapter
+
+
+@dataclass
+class PromptSettings:
+    """The rendered prompt's parts (clinical_ner/approaches/seq2seq/prompt.py)."""
+
+    instruction: str
+    user: str
+    plain: str
+    chat: bool
+
+    @classmethod
+    def of(cls, renderer: PromptRenderer) -> PromptSettings:
+        return cls(renderer.instruction, renderer.user, renderer.plain, renderer.chat)
+
+    def renderer(self, tokenizer: PreTrainedTokenizerBase) -> PromptRenderer:
+        """The renderer that prompts exactly as the run did."""
+        return PromptRenderer(tokenizer, self.instruction, self.user, self.plain, self.chat)
+
+
+@dataclass
+class Seq2seqInference(InferenceSettings):
+    """How a seq2seq run prompted and decoded (clinical_ner/inference_settings.py)."""
+
+    APPROACH = "seq2seq"
+    unit: PromptUnit
+    decoding: Decoding
+    max_new_tokens: int
+    types: list[str]
+    prompt: PromptSettings
+    entity_bias: float = 0.0  # folders saved before the option existed decoded without it
+    whole_words: bool = False  # (likewise)
 
 
 @dataclass
@@ -105,7 +139,7 @@ def evaluate_answers(
 def tag_with_seq2seq(
     folder: Path,
     tokenizer: PreTrainedTokenizerBase,
-    settings: dict,
+    settings: Seq2seqInference,
     docs: list[Document],
     batch_size: int | None,
 ) -> dict[str, list[Span]]:
@@ -114,21 +148,18 @@ def tag_with_seq2seq(
         model = load_adapter(folder, AutoModelForCausalLM)
     else:
         model = AutoModelForCausalLM.from_pretrained(folder, trust_remote_code=False, use_safetensors=True)
-    prompt = settings["prompt"]
-    renderer = PromptRenderer(
-        tokenizer, prompt["instruction"], prompt["user"], prompt["plain"], prompt["chat"]
-    )
+    renderer = settings.prompt.renderer(tokenizer)
     decoder = Seq2SeqDecoder(
         tokenizer,
         renderer.stop_ids,
-        list(settings["types"]),
-        settings["decoding"],
-        settings["max_new_tokens"],
-        batch_size or settings["eval_batch_size"],
-        settings["precision"],
-        settings.get("entity_bias", 0.0),
-        settings.get("whole_words", False),
+        list(settings.types),
+        str(settings.decoding),
+        settings.max_new_tokens,
+        batch_size or settings.eval_batch_size,
+        settings.precision,
+        settings.entity_bias,
+        settings.whole_words,
     )
-    split = prompt_split(docs, renderer, settings["unit"])
+    split = prompt_split(docs, renderer, str(settings.unit))
     answers = decoder.answer_split(model, split, range(len(split.units)))
     return spans_from_answers(split, dict(enumerate(answers)), decoder.types)

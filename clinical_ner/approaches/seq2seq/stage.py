@@ -1,148 +1,135 @@
-"""The seq2seq stage of a run: fit on train, select on dev F1 of generated answers, generate and score test."""
+"""The seq2seq stage: a causal Llama answers an instruction with a JSON list of entities; answers are parsed
+back to character spans (the shared skeleton is clinical_ner/training/stage.py). Model selection generates
+answers for `approach.val_limit` dev documents at each validation."""
 
 from __future__ import annotations
 
-import logging
 import time
+from collections.abc import Mapping
 from pathlib import Path
 
 import hydra
+import lightning as L
+import torch
+from transformers import PreTrainedTokenizerBase
 
 from clinical_ner.approaches.seq2seq.datamodule import Seq2SeqDataModule, prompt_split
-from clinical_ner.approaches.seq2seq.inference import Seq2SeqDecoder, evaluate_answers
+from clinical_ner.approaches.seq2seq.inference import (
+    PromptSettings,
+    Seq2SeqDecoder,
+    Seq2seqInference,
+    evaluate_answers,
+    tag_with_seq2seq,
+)
 from clinical_ner.approaches.seq2seq.module import Seq2SeqModule
 from clinical_ner.approaches.seq2seq.prompt import make_renderer
 from clinical_ner.config import TrainConfig
-from clinical_ner.data.brat import write_predictions
-from clinical_ner.data.ner_corpus import corpus_types, limit_splits, load_ner_splits
-from clinical_ner.models.backbone import apply_lora, build_causal_lm, count_parameters
-from clinical_ner.models.factory import make_tokenizer
-from clinical_ner.paths import cache_dir
-from clinical_ner.run_folder import MODEL_DIR, PREDICTIONS_DIR
-from clinical_ner.training.finetune import (
-    fit_and_select,
-    inference_section,
-    log_final,
-    save_model,
-)
-
-log = logging.getLogger(__name__)
+from clinical_ner.data.types import Document
+from clinical_ner.models.backbone import build_causal_lm
+from clinical_ner.training.finetune import Fit
+from clinical_ner.training.stage import FineTuneStage, SplitPrediction
 
 
-def run_seq2seq(cfg: TrainConfig, run_dir: Path, init_from: Path | None = None) -> dict:
-    """Train, select, generate dev and test answers, write predictions and the model; return results sections.
+class Seq2seqStage(FineTuneStage):
+    """Seq2seq: prompt units (sentences or documents) answered in JSON, decoded free or schema-constrained."""
 
-    `init_from`: a continually pretrained causal-LM folder, loaded as the starting weights.
-    """
-    cache = cache_dir(cfg.cache_dir)
-    full = load_ner_splits(cfg.data, cache)
-    types = corpus_types(cfg.data, full)
-    # the same tokenizer text as every other stage, so a pretrained folder's vocabulary matches
-    texts = [doc.text for doc in full["train"] + full["dev"]]
-    tokenizer = make_tokenizer(cfg.model, cfg.scale, texts, cache, instruct=True)
-    splits = limit_splits(full, cfg.data)
-    approach = cfg.approach
+    instruct = True
+    lora_task = "CAUSAL_LM"
+    settings_type = Seq2seqInference
+    tag = staticmethod(tag_with_seq2seq)
 
-    renderer = make_renderer(approach.prompt, tokenizer, types, cfg.scale.pretrained)
-    model = build_causal_lm(
-        cfg.model,
-        cfg.scale,
-        tokenizer,
-        instruct=True,
-        init_from=str(init_from) if init_from is not None else None,
-        quantization=cfg.quantization,
-    )
-    if approach.finetune == "lora":
-        model = apply_lora(
+    def __init__(
+        self,
+        cfg: TrainConfig,
+        tokenizer: PreTrainedTokenizerBase,
+        types: list[str],
+        splits: Mapping[str, list[Document]],
+    ) -> None:
+        super().__init__(cfg, tokenizer, types, splits)
+        self.renderer = make_renderer(cfg.approach.prompt, tokenizer, types, cfg.scale.pretrained)
+        approach = cfg.approach
+        self.decoder = Seq2SeqDecoder(
+            tokenizer,
+            self.renderer.stop_ids,
+            types,
+            str(approach.decoding),
+            approach.max_new_tokens,
+            cfg.data.eval_batch_size,
+            cfg.trainer.precision,
+            approach.entity_bias,
+            approach.whole_words,
+        )
+
+    def build_model(self, init_from: Path | None) -> torch.nn.Module:
+        return build_causal_lm(
+            self.cfg.model,
+            self.cfg.scale,
+            self.tokenizer,
+            instruct=True,
+            init_from=str(init_from) if init_from is not None else None,
+            quantization=self.cfg.quantization,
+        )
+
+    def build_datamodule(self) -> Seq2SeqDataModule:
+        cfg, approach = self.cfg, self.cfg.approach
+        return Seq2SeqDataModule(
+            self.splits,
+            self.renderer,
+            str(approach.unit),
+            approach.max_length,
+            cfg.data.batch_size,
+            cfg.data.eval_batch_size,
+            cfg.seed,
+            approach.val_limit,
+            cfg.data.mega_batch_factor,
+            cfg.data.group_by_length,
+            approach.empty_fraction,
+            # the offsets' digits are learned only when the model must write them itself
+            approach.offset_loss if approach.offset_loss is not None else approach.decoding == "free",
+        )
+
+    def build_module(self, model: torch.nn.Module, data: Seq2SeqDataModule) -> Seq2SeqModule:
+        optim = self.cfg.optim
+        return Seq2SeqModule(
             model,
-            approach.lora,
-            "CAUSAL_LM",
-            modules_to_save=None,
-            gradient_checkpointing=cfg.trainer.gradient_checkpointing,
+            hydra.utils.instantiate(optim.optimizer),
+            optim.lr,
+            optim.warmup_ratio,
+            optim.min_lr_ratio,
+            answer=lambda m, indices: self.decoder.answer_split(m, data.val, indices),
+            evaluate=lambda answers: evaluate_answers(data.val, answers, self.types)[0],
         )
-    trainable, total = count_parameters(model)
-    log.info("model: %s parameters, %s trainable", f"{total:,}", f"{trainable:,}")
 
-    data = Seq2SeqDataModule(
-        splits,
-        renderer,
-        str(approach.unit),
-        approach.max_length,
-        cfg.data.batch_size,
-        cfg.data.eval_batch_size,
-        cfg.seed,
-        approach.val_limit,
-        cfg.data.mega_batch_factor,
-        cfg.data.group_by_length,
-        approach.empty_fraction,
-        approach.offset_loss if approach.offset_loss is not None else approach.decoding == "free",
-    )
-    decoder = Seq2SeqDecoder(
-        tokenizer,
-        renderer.stop_ids,
-        types,
-        str(approach.decoding),
-        approach.max_new_tokens,
-        cfg.data.eval_batch_size,
-        cfg.trainer.precision,
-        approach.entity_bias,
-        approach.whole_words,
-    )
-    module = Seq2SeqModule(
-        model,
-        hydra.utils.instantiate(cfg.optim.optimizer),
-        cfg.optim.lr,
-        cfg.optim.warmup_ratio,
-        cfg.optim.min_lr_ratio,
-        answer=lambda m, indices: decoder.answer_split(m, data.val, indices),
-        evaluate=lambda answers: evaluate_answers(data.val, answers, types)[0],
-    )
-    fit = fit_and_select(cfg, run_dir, module, data)
-    module.model.to(fit.trainer.strategy.root_device)  # each DDP rank generates on its own device
+    def after_fit(self, module: L.LightningModule, fit: Fit) -> None:
+        module.model.to(fit.trainer.strategy.root_device)  # each DDP rank generates on its own device
 
-    sections: dict = {}
-    # dev: the selection subset (val_limit documents); test: every test document
-    for split_name, split in (
-        ("dev", data.val),
-        ("test", prompt_split(splits["test"], renderer, approach.unit)),
-    ):
+    def predict(self, model: torch.nn.Module, data: Seq2SeqDataModule, split: str) -> SplitPrediction:
+        """dev: the selection subset (`val_limit` documents); test: every test document."""
         start = time.perf_counter()
-        answers = decoder.answer_split(module.model, split, range(len(split.units)))
-        metrics, spans = evaluate_answers(split, dict(enumerate(answers)), types)
-        seconds = time.perf_counter() - start
-        metrics["documents_per_s"] = len(split.docs) / seconds if seconds else 0.0
-        write_predictions(
-            run_dir / PREDICTIONS_DIR / split_name, {doc.id: (doc.text, spans[doc.id]) for doc in split.docs}
+        prompts = (
+            data.val
+            if split == "dev"
+            else prompt_split(self.splits[split], self.renderer, self.cfg.approach.unit)
         )
-        sections[split_name] = metrics
-        if split_name == "test":
-            sections["inference"] = inference_section(len(split.docs), seconds)
+        answers = self.decoder.answer_split(model, prompts, range(len(prompts.units)))
+        metrics, spans = evaluate_answers(prompts, dict(enumerate(answers)), self.types)
+        seconds = time.perf_counter() - start
+        metrics["documents_per_s"] = len(prompts.docs) / seconds if seconds else 0.0
+        return SplitPrediction(prompts.docs, spans, metrics)
 
-    if cfg.save_model:
-        save_model(module.model, tokenizer, run_dir / MODEL_DIR, inference_settings(cfg, renderer, types))
-    sections["train"] = fit.train_section((trainable, total))
-    sections["train"]["skipped_examples"] = data.skipped
-    log_final(fit.logger, sections)
-    return sections
+    def inference_settings(self) -> Seq2seqInference:
+        approach = self.cfg.approach
+        return Seq2seqInference(
+            precision=self.cfg.trainer.precision,
+            eval_batch_size=self.cfg.data.eval_batch_size,
+            unit=approach.unit,
+            decoding=approach.decoding,
+            max_new_tokens=approach.max_new_tokens,
+            types=list(self.types),
+            prompt=PromptSettings.of(self.renderer),
+            entity_bias=approach.entity_bias,
+            whole_words=approach.whole_words,
+        )
 
-
-def inference_settings(cfg: TrainConfig, renderer, types: list[str]) -> dict:
-    """What `predict` needs besides weights and tokenizer to prompt and decode exactly as the run did."""
-    approach = cfg.approach
-    return {
-        "approach": approach.name,
-        "unit": str(approach.unit),
-        "decoding": str(approach.decoding),
-        "max_new_tokens": approach.max_new_tokens,
-        "entity_bias": approach.entity_bias,
-        "whole_words": approach.whole_words,
-        "types": list(types),
-        "prompt": {
-            "instruction": renderer.instruction,
-            "user": renderer.user,
-            "plain": renderer.plain,
-            "chat": renderer.chat,
-        },
-        "precision": cfg.trainer.precision,
-        "eval_batch_size": cfg.data.eval_batch_size,
-    }
+    def train_extras(self, data: Seq2SeqDataModule) -> dict:
+        return {"skipped_examples": data.skipped}  # longer than approach.max_length

@@ -3,16 +3,33 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 from torch.utils.data import DataLoader
+from transformers import PreTrainedTokenizerBase
 
-from clinical_ner.approaches.tokencls.datamodule import EncodedSplit
+from clinical_ner.approaches.tokencls.datamodule import EncodedSplit, TokenClsDataModule
 from clinical_ner.approaches.tokencls.tagging import decode_document, tags_for_seqeval
-from clinical_ner.data.types import Span
+from clinical_ner.config import IllFormed, LabelPosition
+from clinical_ner.data.types import Document, Span
+from clinical_ner.inference_settings import InferenceSettings
 from clinical_ner.metrics.span_scorer import score_documents
 from clinical_ner.metrics.token_metrics import seqeval_f1
+from clinical_ner.models.backbone import load_token_classifier
 from clinical_ner.models.precision import autocast_for
+
+
+@dataclass
+class TokenClsInference(InferenceSettings):
+    """How a token-classification run windowed its text and decoded tags (clinical_ner/inference_settings.py)."""
+
+    APPROACH = "tokencls"
+    label_position: LabelPosition
+    ill_formed: IllFormed
+    max_length: int
+    stride: int
 
 
 @torch.inference_mode()
@@ -75,3 +92,32 @@ def evaluate_predictions(
     )
     metrics["seqeval_f1"] = seqeval_f1(gold_tags, pred_tags)
     return metrics, spans
+
+
+def tag_with_tokencls(
+    folder: Path,
+    tokenizer: PreTrainedTokenizerBase,
+    settings: TokenClsInference,
+    docs: list[Document],
+    batch_size: int | None,
+) -> dict[str, list[Span]]:
+    """Predicted spans per document id from a saved token-classification run (`predict`), windowed and
+    decoded as in training."""
+    model = load_token_classifier(str(folder))
+    label2id = dict(model.config.label2id)
+    id2label = {int(i): label for i, label in model.config.id2label.items()}
+    data = TokenClsDataModule(
+        {"predict": docs},
+        tokenizer,
+        label2id,
+        settings.label_position,
+        settings.max_length,
+        settings.stride,
+        batch_size=1,
+        eval_batch_size=batch_size or settings.eval_batch_size,
+        seed=0,
+    )
+    predictions = predict_windows(model, data.eval_dataloader("predict"), settings.precision)
+    return spans_from_predictions(
+        data.encoded["predict"], predictions, id2label, settings.label_position, settings.ill_formed
+    )

@@ -1,138 +1,100 @@
-"""The token-classification stage of a run: fit on train, select on dev F1, predict and score test."""
+"""The token-classification stage: a linear head over the sub-tokens of a (bidirectional) Llama; windows in,
+tag ids out, decoded to character spans (the shared skeleton is clinical_ner/training/stage.py)."""
 
 from __future__ import annotations
 
-import logging
-import time
+from functools import cached_property
 from pathlib import Path
 
 import hydra
+import lightning as L
 import torch
 
 from clinical_ner.approaches.tokencls.datamodule import TokenClsDataModule
-from clinical_ner.approaches.tokencls.inference import evaluate_predictions, predict_windows
+from clinical_ner.approaches.tokencls.inference import (
+    TokenClsInference,
+    evaluate_predictions,
+    predict_windows,
+    tag_with_tokencls,
+)
 from clinical_ner.approaches.tokencls.module import TokenClsModule
 from clinical_ner.approaches.tokencls.tagging import bio_labels
-from clinical_ner.config import TrainConfig
-from clinical_ner.data.brat import write_predictions
-from clinical_ner.data.ner_corpus import corpus_types, limit_splits, load_ner_splits
-from clinical_ner.models.backbone import TOKEN_CLS_HEAD, apply_lora, build_token_classifier, count_parameters
-from clinical_ner.models.factory import make_tokenizer
-from clinical_ner.paths import cache_dir
-from clinical_ner.run_folder import MODEL_DIR, PREDICTIONS_DIR
-from clinical_ner.training.finetune import (
-    fit_and_select,
-    inference_section,
-    log_final,
-    save_model,
-)
-
-log = logging.getLogger(__name__)
+from clinical_ner.models.backbone import TOKEN_CLS_HEAD, build_token_classifier
+from clinical_ner.training.stage import FineTuneStage, SplitPrediction
 
 
-def run_tokencls(cfg: TrainConfig, run_dir: Path, init_from: Path | None = None) -> dict:
-    """Train, select, predict test, write predictions and the model; return the results sections.
+class TokenClsStage(FineTuneStage):
+    """Token classification: BIO tags of the corpus types, one label per word (or sub-token)."""
 
-    `init_from`: a continually pretrained causal-LM folder whose backbone replaces the base weights.
-    """
-    cache = cache_dir(cfg.cache_dir)
-    full = load_ner_splits(cfg.data, cache)
-    labels = bio_labels(corpus_types(cfg.data, full))
-    id2label = dict(enumerate(labels))
-    label2id = {label: i for i, label in id2label.items()}
-    # one fixed text per family (all train + dev), so limits or seeds never change the tokenizer
-    tokenizer = make_tokenizer(cfg.model, cfg.scale, [doc.text for doc in full["train"] + full["dev"]], cache)
-    splits = limit_splits(full, cfg.data)
+    lora_task = "TOKEN_CLS"
+    lora_modules_to_save = [TOKEN_CLS_HEAD]  # the new head trains in full beside the adapters
+    compiles = True
+    settings_type = TokenClsInference
+    tag = staticmethod(tag_with_tokencls)
 
-    approach = cfg.approach
-    model = build_token_classifier(
-        cfg.model,
-        cfg.scale,
-        tokenizer,
-        labels,
-        bidirectional=approach.attention == "bidirectional",
-        init_from=str(init_from) if init_from is not None else None,
-        quantization=cfg.quantization,
-    )
-    if approach.finetune == "lora":
-        model = apply_lora(
+    @cached_property
+    def id2label(self) -> dict[int, str]:
+        return dict(enumerate(bio_labels(self.types)))
+
+    def build_model(self, init_from: Path | None) -> torch.nn.Module:
+        return build_token_classifier(
+            self.cfg.model,
+            self.cfg.scale,
+            self.tokenizer,
+            bio_labels(self.types),
+            bidirectional=self.cfg.approach.attention == "bidirectional",
+            init_from=str(init_from) if init_from is not None else None,
+            quantization=self.cfg.quantization,
+        )
+
+    def build_datamodule(self) -> TokenClsDataModule:
+        cfg, approach = self.cfg, self.cfg.approach
+        return TokenClsDataModule(
+            self.splits,
+            self.tokenizer,
+            {label: i for i, label in self.id2label.items()},
+            approach.label_position,
+            approach.max_length,
+            approach.stride,
+            cfg.data.batch_size,
+            cfg.data.eval_batch_size,
+            cfg.seed,
+            cfg.data.mega_batch_factor,
+            cfg.data.group_by_length,
+            cfg.data.num_workers,
+        )
+
+    def _score(self, data: TokenClsDataModule, split: str, predictions: dict[int, list[int]]) -> tuple:
+        approach = self.cfg.approach
+        return evaluate_predictions(
+            data.encoded[split], predictions, self.id2label, approach.label_position, approach.ill_formed
+        )
+
+    def build_module(self, model: torch.nn.Module, data: L.LightningDataModule) -> TokenClsModule:
+        optim = self.cfg.optim
+        return TokenClsModule(
             model,
-            approach.lora,
-            "TOKEN_CLS",
-            modules_to_save=[TOKEN_CLS_HEAD],
-            gradient_checkpointing=cfg.trainer.gradient_checkpointing,
+            hydra.utils.instantiate(optim.optimizer),
+            optim.lr,
+            optim.warmup_ratio,
+            optim.min_lr_ratio,
+            lambda predictions: self._score(data, "dev", predictions)[0],
+            pad_id=self.tokenizer.pad_token_id,
+            token_dropout=self.cfg.approach.token_dropout,
         )
-    if cfg.trainer.compile:
-        model = torch.compile(model)
-    trainable, total = count_parameters(model)
-    log.info("model: %s parameters, %s trainable", f"{total:,}", f"{trainable:,}")
 
-    data = TokenClsDataModule(
-        splits,
-        tokenizer,
-        label2id,
-        approach.label_position,
-        approach.max_length,
-        approach.stride,
-        cfg.data.batch_size,
-        cfg.data.eval_batch_size,
-        cfg.seed,
-        cfg.data.mega_batch_factor,
-        cfg.data.group_by_length,
-        cfg.data.num_workers,
-    )
+    def predict(self, model: torch.nn.Module, data: TokenClsDataModule, split: str) -> SplitPrediction:
+        predictions = predict_windows(model, data.eval_dataloader(split), self.cfg.trainer.precision)
+        metrics, spans = self._score(data, split, predictions)
+        return SplitPrediction(data.encoded[split].docs, spans, metrics)
 
-    def evaluate_dev(predictions: dict[int, list[int]]) -> dict:
-        metrics, _ = evaluate_predictions(
-            data.encoded["dev"], predictions, id2label, approach.label_position, approach.ill_formed
+    def inference_settings(self) -> TokenClsInference:
+        approach = self.cfg.approach
+        return TokenClsInference(
+            precision=self.cfg.trainer.precision,
+            eval_batch_size=self.cfg.data.eval_batch_size,
+            label_position=approach.label_position,
+            ill_formed=approach.ill_formed,
+            max_length=approach.max_length,
+            stride=approach.stride,
         )
-        return metrics
-
-    module = TokenClsModule(
-        model,
-        hydra.utils.instantiate(cfg.optim.optimizer),
-        cfg.optim.lr,
-        cfg.optim.warmup_ratio,
-        cfg.optim.min_lr_ratio,
-        evaluate_dev,
-        pad_id=tokenizer.pad_token_id,
-        token_dropout=approach.token_dropout,
-    )
-    fit = fit_and_select(cfg, run_dir, module, data)
-
-    precision = cfg.trainer.precision
-    sections: dict = {}
-    for split in ("dev", "test"):
-        start = time.perf_counter()
-        predictions = predict_windows(module.model, data.eval_dataloader(split), precision)
-        metrics, spans = evaluate_predictions(
-            data.encoded[split], predictions, id2label, approach.label_position, approach.ill_formed
-        )
-        seconds = time.perf_counter() - start
-        docs = data.encoded[split].docs
-        write_predictions(
-            run_dir / PREDICTIONS_DIR / split, {doc.id: (doc.text, spans[doc.id]) for doc in docs}
-        )
-        sections[split] = metrics
-        if split == "test":
-            sections["inference"] = inference_section(len(docs), seconds)
-
-    if cfg.save_model:
-        save_model(module.model, tokenizer, run_dir / MODEL_DIR, inference_settings(cfg))
-    sections["train"] = fit.train_section((trainable, total))
-    log_final(fit.logger, sections)
-    return sections
-
-
-def inference_settings(cfg: TrainConfig) -> dict:
-    """What `predict` needs besides weights and tokenizer to reproduce the run's decoding."""
-    approach = cfg.approach
-    return {
-        "approach": approach.name,
-        "label_position": approach.label_position,
-        "ill_formed": approach.ill_formed,
-        "max_length": approach.max_length,
-        "stride": approach.stride,
-        "precision": cfg.trainer.precision,
-        "eval_batch_size": cfg.data.eval_batch_size,
-    }
