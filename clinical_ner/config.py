@@ -127,7 +127,8 @@ class ApproachConfig:
     empty_fraction: float = 1.0  # share of mention-free training units kept (seeded); tiny models need fewer
     # start/end digits in the loss; null: only for free decoding (constrained decoding writes them itself)
     offset_loss: bool | None = None
-    val_limit: int | None = 20  # dev documents generated at each validation (model selection); null = all
+    # dev documents generated at each validation (model selection), a fixed sample over dev; null = all
+    val_limit: int | None = 80
 
 
 @dataclass

@@ -101,9 +101,9 @@ def run_seq2seq(cfg: TrainConfig, run_dir: Path, init_from: Path | None = None) 
     module.model.to(fit.trainer.strategy.root_device)  # each DDP rank generates on its own device
 
     sections: dict = {}
-    # dev: the selection subset (val_limit documents); test: every test document
+    # every dev and test document (selection used a sample of dev: `selection` below), as token classification
     for split_name, split in (
-        ("dev", data.val),
+        ("dev", prompt_split(splits["dev"], renderer, approach.unit)),
         ("test", prompt_split(splits["test"], renderer, approach.unit)),
     ):
         start = time.perf_counter()
@@ -120,6 +120,7 @@ def run_seq2seq(cfg: TrainConfig, run_dir: Path, init_from: Path | None = None) 
 
     if cfg.save_model:
         save_model(module.model, tokenizer, run_dir / MODEL_DIR, inference_settings(cfg, renderer, types))
+    sections["selection"] = fit.selection_section(len(data.val.docs))
     sections["train"] = fit.train_section((trainable, total))
     sections["train"]["skipped_examples"] = data.skipped
     log_final(fit.logger, sections)

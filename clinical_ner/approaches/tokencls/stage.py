@@ -119,6 +119,7 @@ def run_tokencls(cfg: TrainConfig, run_dir: Path, init_from: Path | None = None)
 
     if cfg.save_model:
         save_model(module.model, tokenizer, run_dir / MODEL_DIR, inference_settings(cfg))
+    sections["selection"] = fit.selection_section(len(data.encoded["dev"].docs))
     sections["train"] = fit.train_section((trainable, total))
     log_final(fit.logger, sections)
     return sections
