@@ -11,6 +11,14 @@ from typing import Any
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, OmegaConf
 
+from clinical_ner.errors import UserError
+
+
+def at_least_one(name: str, value: int | None) -> None:
+    """A document count that must be positive when given (null means every document)."""
+    if value is not None and value < 1:
+        raise UserError(f"{name}={value} must be at least 1 (null means every document)")
+
 
 class Choice(StrEnum):
     """A closed set of string options, checked at compose time; compares and prints as its value."""
@@ -130,6 +138,9 @@ class ApproachConfig:
     # dev documents generated at each validation (model selection), a fixed sample over dev; null = all
     val_limit: int | None = 80
 
+    def __post_init__(self) -> None:
+        at_least_one("approach.val_limit", self.val_limit)
+
 
 @dataclass
 class CorpusConfig:
@@ -187,6 +198,10 @@ class DataConfig:
     mega_batch_factor: int = 100  # batches per length-sorted pool: real/padded tokens 0.90 at 50, 0.94 at 100
     train_limit: int | None = None  # first N training documents (quick runs)
     eval_limit: int | None = None  # first N dev/test documents (quick runs)
+
+    def __post_init__(self) -> None:
+        at_least_one("data.train_limit", self.train_limit)
+        at_least_one("data.eval_limit", self.eval_limit)
 
 
 @dataclass
@@ -289,6 +304,12 @@ def public_config(cfg) -> dict:
     return scrub(resolved)
 
 
+def check_config(cfg) -> None:
+    """Run the schema's value checks (the dataclasses' `__post_init__`) on a composed config: Hydra checks
+    keys and types only. Raises UserError."""
+    OmegaConf.to_object(cfg)
+
+
 def compose_config(overrides: list[str] | None = None):
     """The run config from conf/ with Hydra overrides, outside a Hydra job (scripts, notebooks)."""
     from pathlib import Path
@@ -297,7 +318,9 @@ def compose_config(overrides: list[str] | None = None):
 
     conf = Path(__file__).resolve().parent.parent / "conf"
     with initialize_config_dir(config_dir=str(conf), version_base="1.3"):
-        return compose("train", overrides=["output_dir=/tmp/clinical_ner", *(overrides or [])])
+        cfg = compose("train", overrides=["output_dir=/tmp/clinical_ner", *(overrides or [])])
+    check_config(cfg)
+    return cfg
 
 
 def register_configs() -> None:

@@ -12,12 +12,13 @@ import lightning as L
 import torch
 from omegaconf import DictConfig
 
-from clinical_ner.config import public_config
+from clinical_ner.config import check_config, public_config
 from clinical_ner.errors import UserError
 
 
 def run(cfg: DictConfig) -> dict:
     """Run the configured approach and return the full results record."""
+    check_config(cfg)
     run_dir = Path(cfg.output_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     if cfg.trainer.threads:
