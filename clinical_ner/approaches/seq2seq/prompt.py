@@ -19,6 +19,9 @@ from clinical_ner.errors import UserError
 
 IGNORE = -100
 EOT = "<|eot_id|>"  # Llama 3 instruct's end of turn
+# Llama 3.x chat templates write a date into the system turn (`date_string`, else today's `strftime_now`):
+# one fixed date, the templates' own default, keeps training, test and a later `predict` prompts identical
+TEMPLATE_DATE = "26 Jul 2024"
 
 
 def fill_instruction(prompt: PromptConfig, types: Sequence[str]) -> str:
@@ -35,9 +38,19 @@ def use_chat_template(prompt: PromptConfig, tokenizer: PreTrainedTokenizerBase, 
     has_template = bool(getattr(tokenizer, "chat_template", None))
     if template == "chat" and not has_template:
         raise UserError("approach.prompt.template=chat but the tokenizer has no chat template")
-    if template == "auto":
-        return pretrained and has_template
-    return template == "chat"
+    chat = pretrained and has_template if template == "auto" else template == "chat"
+    if chat and _reads_clock(tokenizer.chat_template):
+        raise UserError(
+            "the tokenizer's chat template writes today's date (strftime_now) without a date_string variable: "
+            "prompts would change from day to day; use approach.prompt.template=plain"
+        )
+    return chat
+
+
+def _reads_clock(chat_template: str | dict) -> bool:
+    """Whether a chat template calls `strftime_now` without letting a `date_string` variable replace it."""
+    text = chat_template if isinstance(chat_template, str) else " ".join(map(str, chat_template.values()))
+    return "strftime_now" in text and "date_string" not in text
 
 
 @dataclass
@@ -73,7 +86,9 @@ class PromptRenderer:
         user = self.user.replace("{text}", text)
         if self.chat:
             messages = [{"role": "system", "content": self.instruction}, {"role": "user", "content": user}]
-            return self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+            return self.tokenizer.apply_chat_template(
+                messages, add_generation_prompt=True, tokenize=False, date_string=TEMPLATE_DATE
+            )
         return self.plain.replace("{instruction}", self.instruction).replace("{user}", user)
 
     def prompt_ids(self, text: str) -> list[int]:
