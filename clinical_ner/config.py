@@ -133,7 +133,8 @@ class ApproachConfig:
     entity_bias: float = 0.0  # constrained decoding: logit malus on closing the array (favours entities)
     whole_words: bool = True  # constrained decoding: a text starts and ends on word boundaries
     empty_fraction: float = 1.0  # share of mention-free training units kept (seeded); tiny models need fewer
-    # start/end digits in the loss; null: only for free decoding (constrained decoding writes them itself)
+    # start/end digits in the loss; null: only for free decoding (constrained decoding writes them itself: the
+    # earliest occurrence after the previous entity when they are not trained)
     offset_loss: bool | None = None
     # dev documents generated at each validation (model selection), a fixed sample over dev; null = all
     val_limit: int | None = 80

@@ -33,6 +33,7 @@ class Seq2SeqDecoder:
     precision: str = "32"
     entity_bias: float = 0.0  # constrained only: logit malus on closing the array (favours entities)
     whole_words: bool = False  # constrained only: texts start and end on word boundaries
+    earliest: bool = False  # constrained only: a repeated text is its earliest occurrence (offsets untrained)
     _vocab: TokenVocab | None = field(default=None, repr=False)
 
     @property
@@ -56,6 +57,7 @@ class Seq2SeqDecoder:
                 self.max_new_tokens,
                 self.entity_bias,
                 self.whole_words,
+                self.earliest,
             )
         ids = generate(
             model,
@@ -128,6 +130,7 @@ def tag_with_seq2seq(
         settings["precision"],
         settings.get("entity_bias", 0.0),
         settings.get("whole_words", False),
+        settings.get("earliest", False),
     )
     split = prompt_split(docs, renderer, settings["unit"])
     answers = decoder.answer_split(model, split, range(len(split.units)))

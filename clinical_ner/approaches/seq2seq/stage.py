@@ -75,7 +75,7 @@ def run_seq2seq(cfg: TrainConfig, run_dir: Path, init_from: Path | None = None) 
         cfg.data.mega_batch_factor,
         cfg.data.group_by_length,
         approach.empty_fraction,
-        approach.offset_loss if approach.offset_loss is not None else approach.decoding == "free",
+        trains_offsets(approach),
     )
     decoder = Seq2SeqDecoder(
         tokenizer,
@@ -87,6 +87,7 @@ def run_seq2seq(cfg: TrainConfig, run_dir: Path, init_from: Path | None = None) 
         cfg.trainer.precision,
         approach.entity_bias,
         approach.whole_words,
+        earliest=not trains_offsets(approach),
     )
     module = Seq2SeqModule(
         model,
@@ -127,6 +128,12 @@ def run_seq2seq(cfg: TrainConfig, run_dir: Path, init_from: Path | None = None) 
     return sections
 
 
+def trains_offsets(approach) -> bool:
+    """Whether start/end digits are in the loss: `approach.offset_loss`, by default only for free decoding
+    (constrained decoding writes them: the earliest occurrence of a text when they were not trained)."""
+    return approach.offset_loss if approach.offset_loss is not None else approach.decoding == "free"
+
+
 def inference_settings(cfg: TrainConfig, renderer, types: list[str]) -> dict:
     """What `predict` needs besides weights and tokenizer to prompt and decode exactly as the run did."""
     approach = cfg.approach
@@ -137,6 +144,7 @@ def inference_settings(cfg: TrainConfig, renderer, types: list[str]) -> dict:
         "max_new_tokens": approach.max_new_tokens,
         "entity_bias": approach.entity_bias,
         "whole_words": approach.whole_words,
+        "earliest": not trains_offsets(approach),
         "types": list(types),
         "prompt": {
             "instruction": renderer.instruction,
