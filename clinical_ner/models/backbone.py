@@ -81,6 +81,14 @@ def tiny_llama_config(
     )
 
 
+def instruct_weights(scale: ScaleConfig, corpus_name: str) -> bool:
+    """Whether seq2seq fine-tunes instruct-tuned weights: only the real instruct checkpoint (scale=paper,
+    corpus=none). Continual pretraining starts from the BASE checkpoint, so its weights never saw a chat turn,
+    and tiny weights are random. The prompt follows (generative/prompt.py: chat template and end of turn for
+    instruct weights; the plain template and the base tokenizer's EOS for the others)."""
+    return bool(scale.pretrained) and str(corpus_name) == "none"
+
+
 def checkpoint_source(model_cfg: ModelConfig, instruct: bool = False) -> str:
     """A local folder (`model.path`) wins over the hub id."""
     return model_cfg.path or (model_cfg.instruct_id if instruct else model_cfg.hf_id)
@@ -96,7 +104,10 @@ def check_weights(cfg) -> None:
     offline (HF_HUB_OFFLINE=1). Online access (log-in, gated repos) is checked by the first load."""
     if not cfg.scale.pretrained:
         return
-    sources = {checkpoint_source(cfg.model, instruct=cfg.approach.name == "seq2seq")}
+    seq2seq = cfg.approach.name == "seq2seq"
+    sources = {
+        checkpoint_source(cfg.model, instruct=seq2seq and instruct_weights(cfg.scale, cfg.corpus.name))
+    }
     if cfg.corpus.name != "none":
         sources.add(checkpoint_source(cfg.model))  # continual pretraining starts from the base checkpoint
     for source in sorted(sources):

@@ -1,5 +1,6 @@
 """Prompts for seq2seq NER: the instruction from conf/prompt, rendered through the instruct checkpoint's chat
-template (scale=paper) or a plain template (tiny scale, random weights), always with exactly one BOS.
+template (instruct weights: scale=paper, corpus=none) or a plain template ending on the tokenizer's EOS (base
+weights after continual pretraining, random tiny weights), always with exactly one BOS.
 
 Training and inference share `PromptRenderer.prompt_ids`, and a training example is the prompt's ids followed by
 the answer's ids, so the prompt the model is trained on is token-identical to the one it answers at inference
@@ -32,13 +33,14 @@ def fill_instruction(prompt: PromptConfig, types: Sequence[str]) -> str:
     return prompt.instruction.replace("{types}", "\n".join(lines)).replace("{type_names}", ", ".join(types))
 
 
-def use_chat_template(prompt: PromptConfig, tokenizer: PreTrainedTokenizerBase, pretrained: bool) -> bool:
-    """`auto`: the chat template for pretrained (instruct) weights, plain text for random tiny ones."""
+def use_chat_template(prompt: PromptConfig, tokenizer: PreTrainedTokenizerBase, instruct: bool) -> bool:
+    """`auto`: the chat template for instruct weights (`models.backbone.instruct_weights`), plain text for base
+    or random ones, whose chat-turn tokens were never trained."""
     template = str(prompt.template)
     has_template = bool(getattr(tokenizer, "chat_template", None))
     if template == "chat" and not has_template:
         raise UserError("approach.prompt.template=chat but the tokenizer has no chat template")
-    chat = pretrained and has_template if template == "auto" else template == "chat"
+    chat = instruct and has_template if template == "auto" else template == "chat"
     if chat and _reads_clock(tokenizer.chat_template):
         raise UserError(
             "the tokenizer's chat template writes today's date (strftime_now) without a date_string variable: "
@@ -122,7 +124,7 @@ class PromptRenderer:
 
 
 def make_renderer(
-    prompt: PromptConfig, tokenizer: PreTrainedTokenizerBase, types: Sequence[str], pretrained: bool
+    prompt: PromptConfig, tokenizer: PreTrainedTokenizerBase, types: Sequence[str], instruct: bool
 ) -> PromptRenderer:
     """The renderer a run uses (types sorted, so the prompt never depends on the order they were found in)."""
     return PromptRenderer(
@@ -130,5 +132,5 @@ def make_renderer(
         instruction=fill_instruction(prompt, sorted(types)),
         user=prompt.user,
         plain=prompt.plain,
-        chat=use_chat_template(prompt, tokenizer, pretrained),
+        chat=use_chat_template(prompt, tokenizer, instruct),
     )

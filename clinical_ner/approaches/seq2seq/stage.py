@@ -7,15 +7,16 @@ import time
 from pathlib import Path
 
 import hydra
+from transformers import PreTrainedTokenizerBase
 
 from clinical_ner.approaches.seq2seq.datamodule import Seq2SeqDataModule, prompt_split
 from clinical_ner.approaches.seq2seq.inference import Seq2SeqDecoder, evaluate_answers
 from clinical_ner.approaches.seq2seq.module import Seq2SeqModule
-from clinical_ner.approaches.seq2seq.prompt import make_renderer
+from clinical_ner.approaches.seq2seq.prompt import PromptRenderer, make_renderer
 from clinical_ner.config import TrainConfig
 from clinical_ner.data.brat import write_predictions
 from clinical_ner.data.ner_corpus import corpus_types, limit_splits, load_ner_splits
-from clinical_ner.models.backbone import apply_lora, build_causal_lm, count_parameters
+from clinical_ner.models.backbone import apply_lora, build_causal_lm, count_parameters, instruct_weights
 from clinical_ner.models.factory import make_tokenizer
 from clinical_ner.paths import cache_dir
 from clinical_ner.run_folder import MODEL_DIR, PREDICTIONS_DIR
@@ -39,16 +40,15 @@ def run_seq2seq(cfg: TrainConfig, run_dir: Path, init_from: Path | None = None) 
     types = corpus_types(cfg.data, full)
     # the same tokenizer text as every other stage, so a pretrained folder's vocabulary matches
     texts = [doc.text for doc in full["train"] + full["dev"]]
-    tokenizer = make_tokenizer(cfg.model, cfg.scale, texts, cache, instruct=True)
+    tokenizer, renderer = prompting(cfg, texts, types, cache)
     splits = limit_splits(full, cfg.data)
     approach = cfg.approach
 
-    renderer = make_renderer(approach.prompt, tokenizer, types, cfg.scale.pretrained)
     model = build_causal_lm(
         cfg.model,
         cfg.scale,
         tokenizer,
-        instruct=True,
+        instruct=instruct_weights(cfg.scale, cfg.corpus.name),
         init_from=str(init_from) if init_from is not None else None,
         quantization=cfg.quantization,
     )
@@ -126,6 +126,17 @@ def run_seq2seq(cfg: TrainConfig, run_dir: Path, init_from: Path | None = None) 
     sections["train"]["skipped_examples"] = data.skipped
     log_final(fit.logger, sections)
     return sections
+
+
+def prompting(
+    cfg: TrainConfig, texts: list[str], types: list[str], cache: Path
+) -> tuple[PreTrainedTokenizerBase, PromptRenderer]:
+    """The tokenizer and prompt renderer of a run, by one rule (`instruct_weights`): instruct weights get the
+    instruct tokenizer, its chat template and end of turn; base-derived (continually pretrained) or random
+    weights get the base tokenizer (the one pretraining used), the plain template and its EOS."""
+    instruct = instruct_weights(cfg.scale, cfg.corpus.name)
+    tokenizer = make_tokenizer(cfg.model, cfg.scale, texts, cache, instruct=instruct)
+    return tokenizer, make_renderer(cfg.approach.prompt, tokenizer, types, instruct)
 
 
 def trains_offsets(approach) -> bool:
