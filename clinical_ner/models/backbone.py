@@ -247,10 +247,15 @@ def apply_lora(
     gradient_checkpointing: bool = False,
 ):
     """Wrap with peft LoRA adapters; `modules_to_save` keeps fully trained heads (e.g. `score`). A 4-bit base
-    is first prepared for k-bit training (QLoRA); `gradient_checkpointing` trades compute for memory."""
+    is first prepared for k-bit training (QLoRA); `gradient_checkpointing` trades compute for memory.
+
+    What is trained (adapters, head copy) is kept in fp32 and the frozen base in the dtype it was loaded in
+    (bf16 at paper scale): with `trainer.precision=bf16-mixed` compute runs in bf16 while AdamW updates fp32
+    weights, whose late, small cosine-schedule steps bf16 would round away."""
     from peft import LoraConfig as PeftLoraConfig
     from peft import get_peft_model
 
+    frozen_dtype = model.get_input_embeddings().weight.dtype
     if quantize.is_quantized(model):
         model = quantize.prepare_kbit(model, gradient_checkpointing)
     elif gradient_checkpointing:
@@ -267,7 +272,18 @@ def apply_lora(
         task_type=task_type,
         modules_to_save=modules_to_save,
     )
-    return get_peft_model(model, peft_config)
+    return master_dtypes(get_peft_model(model, peft_config), frozen_dtype)
+
+
+def master_dtypes(model: torch.nn.Module, frozen_dtype: torch.dtype) -> torch.nn.Module:
+    """Trainable floating-point parameters to fp32, frozen ones (not 4-bit) to `frozen_dtype`: peft upcasts
+    adapters only, copies the `score` head in the base dtype, and its k-bit preparation upcasts frozen norms
+    and embeddings, which would double their memory for nothing."""
+    for param in model.parameters():
+        if not param.is_floating_point() or getattr(param, "quant_state", None) is not None:
+            continue
+        param.data = param.data.to(torch.float32 if param.requires_grad else frozen_dtype)
+    return model
 
 
 def count_parameters(model: torch.nn.Module) -> tuple[int, int]:
