@@ -245,7 +245,7 @@ class TrainerConfig:
 
 @dataclass
 class QuantizationConfig:
-    """QLoRA: the frozen base loaded in 4-bit NF4 through bitsandbytes (GPU only); adapters and head stay bf16."""
+    """QLoRA: the frozen base loaded in 4-bit NF4 through bitsandbytes (GPU only); adapters and head train in fp32."""
 
     name: QuantName = QuantName.none
     double_quant: bool = True  # quantize the quantization constants too: ~0.4 bit/parameter saved
