@@ -165,9 +165,7 @@ def test_qlora_trains_only_adapters_and_head_then_reloads(checkpoint, tmp_path):
     frozen = {n for n, p in model.named_parameters() if not p.requires_grad}
     assert not changed & frozen  # the 4-bit base, the original head and the norms did not move
     weight = model.get_base_model().model.layers[1].mlp.down_proj.base_layer.weight
-    assert (
-        type(weight).__name__ == "Params4bit" and weight.dtype == torch.uint8
-    )  # still 4-bit after training
+    assert type(weight).__name__ == "Params4bit" and weight.dtype == torch.uint8  # still 4-bit after training
     for name, param in model.named_parameters():  # fp32 what is trained, bf16 the rest that is not 4-bit
         if param.is_floating_point():
             assert param.dtype == (torch.float32 if param.requires_grad else torch.bfloat16), name

@@ -384,10 +384,7 @@ def plan_setup(s: Setup) -> MemoryPlan:
         notes.append("NF4 projections; bitsandbytes leaves embeddings, norms and the head in bf16")
     else:
         weights = n.base * p.params
-    if s.lora is None:
-        trained = n.trainable * p.params
-    else:
-        trained = n.adapters * p.adapters
+    trained = n.trainable * p.params if s.lora is None else n.adapters * p.adapters
     adapters = 0 if s.lora is None else trained
     gradients = trained
     optimizer = 2 * trained + (0 if s.cuda else 4 * n.trainable_tensors)  # + AdamW's step: a CPU scalar each

@@ -8,8 +8,8 @@ from typing import Any
 from clinical_ner.models.backbone import kv_heads_at
 from clinical_ner.planning.memory import (
     PHARMACONER_TYPES,
-    GiB,
     Arch,
+    GiB,
     Lora,
     MemoryPlan,
     Precision,
