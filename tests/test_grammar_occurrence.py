@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import pytest
 
+from clinical_ner.approaches.seq2seq.grammar import DONE, START, SpanGrammar
+from clinical_ner.approaches.seq2seq.stage import trains_offsets
 from clinical_ner.config import compose_config
-from clinical_ner.generative.grammar import DONE, START, SpanGrammar
-from clinical_ner.tasks.seq2seq_run import trains_offsets
 
 TEXT = "dolor y fiebre; dolor"  # `dolor` at 0 and at 16
 

@@ -12,14 +12,14 @@ import torch
 from torch.utils.data import DataLoader
 from transformers import LlamaConfig, LlamaForCausalLM
 
+from clinical_ner.approaches.tokencls.datamodule import WindowDataset
+from clinical_ner.approaches.tokencls.module import TokenClsModule
 from clinical_ner.config import compose_config
 from clinical_ner.data.batching import PadCollator
-from clinical_ner.data.tokencls_datamodule import WindowDataset
 from clinical_ner.models.backbone import TOKEN_CLS_HEAD, apply_lora, build_causal_lm, build_token_classifier
 from clinical_ner.planning.memory import plan_setup
 from clinical_ner.planning.setup import setup_for
-from clinical_ner.tasks.stage import make_trainer
-from clinical_ner.tasks.tokencls import TokenClsModule
+from clinical_ner.training.finetune import make_trainer
 
 LABELS = ["O", "B-X", "I-X"]
 

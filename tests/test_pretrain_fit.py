@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import pytest
 
+import clinical_ner.pretrain.stage as pretrain_run
 from clinical_ner.config import compose_config
 from clinical_ner.errors import UserError
 from clinical_ner.planning.memory import GiB
 from clinical_ner.planning.setup import plan_pretrain, pretrain_misfit
-from clinical_ner.tasks import pretrain_run
 
 
 def paper_pretrain(*extra: str):

@@ -8,13 +8,13 @@ from datetime import datetime
 import pytest
 import transformers.utils.chat_template_utils as chat_utils
 
+import clinical_ner.approaches.seq2seq.stage as seq2seq_run
+from clinical_ner.approaches.seq2seq.prompt import make_renderer
 from clinical_ner.config import PromptConfig, compose_config
 from clinical_ner.data.synthetic import synthetic_splits
 from clinical_ner.errors import UserError
-from clinical_ner.generative.prompt import make_renderer
 from clinical_ner.models.backbone import instruct_weights
 from clinical_ner.models.tokenizer import train_tokenizer
-from clinical_ner.tasks import seq2seq_run
 
 # the date logic of the Llama 3.2 instruct template, and a template that asks for today's date directly
 DATE_STRING = (

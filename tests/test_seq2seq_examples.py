@@ -6,7 +6,7 @@ import logging
 
 import pytest
 
-from clinical_ner.data.seq2seq_datamodule import check_lengths, selection_sample
+from clinical_ner.approaches.seq2seq.datamodule import check_lengths, selection_sample
 from clinical_ner.data.synthetic import synthetic_splits
 from clinical_ner.errors import UserError
 

@@ -84,7 +84,7 @@ def tiny_llama_config(
 def instruct_weights(scale: ScaleConfig, corpus_name: str) -> bool:
     """Whether seq2seq fine-tunes instruct-tuned weights: only the real instruct checkpoint (scale=paper,
     corpus=none). Continual pretraining starts from the BASE checkpoint, so its weights never saw a chat turn,
-    and tiny weights are random. The prompt follows (generative/prompt.py: chat template and end of turn for
+    and tiny weights are random. The prompt follows (approaches/seq2seq/prompt.py: chat template and end of turn for
     instruct weights; the plain template and the base tokenizer's EOS for the others)."""
     return bool(scale.pretrained) and str(corpus_name) == "none"
 

@@ -66,7 +66,7 @@ def precision_of(name: Any, weights_dtype: str) -> Precision:
 
 def fp32_master_weights(precision: Any) -> bool:
     """Whether continual pretraining trains fp32 weights: under `*-mixed` it upcasts whatever `scale.dtype`
-    loaded (tasks/pretrain_run.py), since at its small lr most AdamW updates of a bf16 weight round away."""
+    loaded (clinical_ner/pretrain/stage.py), since at its small lr most AdamW updates of a bf16 weight round away."""
     return str(precision).endswith("-mixed")
 
 
