@@ -8,7 +8,11 @@ Schema (version 1; later stages add keys, never rename them):
   `tp`, `fp`, `fn`, `documents`, `per_type` {type: {precision, recall, f1, tp, fp, fn, support}},
   `seqeval_f1` (strict IOB2 over labelled sub-tokens), `missing_predictions`, `per_document` {doc id: [tp, fp, fn]}
   (what the tables' bootstrap intervals resample)
-- seq2seq runs add to `dev` (the `approach.val_limit` documents used for model selection) and `test`: `samples`
+- `dev` scores every dev document (after `data.eval_limit`) for both approaches
+- `selection`: `f1` (the dev F1 the kept weights were chosen on; null when nothing was validated), `documents`
+  (how many dev documents that score is on: all of dev for token classification, a fixed sample of
+  `approach.val_limit` for seq2seq), `epoch` (the kept weights' epoch; null: the final weights)
+- seq2seq runs add to `dev` and `test`: `samples`
   (prompt units answered), `json_parse_rate`, `hallucination_rate`, `hallucination_rate_micro`,
   `boundary_accuracy`, `boundary_accuracy_matched`, `boundary_accuracy_micro`, `format_compliance`,
   `format_compliance_corrected` (definitions in clinical_ner/approaches/seq2seq/metrics.py) and `documents_per_s`

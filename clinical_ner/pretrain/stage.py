@@ -25,6 +25,7 @@ from clinical_ner.config import TrainConfig
 from clinical_ner.errors import UserError
 from clinical_ner.models.backbone import build_causal_lm, count_parameters, weights_identity
 from clinical_ner.models.tokenizer import tokenizer_fingerprint
+from clinical_ner.planning.setup import fp32_master_weights, pretrain_misfit
 from clinical_ner.pretrain.cache import PretrainedEntry
 from clinical_ner.pretrain.data import (
     PHARMACONER_DEV,
@@ -96,6 +97,13 @@ def _device(accelerator: str) -> torch.device:
     return torch.device("cuda") if gpu else torch.device("cpu")
 
 
+def _device_memory(accelerator: str) -> int | None:
+    """Bytes of the GPU pretraining will run on; None when it runs on the CPU (memory not planned there)."""
+    if _device(accelerator).type != "cuda":
+        return None
+    return torch.cuda.get_device_properties(torch.cuda.current_device()).total_memory
+
+
 def _logger(cfg: TrainConfig, run_dir: Path) -> Logger | None:
     # own CSV folder so fine-tuning's metrics.csv is not overwritten; a W&B run is shared with fine-tuning
     if cfg.logger.name == "csv":
@@ -108,7 +116,7 @@ def train_causal_lm(cfg: TrainConfig, tokenizer, data: PretrainData, folder: Pat
     p = cfg.pretrain
     L.seed_everything(p.seed, workers=True, verbose=False)
     model = build_causal_lm(cfg.model, cfg.scale, tokenizer)
-    if p.precision.endswith("-mixed"):
+    if fp32_master_weights(p.precision):
         # fp32 master weights: at lr 2e-5 most AdamW updates of a bf16 weight fall below its resolution
         model = model.float()
     if p.gradient_checkpointing:
@@ -229,6 +237,9 @@ def run_pretrain(cfg: TrainConfig, run_dir: Path, inputs: RunInputs | None = Non
         if hit:
             log.info("pretrained weights found in the cache: %s", entry.folder)
         else:
+            misfit = pretrain_misfit(cfg, _device_memory(p.accelerator))
+            if misfit is not None:
+                raise UserError(misfit)
             entry.clear()
             data = build_pretrain_data(
                 cfg.corpus, p, sources, tokenizer, entry.material["tokenizer"], ner["dev"], cache

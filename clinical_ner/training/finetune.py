@@ -56,7 +56,16 @@ def make_callbacks(
     if cfg.trainer.enable_progress_bar:
         callbacks.append(RichProgressBar())
     if cfg.trainer.early_stopping_patience:
-        callbacks.append(EarlyStopping("val/f1", mode="max", patience=cfg.trainer.early_stopping_patience))
+        # checked after each validation only: a run that ends (max_steps) before its first validation has no
+        # val/f1 at the end of its training epoch, and Lightning's default check there would crash it
+        callbacks.append(
+            EarlyStopping(
+                "val/f1",
+                mode="max",
+                patience=cfg.trainer.early_stopping_patience,
+                check_on_train_epoch_end=False,
+            )
+        )
     return callbacks, checkpoint, timer
 
 
@@ -210,6 +219,12 @@ class Fit:
     timer: TrainStepTimer
     seconds: float
     best_epoch: int | None
+    selection_f1: float | None = None  # dev-selection F1 of the weights kept
+
+    def selection_section(self, documents: int) -> dict:
+        """The `selection` section of results.json: the dev F1 the kept weights were chosen on (`documents`
+        dev documents; null when nothing was validated) and their epoch (null: the final weights)."""
+        return {"f1": self.selection_f1, "documents": documents, "epoch": self.best_epoch}
 
     def train_section(self, parameters: tuple[int, int]) -> dict:
         """The `train` section of results.json; `parameters` is (trainable, total)."""
@@ -232,7 +247,11 @@ def fit_and_select(
     cfg: TrainConfig, run_dir: Path, module: L.LightningModule, data: L.LightningDataModule
 ) -> Fit:
     """Fit `module` with the configured trainer, callbacks and logger (resuming from `cfg.ckpt_path`), then put
-    the best dev-F1 weights back; the logger's run is finished as failed if fitting raises."""
+    the best dev-F1 weights back (the final weights, scored, when no validation ran); the logger's run is
+    finished as failed if fitting raises. A training split without a single batch is a UserError: Lightning
+    would skip training and the untrained model would be scored as if it had been trained."""
+    if len(data.train_dataloader()) == 0:
+        raise UserError("nothing to train on: the training split gives no batch (see data.train_limit)")
     callbacks, checkpoint, timer = make_callbacks(cfg, run_dir)
     logger = make_logger(cfg, run_dir)
     trainer = make_trainer(cfg, run_dir, callbacks, logger)
@@ -243,7 +262,18 @@ def fit_and_select(
         finish_logger(logger, exit_code=1)
         raise
     seconds = time.perf_counter() - start
-    return Fit(trainer, logger, checkpoint, timer, seconds, load_best(module, checkpoint))
+    score = checkpoint.best_model_score
+    if score is None and trainer.global_step > 0:
+        # training ended (max_steps) before its first validation: score the final weights, which are kept
+        trainer.validate(module, datamodule=data, verbose=False)
+        score = trainer.callback_metrics.get("val/f1")
+    best_epoch = load_best(module, checkpoint)
+    return Fit(trainer, logger, checkpoint, timer, seconds, best_epoch, _number(score))
+
+
+def _number(value) -> float | None:
+    """A logged metric (tensor or float) as a float; None when absent."""
+    return None if value is None else float(value)
 
 
 def log_final(logger, sections: dict) -> None:

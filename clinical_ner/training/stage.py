@@ -46,11 +46,15 @@ class FineTuneStage(ABC):
     """What one approach adds to `run_stage`. One instance per run, holding the run's config, tokenizer,
     entity types and (limited) splits."""
 
-    instruct: ClassVar[bool] = False  # paper scale: the instruct checkpoint's tokenizer and weights
     lora_task: ClassVar[str]  # peft task type of `approach.finetune=lora`
     lora_modules_to_save: ClassVar[list[str] | None] = None  # modules trained in full beside the adapters
     compiles: ClassVar[bool] = False  # whether `trainer.compile` applies (seq2seq generation is not compiled)
     settings_type: ClassVar[type[InferenceSettings]]  # what `inference_settings` returns and `tag` reads
+
+    @classmethod
+    def instruct(cls, cfg: TrainConfig) -> bool:
+        """Whether the run fine-tunes the instruct checkpoint (its tokenizer and weights); never by default."""
+        return False
 
     def __init__(
         self,
@@ -79,6 +83,10 @@ class FineTuneStage(ABC):
     def after_fit(self, module: L.LightningModule, fit: Fit) -> None:
         """Anything the best weights need before prediction (nothing by default)."""
         return None
+
+    @abstractmethod
+    def selection_documents(self, data: L.LightningDataModule) -> int:
+        """How many dev documents each validation scores (model selection)."""
 
     @abstractmethod
     def predict(self, model: torch.nn.Module, data: L.LightningDataModule, split: str) -> SplitPrediction:
@@ -112,9 +120,9 @@ def run_stage(
     init_from: Path | None = None,
 ) -> dict:
     """Train, select on dev F1, predict and score dev and test, write predictions and the model; return the
-    results sections (`dev`, `test`, `inference`, `train`)."""
+    results sections (`dev`, `test`, `inference`, `selection`, `train`)."""
     stage = stage_class(
-        cfg, inputs.tokenizer(stage_class.instruct), inputs.types, limit_splits(inputs.splits, cfg.data)
+        cfg, inputs.tokenizer(stage_class.instruct(cfg)), inputs.types, limit_splits(inputs.splits, cfg.data)
     )
     model = stage.build_model(init_from)
     if cfg.approach.finetune == "lora":
@@ -150,6 +158,7 @@ def run_stage(
 
     if cfg.save_model:
         save_model(module.model, stage.tokenizer, RunFolder(run_dir).model, stage.inference_settings())
+    sections["selection"] = fit.selection_section(stage.selection_documents(data))
     sections["train"] = {**fit.train_section((trainable, total)), **stage.train_extras(data)}
     log_final(fit.logger, sections)
     return sections

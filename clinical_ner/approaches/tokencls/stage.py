@@ -83,6 +83,9 @@ class TokenClsStage(FineTuneStage):
             token_dropout=self.cfg.approach.token_dropout,
         )
 
+    def selection_documents(self, data: TokenClsDataModule) -> int:
+        return len(data.encoded["dev"].docs)  # selection scores all of dev
+
     def predict(self, model: torch.nn.Module, data: TokenClsDataModule, split: str) -> SplitPrediction:
         predictions = predict_windows(model, data.eval_dataloader(split), self.cfg.trainer.precision)
         metrics, spans = self._score(data, split, predictions)
