@@ -14,10 +14,18 @@ from omegaconf import DictConfig
 
 from clinical_ner.config import public_config
 from clinical_ner.errors import UserError
+from clinical_ner.training.timings import PhaseTimes, recording
 
 
-def run(cfg: DictConfig) -> dict:
-    """Run the configured approach and return the full results record."""
+def run(cfg: DictConfig, times: PhaseTimes | None = None) -> dict:
+    """Run the configured approach and return the full results record; its phases' seconds go to `times`
+    (a new recorder when None) and into the record's `timings`."""
+    with recording(times) as times:
+        record = _run(cfg)
+    return {**record, "timings": times.as_dict()}
+
+
+def _run(cfg: DictConfig) -> dict:
     run_dir = Path(cfg.output_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     if cfg.trainer.threads:

@@ -9,7 +9,6 @@ writes the model.
 from __future__ import annotations
 
 import resource
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,6 +26,7 @@ from clinical_ner.run_folder import INFERENCE_FILE
 from clinical_ner.training.callbacks import TrainStepTimer
 from clinical_ner.training.loggers import finish_logger, make_logger
 from clinical_ner.training.rank_zero import is_global_zero
+from clinical_ner.training.timings import phase
 
 
 def peak_memory_mb() -> float:
@@ -232,18 +232,20 @@ def fit_and_select(
     cfg: TrainConfig, run_dir: Path, module: L.LightningModule, data: L.LightningDataModule
 ) -> Fit:
     """Fit `module` with the configured trainer, callbacks and logger (resuming from `cfg.ckpt_path`), then put
-    the best dev-F1 weights back; the logger's run is finished as failed if fitting raises."""
+    the best dev-F1 weights back (phases `fit` and `select`); the logger's run is finished as failed if fitting
+    raises."""
     callbacks, checkpoint, timer = make_callbacks(cfg, run_dir)
     logger = make_logger(cfg, run_dir)
     trainer = make_trainer(cfg, run_dir, callbacks, logger)
-    start = time.perf_counter()
     try:
-        trainer.fit(module, datamodule=data, ckpt_path=cfg.ckpt_path)
+        with phase("fit") as fit:
+            trainer.fit(module, datamodule=data, ckpt_path=cfg.ckpt_path)
     except BaseException:
         finish_logger(logger, exit_code=1)
         raise
-    seconds = time.perf_counter() - start
-    return Fit(trainer, logger, checkpoint, timer, seconds, load_best(module, checkpoint))
+    with phase("select"):
+        best_epoch = load_best(module, checkpoint)
+    return Fit(trainer, logger, checkpoint, timer, fit.seconds, best_epoch)
 
 
 def log_final(logger, sections: dict) -> None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import time
 from pathlib import Path
 
 import hydra
@@ -25,6 +24,7 @@ from clinical_ner.training.finetune import (
     log_final,
     save_model,
 )
+from clinical_ner.training.timings import phase
 
 log = logging.getLogger(__name__)
 
@@ -35,48 +35,53 @@ def run_seq2seq(cfg: TrainConfig, run_dir: Path, init_from: Path | None = None) 
     `init_from`: a continually pretrained causal-LM folder, loaded as the starting weights.
     """
     cache = cache_dir(cfg.cache_dir)
-    full = load_ner_splits(cfg.data, cache)
-    types = corpus_types(cfg.data, full)
-    # the same tokenizer text as every other stage, so a pretrained folder's vocabulary matches
-    texts = [doc.text for doc in full["train"] + full["dev"]]
-    tokenizer = make_tokenizer(cfg.model, cfg.scale, texts, cache, instruct=True)
-    splits = limit_splits(full, cfg.data)
+    with phase("load_corpus"):
+        full = load_ner_splits(cfg.data, cache)
+        types = corpus_types(cfg.data, full)
+        splits = limit_splits(full, cfg.data)
+    with phase("load_tokenizer"):
+        # the same tokenizer text as every other stage, so a pretrained folder's vocabulary matches
+        texts = [doc.text for doc in full["train"] + full["dev"]]
+        tokenizer = make_tokenizer(cfg.model, cfg.scale, texts, cache, instruct=True)
     approach = cfg.approach
 
     renderer = make_renderer(approach.prompt, tokenizer, types, cfg.scale.pretrained)
-    model = build_causal_lm(
-        cfg.model,
-        cfg.scale,
-        tokenizer,
-        instruct=True,
-        init_from=str(init_from) if init_from is not None else None,
-        quantization=cfg.quantization,
-    )
-    if approach.finetune == "lora":
-        model = apply_lora(
-            model,
-            approach.lora,
-            "CAUSAL_LM",
-            modules_to_save=None,
-            gradient_checkpointing=cfg.trainer.gradient_checkpointing,
+    with phase("load_model"):
+        model = build_causal_lm(
+            cfg.model,
+            cfg.scale,
+            tokenizer,
+            instruct=True,
+            init_from=str(init_from) if init_from is not None else None,
+            quantization=cfg.quantization,
         )
+        if approach.finetune == "lora":
+            model = apply_lora(
+                model,
+                approach.lora,
+                "CAUSAL_LM",
+                modules_to_save=None,
+                gradient_checkpointing=cfg.trainer.gradient_checkpointing,
+            )
     trainable, total = count_parameters(model)
     log.info("model: %s parameters, %s trainable", f"{total:,}", f"{trainable:,}")
 
-    data = Seq2SeqDataModule(
-        splits,
-        renderer,
-        str(approach.unit),
-        approach.max_length,
-        cfg.data.batch_size,
-        cfg.data.eval_batch_size,
-        cfg.seed,
-        approach.val_limit,
-        cfg.data.mega_batch_factor,
-        cfg.data.group_by_length,
-        approach.empty_fraction,
-        approach.offset_loss if approach.offset_loss is not None else approach.decoding == "free",
-    )
+    with phase("encode"):
+        data = Seq2SeqDataModule(
+            splits,
+            renderer,
+            str(approach.unit),
+            approach.max_length,
+            cfg.data.batch_size,
+            cfg.data.eval_batch_size,
+            cfg.seed,
+            approach.val_limit,
+            cfg.data.mega_batch_factor,
+            cfg.data.group_by_length,
+            approach.empty_fraction,
+            approach.offset_loss if approach.offset_loss is not None else approach.decoding == "free",
+        )
+        test = prompt_split(splits["test"], renderer, approach.unit)
     decoder = Seq2SeqDecoder(
         tokenizer,
         renderer.stop_ids,
@@ -101,25 +106,34 @@ def run_seq2seq(cfg: TrainConfig, run_dir: Path, init_from: Path | None = None) 
     module.model.to(fit.trainer.strategy.root_device)  # each DDP rank generates on its own device
 
     sections: dict = {}
+    spans_by_split, seconds, generation = {}, {}, {}
     # dev: the selection subset (val_limit documents); test: every test document
-    for split_name, split in (
-        ("dev", data.val),
-        ("test", prompt_split(splits["test"], renderer, approach.unit)),
-    ):
-        start = time.perf_counter()
-        answers = decoder.answer_split(module.model, split, range(len(split.units)))
-        metrics, spans = evaluate_answers(split, dict(enumerate(answers)), types)
-        seconds = time.perf_counter() - start
-        metrics["documents_per_s"] = len(split.docs) / seconds if seconds else 0.0
-        write_predictions(
-            run_dir / PREDICTIONS_DIR / split_name, {doc.id: (doc.text, spans[doc.id]) for doc in split.docs}
-        )
+    for split_name, split in (("dev", data.val), ("test", test)):
+        decoder.generated_tokens = 0
+        with phase(f"predict_{split_name}") as predicted:
+            answers = decoder.answer_split(module.model, split, range(len(split.units)))
+        with phase(f"score_{split_name}") as scored:
+            metrics, spans_by_split[split_name] = evaluate_answers(split, dict(enumerate(answers)), types)
+        seconds[split_name] = predicted.seconds + scored.seconds
+        generation[split_name] = (decoder.generated_tokens, predicted.seconds)
+        metrics["documents_per_s"] = len(split.docs) / seconds[split_name] if seconds[split_name] else 0.0
         sections[split_name] = metrics
-        if split_name == "test":
-            sections["inference"] = inference_section(len(split.docs), seconds)
+    new_tokens, generation_seconds = generation["test"]
+    sections["inference"] = {
+        **inference_section(len(test.docs), seconds["test"]),
+        "new_tokens": new_tokens,  # answer tokens generated for test (stop tokens excluded)
+        "new_tokens_per_s": new_tokens / generation_seconds if generation_seconds else 0.0,
+    }
 
-    if cfg.save_model:
-        save_model(module.model, tokenizer, run_dir / MODEL_DIR, inference_settings(cfg, renderer, types))
+    with phase("save"):
+        for split_name, split in (("dev", data.val), ("test", test)):
+            spans = spans_by_split[split_name]
+            write_predictions(
+                run_dir / PREDICTIONS_DIR / split_name,
+                {doc.id: (doc.text, spans[doc.id]) for doc in split.docs},
+            )
+        if cfg.save_model:
+            save_model(module.model, tokenizer, run_dir / MODEL_DIR, inference_settings(cfg, renderer, types))
     sections["train"] = fit.train_section((trainable, total))
     sections["train"]["skipped_examples"] = data.skipped
     log_final(fit.logger, sections)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import time
 from pathlib import Path
 
 import hydra
@@ -26,6 +25,7 @@ from clinical_ner.training.finetune import (
     log_final,
     save_model,
 )
+from clinical_ner.training.timings import phase
 
 log = logging.getLogger(__name__)
 
@@ -36,51 +36,56 @@ def run_tokencls(cfg: TrainConfig, run_dir: Path, init_from: Path | None = None)
     `init_from`: a continually pretrained causal-LM folder whose backbone replaces the base weights.
     """
     cache = cache_dir(cfg.cache_dir)
-    full = load_ner_splits(cfg.data, cache)
-    labels = bio_labels(corpus_types(cfg.data, full))
+    with phase("load_corpus"):
+        full = load_ner_splits(cfg.data, cache)
+        labels = bio_labels(corpus_types(cfg.data, full))
+        splits = limit_splits(full, cfg.data)
     id2label = dict(enumerate(labels))
     label2id = {label: i for i, label in id2label.items()}
-    # one fixed text per family (all train + dev), so limits or seeds never change the tokenizer
-    tokenizer = make_tokenizer(cfg.model, cfg.scale, [doc.text for doc in full["train"] + full["dev"]], cache)
-    splits = limit_splits(full, cfg.data)
+    with phase("load_tokenizer"):
+        # one fixed text per family (all train + dev), so limits or seeds never change the tokenizer
+        texts = [doc.text for doc in full["train"] + full["dev"]]
+        tokenizer = make_tokenizer(cfg.model, cfg.scale, texts, cache)
 
     approach = cfg.approach
-    model = build_token_classifier(
-        cfg.model,
-        cfg.scale,
-        tokenizer,
-        labels,
-        bidirectional=approach.attention == "bidirectional",
-        init_from=str(init_from) if init_from is not None else None,
-        quantization=cfg.quantization,
-    )
-    if approach.finetune == "lora":
-        model = apply_lora(
-            model,
-            approach.lora,
-            "TOKEN_CLS",
-            modules_to_save=[TOKEN_CLS_HEAD],
-            gradient_checkpointing=cfg.trainer.gradient_checkpointing,
+    with phase("load_model"):
+        model = build_token_classifier(
+            cfg.model,
+            cfg.scale,
+            tokenizer,
+            labels,
+            bidirectional=approach.attention == "bidirectional",
+            init_from=str(init_from) if init_from is not None else None,
+            quantization=cfg.quantization,
         )
-    if cfg.trainer.compile:
-        model = torch.compile(model)
+        if approach.finetune == "lora":
+            model = apply_lora(
+                model,
+                approach.lora,
+                "TOKEN_CLS",
+                modules_to_save=[TOKEN_CLS_HEAD],
+                gradient_checkpointing=cfg.trainer.gradient_checkpointing,
+            )
+        if cfg.trainer.compile:
+            model = torch.compile(model)
     trainable, total = count_parameters(model)
     log.info("model: %s parameters, %s trainable", f"{total:,}", f"{trainable:,}")
 
-    data = TokenClsDataModule(
-        splits,
-        tokenizer,
-        label2id,
-        approach.label_position,
-        approach.max_length,
-        approach.stride,
-        cfg.data.batch_size,
-        cfg.data.eval_batch_size,
-        cfg.seed,
-        cfg.data.mega_batch_factor,
-        cfg.data.group_by_length,
-        cfg.data.num_workers,
-    )
+    with phase("encode"):
+        data = TokenClsDataModule(
+            splits,
+            tokenizer,
+            label2id,
+            approach.label_position,
+            approach.max_length,
+            approach.stride,
+            cfg.data.batch_size,
+            cfg.data.eval_batch_size,
+            cfg.seed,
+            cfg.data.mega_batch_factor,
+            cfg.data.group_by_length,
+            cfg.data.num_workers,
+        )
 
     def evaluate_dev(predictions: dict[int, list[int]]) -> dict:
         metrics, _ = evaluate_predictions(
@@ -102,23 +107,25 @@ def run_tokencls(cfg: TrainConfig, run_dir: Path, init_from: Path | None = None)
 
     precision = cfg.trainer.precision
     sections: dict = {}
+    spans_by_split, seconds = {}, {}
     for split in ("dev", "test"):
-        start = time.perf_counter()
-        predictions = predict_windows(module.model, data.eval_dataloader(split), precision)
-        metrics, spans = evaluate_predictions(
-            data.encoded[split], predictions, id2label, approach.label_position, approach.ill_formed
-        )
-        seconds = time.perf_counter() - start
-        docs = data.encoded[split].docs
-        write_predictions(
-            run_dir / PREDICTIONS_DIR / split, {doc.id: (doc.text, spans[doc.id]) for doc in docs}
-        )
-        sections[split] = metrics
-        if split == "test":
-            sections["inference"] = inference_section(len(docs), seconds)
+        with phase(f"predict_{split}") as predicted:
+            predictions = predict_windows(module.model, data.eval_dataloader(split), precision)
+        with phase(f"score_{split}") as scored:
+            sections[split], spans_by_split[split] = evaluate_predictions(
+                data.encoded[split], predictions, id2label, approach.label_position, approach.ill_formed
+            )
+        seconds[split] = predicted.seconds + scored.seconds
+    sections["inference"] = inference_section(len(data.encoded["test"].docs), seconds["test"])
 
-    if cfg.save_model:
-        save_model(module.model, tokenizer, run_dir / MODEL_DIR, inference_settings(cfg))
+    with phase("save"):
+        for split, spans in spans_by_split.items():
+            docs = data.encoded[split].docs
+            write_predictions(
+                run_dir / PREDICTIONS_DIR / split, {doc.id: (doc.text, spans[doc.id]) for doc in docs}
+            )
+        if cfg.save_model:
+            save_model(module.model, tokenizer, run_dir / MODEL_DIR, inference_settings(cfg))
     sections["train"] = fit.train_section((trainable, total))
     log_final(fit.logger, sections)
     return sections
