@@ -31,6 +31,7 @@ from clinical_ner.models.backbone import (
     is_bidirectional,
     load_token_classifier,
 )
+from clinical_ner.training.checkpoints import BASE_KEY, load_trained
 from clinical_ner.training.finetune import make_callbacks, make_trainer, save_model
 
 pytest.importorskip("bitsandbytes")
@@ -168,6 +169,20 @@ def test_qlora_trains_only_adapters_and_head_then_reloads(checkpoint, tmp_path):
     assert (
         type(weight).__name__ == "Params4bit" and weight.dtype == torch.uint8
     )  # still 4-bit after bf16-true
+
+    # its checkpoint holds the adapters and the head, not the 4-bit base, and loads back onto a fresh build
+    trainer.save_checkpoint(tmp_path / "qlora.ckpt")
+    saved = torch.load(tmp_path / "qlora.ckpt", map_location="cpu", weights_only=True)
+    assert set(saved["state_dict"]) == {f"model.{n}" for n, p in model.named_parameters() if p.requires_grad}
+    assert BASE_KEY in saved
+    L.seed_everything(0, verbose=False)  # the new head's frozen original is drawn as the run's was
+    fresh = TokenClsModule(
+        quantized_build(cfg, StubTokenizer()), partial(torch.optim.AdamW), 1e-2, 0.0, 1.0, lambda p: {}, 0
+    )
+    load_trained(fresh, saved, "qlora.ckpt")
+    for name, value in fresh.model.named_parameters():
+        if value.requires_grad:
+            assert torch.equal(value.detach().bfloat16(), dict(model.named_parameters())[name].detach())
 
     folder = tmp_path / "model"
     save_model(module.model, StubTokenizer(), folder, {"approach": "tokencls"})

@@ -24,6 +24,7 @@ from clinical_ner.models import quantize
 from clinical_ner.models.backbone import is_bidirectional, set_attention_direction
 from clinical_ner.run_folder import INFERENCE_FILE
 from clinical_ner.training.callbacks import TrainStepTimer
+from clinical_ner.training.checkpoints import load_trained
 from clinical_ner.training.loggers import finish_logger, make_logger
 from clinical_ner.training.rank_zero import is_global_zero
 from clinical_ner.training.timings import phase
@@ -165,7 +166,7 @@ def load_best(module: L.LightningModule, checkpoint: ModelCheckpoint) -> int | N
     # mmap: a full checkpoint also holds optimizer states, which every rank would otherwise read into memory
     state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
     if fsdp_device is None:
-        module.load_state_dict(state["state_dict"])
+        load_trained(module, state, path)  # an adapter run's checkpoint holds only the trained weights
     else:
         weights = {
             k.removeprefix("model."): v for k, v in state["state_dict"].items() if k.startswith("model.")

@@ -7,10 +7,11 @@ from collections.abc import Callable
 
 import torch
 
+from clinical_ner.training.checkpoints import TrainedOnlyCheckpoints
 from clinical_ner.training.optim import ScheduledModule
 
 
-class Seq2SeqModule(ScheduledModule):
+class Seq2SeqModule(TrainedOnlyCheckpoints, ScheduledModule):
     """Trains `model` (a `*ForCausalLM`, possibly with LoRA adapters) on prompt + answer examples.
 
     `answer(model, indices) -> answers` generates the dev units' answers and `evaluate({index: answer}) -> metrics`
