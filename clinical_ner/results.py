@@ -17,9 +17,9 @@ Schema (version 1; later stages add keys, never rename them):
   `steps`, `epochs`, `best_epoch`, `peak_memory_mb`, `parameters`, `trainable_parameters`, `devices`
 - `inference`: `documents`, `seconds`, `documents_per_s` (test prediction and decoding); seq2seq adds
   `new_tokens` (answer tokens generated for test, stop tokens excluded) and `new_tokens_per_s` (over `predict_test`)
-- `timings`: wall seconds per phase of the run (clinical_ner/training/timings.py; phases never overlap, so their sum is at
-  most the run's wall time), in the order they ran: `load_corpus`, `load_tokenizer`, `load_model` (build or
-  `from_pretrained`, LoRA, compile), `encode` (tokenize the splits), `fit` (training with its validations),
+- `timings`: wall seconds per phase of the run (clinical_ner/training/timings.py; phases never overlap, so their
+  sum is at most the run's wall time), in the order they ran: `load_corpus`, `load_tokenizer`, `load_model` (build
+  or `from_pretrained`, LoRA, compile), `encode` (tokenize the splits), `fit` (training with its validations),
   `select` (best dev-F1 weights back), `predict_dev`, `score_dev`, `predict_test`, `score_test` (predict: the
   model's forward passes or generation; score: decoding to spans and scoring), `save` (prediction files and the
   model folder); continual pretraining adds `pretrain_prepare` (corpus, tokenizer, cache key), `pretrain_lock`

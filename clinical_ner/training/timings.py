@@ -1,7 +1,7 @@
 """Phase timings of a run: `with phase("fit"):` adds the wall seconds of a phase to the active recorders and
 logs `phase fit: 123.4 s` when it ends; `results.json` keeps the run's recorder as its `timings` section.
 
-`train.run` opens one recorder for the whole run (`recording`); a stage may open its own inside it (continual
+`run.pipeline.run` opens one recorder for the whole run (`recording`); a stage may open its own inside it (continual
 pretraining sums its phases that way), and phases record into every open recorder, so nothing passes a timer
 around. Phases never nest, so their sum is at most the run's wall time.
 """
