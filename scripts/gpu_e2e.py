@@ -17,6 +17,7 @@ a run is stopped when the budget ends. Work folders (checkpoints of 6-16 GB at r
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import os
 import shutil
@@ -120,8 +121,9 @@ def make_checkpoint(family: str, args: argparse.Namespace, folder: Path, device:
     model.save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     del model
+    gc.collect()
     if device.type == "cuda":
-        torch.cuda.empty_cache()
+        torch.cuda.empty_cache()  # the runs are other processes: give them the whole GPU
     return arch
 
 
