@@ -32,6 +32,7 @@ from clinical_ner.models.backbone import (
     is_bidirectional,
     load_token_classifier,
 )
+from clinical_ner.training.checkpoints import BASE_KEY, load_trained
 from clinical_ner.training.finetune import make_callbacks, make_trainer, save_model
 
 pytest.importorskip("bitsandbytes")
@@ -170,6 +171,20 @@ def test_qlora_trains_only_adapters_and_head_then_reloads(checkpoint, tmp_path):
     for name, param in model.named_parameters():  # fp32 what is trained, bf16 the rest that is not 4-bit
         if param.is_floating_point():
             assert param.dtype == (torch.float32 if param.requires_grad else torch.bfloat16), name
+
+    # its checkpoint holds the adapters and the head, not the 4-bit base, and loads back onto a fresh build
+    trainer.save_checkpoint(tmp_path / "qlora.ckpt")
+    saved = torch.load(tmp_path / "qlora.ckpt", map_location="cpu", weights_only=True)
+    assert set(saved["state_dict"]) == {f"model.{n}" for n, p in model.named_parameters() if p.requires_grad}
+    assert BASE_KEY in saved
+    L.seed_everything(0, verbose=False)  # the new head's frozen original is drawn as the run's was
+    fresh = TokenClsModule(
+        quantized_build(cfg, StubTokenizer()), partial(torch.optim.AdamW), 1e-2, 0.0, 1.0, lambda p: {}, 0
+    )
+    load_trained(fresh, saved, "qlora.ckpt")
+    for name, value in fresh.model.named_parameters():
+        if value.requires_grad:
+            assert torch.equal(value.detach(), dict(model.named_parameters())[name].detach())  # fp32 both
 
     folder = tmp_path / "model"
     settings = TokenClsInference("bf16-true", 8, "last", "begin", 256, 32)

@@ -69,6 +69,7 @@ class Seq2SeqDecoder:
     entity_bias: float = 0.0  # constrained only: logit malus on closing the array (favours entities)
     whole_words: bool = False  # constrained only: texts start and end on word boundaries
     earliest: bool = False  # constrained only: a repeated text is its earliest occurrence (offsets untrained)
+    generated_tokens: int = 0  # answer tokens generated so far (stop tokens excluded), for new tokens/s
     _vocab: TokenVocab | None = field(default=None, repr=False)
 
     @property
@@ -104,6 +105,7 @@ class Seq2SeqDecoder:
             self.precision,
             constraint,
         )
+        self.generated_tokens += sum(len(a) for a in ids)
         return [self.tokenizer.decode(a, skip_special_tokens=True) for a in ids]
 
     def answer_split(self, model: torch.nn.Module, split: PromptSplit, indices: Sequence[int]) -> list[str]:

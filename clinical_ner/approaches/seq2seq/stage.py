@@ -4,7 +4,6 @@ answers for a fixed sample of `approach.val_limit` dev documents at each validat
 
 from __future__ import annotations
 
-import time
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -13,7 +12,7 @@ import lightning as L
 import torch
 from transformers import PreTrainedTokenizerBase
 
-from clinical_ner.approaches.seq2seq.datamodule import Seq2SeqDataModule, prompt_split
+from clinical_ner.approaches.seq2seq.datamodule import PromptSplit, Seq2SeqDataModule, prompt_split
 from clinical_ner.approaches.seq2seq.inference import (
     PromptSettings,
     Seq2SeqDecoder,
@@ -34,6 +33,9 @@ def trains_offsets(approach) -> bool:
     """Whether start/end digits are in the loss: `approach.offset_loss`, by default only for free decoding
     (constrained decoding writes them: the earliest occurrence of a text when they were not trained)."""
     return approach.offset_loss if approach.offset_loss is not None else approach.decoding == "free"
+
+
+SPLITS = ("dev", "test")  # what the run predicts after fitting
 
 
 class Seq2seqStage(FineTuneStage):
@@ -59,6 +61,7 @@ class Seq2seqStage(FineTuneStage):
     ) -> None:
         super().__init__(cfg, tokenizer, types, splits)
         self.renderer = make_renderer(cfg.approach.prompt, tokenizer, types, self.instruct(cfg))
+        self.prompts: dict[str, PromptSplit] = {}  # dev and test prompts, encoded with the datamodule
         approach = cfg.approach
         self.decoder = Seq2SeqDecoder(
             tokenizer,
@@ -85,6 +88,10 @@ class Seq2seqStage(FineTuneStage):
 
     def build_datamodule(self) -> Seq2SeqDataModule:
         cfg, approach = self.cfg, self.cfg.approach
+        # every dev and test document is answered after fitting (selection uses a sample of dev): encoded here
+        self.prompts = {
+            split: prompt_split(self.splits[split], self.renderer, approach.unit) for split in SPLITS
+        }
         return Seq2SeqDataModule(
             self.splits,
             self.renderer,
@@ -119,15 +126,22 @@ class Seq2seqStage(FineTuneStage):
     def selection_documents(self, data: Seq2SeqDataModule) -> int:
         return len(data.val.docs)  # the seeded `val_limit` sample of dev
 
-    def predict(self, model: torch.nn.Module, data: Seq2SeqDataModule, split: str) -> SplitPrediction:
-        """Every document of `split` (selection used a sample of dev), as token classification."""
-        start = time.perf_counter()
-        prompts = prompt_split(self.splits[split], self.renderer, self.cfg.approach.unit)
+    def predict(self, model: torch.nn.Module, data: Seq2SeqDataModule, split: str) -> tuple[list[str], int]:
+        """The answers to every prompt of `split` (selection used a sample of dev), and the tokens generated."""
+        prompts = self.prompts[split]
+        self.decoder.generated_tokens = 0
         answers = self.decoder.answer_split(model, prompts, range(len(prompts.units)))
+        return answers, self.decoder.generated_tokens
+
+    def score(self, data: Seq2SeqDataModule, split: str, raw: tuple[list[str], int]) -> SplitPrediction:
+        answers, new_tokens = raw
+        prompts = self.prompts[split]
         metrics, spans = evaluate_answers(prompts, dict(enumerate(answers)), self.types)
-        seconds = time.perf_counter() - start
-        metrics["documents_per_s"] = len(prompts.docs) / seconds if seconds else 0.0
-        return SplitPrediction(prompts.docs, spans, metrics)
+        return SplitPrediction(prompts.docs, spans, metrics, new_tokens)
+
+    def split_section(self, predicted: SplitPrediction, seconds: float) -> dict:
+        # generation + parsing speed on every split
+        return {**predicted.metrics, "documents_per_s": len(predicted.docs) / seconds if seconds else 0.0}
 
     def inference_settings(self) -> Seq2seqInference:
         approach = self.cfg.approach
