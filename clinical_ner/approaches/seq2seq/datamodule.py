@@ -7,7 +7,6 @@ hold prompt indices only, because validation generates (model selection is on de
 from __future__ import annotations
 
 import logging
-import random
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
@@ -22,7 +21,7 @@ from clinical_ner.approaches.seq2seq.units import (
     target_entities,
     to_json,
 )
-from clinical_ner.data.batching import LengthGroupedBatchSampler, PadCollator, eval_batches
+from clinical_ner.data.batching import LengthGroupedBatchSampler, PadCollator, eval_batches, keep_empty
 from clinical_ner.data.types import Document
 
 log = logging.getLogger(__name__)
@@ -79,17 +78,6 @@ def training_examples(
                 empty.append(len(examples))
             examples.append({"input_ids": input_ids, "labels": labels})
     return keep_empty(examples, empty, empty_fraction, seed), skipped
-
-
-def keep_empty(examples: list[dict], empty: Sequence[int], fraction: float, seed: int) -> list[dict]:
-    """`examples` without a seeded random share `1 - fraction` of the entity-free ones (`empty`: their
-    indices); order is kept."""
-    if not 0.0 <= fraction <= 1.0:
-        raise ValueError(f"empty_fraction must be in [0, 1], got {fraction}")
-    if fraction == 1.0 or not empty:
-        return examples
-    dropped = set(random.Random(seed).sample(list(empty), len(empty) - round(fraction * len(empty))))
-    return [example for index, example in enumerate(examples) if index not in dropped]
 
 
 class _Items(Dataset):
