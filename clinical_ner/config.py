@@ -150,6 +150,7 @@ class TokenClsApproachConfig(ApproachConfig):
     max_length: int = 256  # sub-tokens per window, BOS included
     stride: int = 32  # overlap between windows of a long sentence
     token_dropout: float = 0.0  # replace input ids by pad/unk with this probability while training
+    empty_fraction: float = 1.0  # share of mention-free training windows kept (seeded); 1 = all
 
 
 @dataclass

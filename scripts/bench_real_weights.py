@@ -78,6 +78,28 @@ def run_variant(cfg, tokenizer, labels, name: str, steps: int, warmup: int) -> d
     return {"variant": name, "tokens_per_s": tokens / seconds, "loss": float(loss)}
 
 
+def matmul_peak(threads: int, seconds: float = 3.0) -> float:
+    """This machine's bf16 matmul TFLOP/s right now, at the model's MLP shape (what MFU divides by)."""
+    a, b = torch.randn(1024, 576, dtype=torch.bfloat16), torch.randn(576, 1536, dtype=torch.bfloat16)
+    for _ in range(3):
+        a @ b
+    count, started = 0, time.perf_counter()
+    while time.perf_counter() - started < seconds:
+        a @ b
+        count += 1
+    return 2 * 1024 * 576 * 1536 * count / (time.perf_counter() - started) / 1e12
+
+
+def flops_per_token(model_cfg, finetune: str) -> float:
+    """Training FLOPs per token of the body's matmuls: 6N in full fine-tuning; ~4N with frozen weights (LoRA:
+    input gradients still flow through every layer, no weight gradients)."""
+    a = model_cfg.arch
+    head_dim = a.hidden_size // a.num_heads
+    attn = a.hidden_size * head_dim * (2 * a.num_heads + 2 * a.num_kv_heads)
+    body = a.num_layers * (attn + 3 * a.hidden_size * a.intermediate_size)
+    return (6 if finetune == "full" else 4) * body
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=12)
@@ -96,14 +118,17 @@ def main() -> None:
         rows.append(run_variant(cfg, tokenizer, labels, name, args.steps, args.warmup))
         print(f"{name}: {rows[-1]['tokens_per_s']:.0f} tokens/s", flush=True)
     base = rows[0]["tokens_per_s"]
-    print(f"| variant | finetune | precision | micro-batch | tokens/s | vs {rows[0]['variant']} |")
-    print("| --- | --- | --- | ---: | ---: | ---: |")
+    peak = matmul_peak(args.threads)
+    print(f"bf16 matmul peak of this machine now ({args.threads} threads): {peak:.3f} TFLOP/s")
+    print(f"| variant | finetune | precision | micro-batch | tokens/s | vs {rows[0]['variant']} | MFU |")
+    print("| --- | --- | --- | ---: | ---: | ---: | ---: |")
     for row in rows:
         finetune, precision, batch_size, compile_ = VARIANTS[row["variant"]]
         label = row["variant"] + (" (compiled)" if compile_ else "")
+        mfu = row["tokens_per_s"] * flops_per_token(cfg.model, finetune) / (peak * 1e12)
         print(
             f"| {label} | {finetune} | {precision} | {batch_size} | {row['tokens_per_s']:.0f} "
-            f"| {row['tokens_per_s'] / base:.2f}x |"
+            f"| {row['tokens_per_s'] / base:.2f}x | {mfu:.2f} |"
         )
     best = max(rows, key=lambda r: r["tokens_per_s"])
     print(

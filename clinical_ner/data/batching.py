@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 from collections.abc import Iterator, Sequence
 
 import torch
@@ -126,3 +127,14 @@ class PadCollator:
             if has_labels:
                 batch["labels"][row, cols] = torch.tensor(item["labels"])
         return batch
+
+
+def keep_empty(examples: list, empty: Sequence[int], fraction: float, seed: int) -> list:
+    """`examples` without a seeded random share `1 - fraction` of the entity-free ones (`empty`: their
+    indices); order is kept."""
+    if not 0.0 <= fraction <= 1.0:
+        raise ValueError(f"empty_fraction must be in [0, 1], got {fraction}")
+    if fraction == 1.0 or not empty:
+        return examples
+    dropped = set(random.Random(seed).sample(list(empty), len(empty) - round(fraction * len(empty))))
+    return [example for index, example in enumerate(examples) if index not in dropped]

@@ -23,7 +23,7 @@ from clinical_ner.approaches.seq2seq.units import (
     target_entities,
     to_json,
 )
-from clinical_ner.data.batching import LengthGroupedBatchSampler, PadCollator, eval_batches
+from clinical_ner.data.batching import LengthGroupedBatchSampler, PadCollator, eval_batches, keep_empty
 from clinical_ner.data.types import Document
 from clinical_ner.errors import UserError
 
@@ -112,17 +112,6 @@ def selection_sample(docs: Sequence[Document], limit: int | None, seed: int = 0)
         return list(docs)
     chosen = set(random.Random(seed).sample(range(len(docs)), limit))
     return [doc for index, doc in enumerate(docs) if index in chosen]
-
-
-def keep_empty(examples: list[dict], empty: Sequence[int], fraction: float, seed: int) -> list[dict]:
-    """`examples` without a seeded random share `1 - fraction` of the entity-free ones (`empty`: their
-    indices); order is kept."""
-    if not 0.0 <= fraction <= 1.0:
-        raise ValueError(f"empty_fraction must be in [0, 1], got {fraction}")
-    if fraction == 1.0 or not empty:
-        return examples
-    dropped = set(random.Random(seed).sample(list(empty), len(empty) - round(fraction * len(empty))))
-    return [example for index, example in enumerate(examples) if index not in dropped]
 
 
 class _Items(Dataset):

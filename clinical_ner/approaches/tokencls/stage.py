@@ -62,6 +62,7 @@ class TokenClsStage(FineTuneStage):
             cfg.data.mega_batch_factor,
             cfg.data.group_by_length,
             cfg.data.num_workers,
+            approach.empty_fraction,
         )
 
     def _score(self, data: TokenClsDataModule, split: str, predictions: dict[int, list[int]]) -> tuple:
