@@ -434,6 +434,8 @@ def test_a_record_from_before_the_approach_schemas_shares_the_cell_of_a_new_one(
     new = {"name": "tokencls", "label_position": "last"}
     write(tmp_path / "runs" / "new", ablation(1, 0.001, approach=new))
     write(tmp_path / "runs" / "old", ablation(2, 0.001, approach={**new, "unit": "sentence"}))
-    assert main([str(tmp_path / "runs"), "--out", str(tmp_path / "out"), "--no-plots", "--bootstrap", "0"]) == 0
+    assert (
+        main([str(tmp_path / "runs"), "--out", str(tmp_path / "out"), "--no-plots", "--bootstrap", "0"]) == 0
+    )
     (row,) = read_csv(tmp_path / "out" / "tokencls.csv")
     assert (row["n_seeds"], row["setting"]) == ("2", "")

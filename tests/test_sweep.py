@@ -130,8 +130,9 @@ def test_checkpoints_of_an_unknown_config_are_moved_aside(tmp_path):
     assert len(list(run.glob("stale-*/checkpoints/last.ckpt"))) == 1
 
 
-def _grid_folder(overrides: list[str]) -> str:
-    cfg = compose_grid(overrides)
+def _grid_folder(overrides: list[str], experiment: str = "paper_grid") -> str:
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = compose("train", overrides=[f"experiment={experiment}", *overrides], return_hydra_config=True)
     return f"{cfg.hydra.sweep.dir}/{cfg.hydra.sweep.subdir}"
 
 
@@ -157,6 +158,10 @@ def test_grid_folders_name_every_coordinate_but_the_seed():
         "-s42"
     )
     assert constrained == _grid_folder(["approach.decoding=constrained", "approach=seq2seq"])
+    # the real-weights grid too
+    real = _grid_folder([], "real_weights")
+    assert real == "multirun/real_weights/tokencls/smollm2-none-small-s42"
+    assert _grid_folder(["optim.lr=0.002"], "real_weights") != real
 
 
 def test_wandb_sync_hint_globs_every_cell(tmp_path):
