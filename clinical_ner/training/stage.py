@@ -112,7 +112,8 @@ def run_stage(
     init_from: Path | None = None,
 ) -> dict:
     """Train, select on dev F1, predict and score dev and test, write predictions and the model; return the
-    results sections (`dev`, `test`, `inference`, `train`)."""
+    results sections (`dev`, `test`, `inference`, `train`). Ranks > 0 of a multi-device job return nothing
+    after training: rank 0 alone predicts, scores and saves."""
     stage = stage_class(
         cfg, inputs.tokenizer(stage_class.instruct), inputs.types, limit_splits(inputs.splits, cfg.data)
     )
@@ -133,6 +134,8 @@ def run_stage(
     data = stage.build_datamodule()
     module = stage.build_module(model, data)
     fit = fit_and_select(cfg, run_dir, module, data)
+    if not fit.predicts_here():
+        return {}
     stage.after_fit(module, fit)
 
     sections: dict = {}
