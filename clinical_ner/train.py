@@ -27,6 +27,7 @@ from clinical_ner.run.sweep import (
     wandb_sync_hint,
 )
 from clinical_ner.training.loggers import finish_wandb, report_to_wandb
+from clinical_ner.training.timings import PhaseTimes
 
 log = logging.getLogger(__name__)
 CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")
@@ -64,13 +65,16 @@ def main(cfg: DictConfig) -> float | None:
     if rank_zero:
         record_checkpoint_config(run_dir, config)
 
+    times = PhaseTimes()  # the phases a failed run got through are recorded too
+
     def record_failure(error: str) -> None:
         if rank_zero:
-            write_results(run_dir, {"status": "failed", "error": error, **coordinates(cfg)})
+            record = {"status": "failed", "error": error, **coordinates(cfg), "timings": times.as_dict()}
+            write_results(run_dir, record)
 
     try:
         with ranks.job(cfg, on_failure=record_failure) as rank_cfg:  # checks, starts the other ranks
-            results = run(rank_cfg)
+            results = run(rank_cfg, times)
     except UserError as err:
         finish_wandb(1)
         record_failure(str(err))

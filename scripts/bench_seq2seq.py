@@ -31,7 +31,7 @@ from clinical_ner.approaches.seq2seq.prompt import make_renderer
 from clinical_ner.data.batching import PadCollator
 from clinical_ner.data.ner_corpus import corpus_types, load_ner_splits
 from clinical_ner.inference_settings import read_inference_settings
-from clinical_ner.models.backbone import build_causal_lm
+from clinical_ner.models.backbone import build_causal_lm, instruct_weights
 from clinical_ner.models.factory import make_tokenizer
 from clinical_ner.paths import cache_dir
 
@@ -99,13 +99,14 @@ def main() -> None:
     cache = cache_dir(cfg.cache_dir)
     splits = load_ner_splits(cfg.data, cache)
     types = corpus_types(cfg.data, splits)
+    instruct = instruct_weights(cfg.scale, cfg.corpus.name)  # the training run's rule (Seq2seqStage.instruct)
     if args.model is not None:
         tokenizer = AutoTokenizer.from_pretrained(args.model)
         renderer = read_inference_settings(args.model, Seq2seqInference).prompt.renderer(tokenizer)
     else:
         texts = [d.text for d in splits["train"] + splits["dev"]]
-        tokenizer = make_tokenizer(cfg.model, cfg.scale, texts, cache, instruct=True)
-        renderer = make_renderer(cfg.approach.prompt, tokenizer, types, cfg.scale.pretrained)
+        tokenizer = make_tokenizer(cfg.model, cfg.scale, texts, cache, instruct=instruct)
+        renderer = make_renderer(cfg.approach.prompt, tokenizer, types, instruct)
     split = prompt_split(splits["test"], renderer, str(cfg.approach.unit))
     prompts, texts = split.prompts[: args.prompts], [u.text for u in split.units[: args.prompts]]
     if args.model is not None:
@@ -113,7 +114,7 @@ def main() -> None:
         print(f"model: {args.model}")
     else:
         torch.manual_seed(cfg.seed)
-        model = build_causal_lm(cfg.model, cfg.scale, tokenizer, instruct=True)
+        model = build_causal_lm(cfg.model, cfg.scale, tokenizer, instruct=instruct)
         _, t_train = timed(
             lambda: quick_train(model, renderer, splits["train"], str(cfg.approach.unit), args.train_steps)
         )

@@ -88,6 +88,12 @@ def test_empty_spans_write_empty_file(tmp_path: Path) -> None:
         ("T1\tNORMALIZABLES 9 999\tomeprazol\n", 1, "past the end"),
         ("T1\tNORMALIZABLES 9 12;13 18\tomeprazol\n", 1, "discontinuous"),
         ("Tomeprazol y calcio 9 18\n", 1, "3 tab-separated fields"),
+        (
+            "T1\tNORMALIZABLES 9 18\tomeprazol\nomeprazol y calcio sin tabuladores\n",
+            2,
+            "not a BRAT annotation",
+        ),
+        ("\n \nx\tNORMALIZABLES 9 18\tomeprazol\n", 3, "not a BRAT annotation"),
     ],
 )
 def test_malformed_ann_raises_one_line_user_error(tmp_path: Path, ann: str, line: int, what: str) -> None:

@@ -113,3 +113,32 @@ def test_a_name_that_is_not_the_composed_approach_is_a_user_error():
     check_approach(compose_train(["approach=seq2seq"]).approach)
     with pytest.raises(UserError, match="approach.name=seq2seq but .*TokenClsApproachConfig"):
         check_approach(compose_train(["approach.name=seq2seq"]).approach)
+
+
+@pytest.mark.parametrize("key", ["data.train_limit", "data.eval_limit", "approach.val_limit"])
+@pytest.mark.parametrize("value", [0, -3])
+def test_document_limits_below_one_are_refused(key, value):
+    from clinical_ner.config import compose_config
+    from clinical_ner.errors import UserError
+
+    # 0 used to mean "every document" silently (`if limit`)
+    with pytest.raises(UserError, match=rf"{key}={value} must be at least 1"):
+        compose_config(["approach=seq2seq", f"{key}={value}"])
+    assert compose_config(["approach=seq2seq", f"{key}=null", f"{key}=3"]).approach.name == "seq2seq"
+
+
+def test_eval_limit_zero_is_one_error_line_and_exit_2(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    overrides = ["data=synthetic", "data.eval_limit=0", "logger=none", "trainer.max_steps=1"]
+    proc = subprocess.run(
+        [sys.executable, "-m", "clinical_ner.train", *overrides, f"hydra.run.dir={tmp_path}"],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "CLINICAL_NER_CACHE": str(tmp_path / "cache")},
+    )
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert errors == ["error: data.eval_limit=0 must be at least 1 (null means every document)"]

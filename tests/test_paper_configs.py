@@ -72,7 +72,7 @@ def test_every_paper_config_composes_and_is_accepted_or_refused_by_name(
     assert cfg.scale.pretrained and cfg.model.family == model
     assert cfg.approach.finetune == "lora"
     assert cfg.approach.lora.r == (12 if approach == "tokencls" else 64)
-    assert cfg.trainer.precision == "bf16-true"  # the recipe's, over the trainer group's
+    assert cfg.trainer.precision == "bf16-mixed"  # the recipe's: bf16 compute, fp32 LoRA (apply_lora)
     assert cfg.trainer.strategy == ("auto" if trainer == "default" else trainer)
     assert str(cfg.quantization.name) == quant
     assert cfg.pretrain.block_size == 4096

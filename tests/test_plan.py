@@ -46,6 +46,7 @@ CASES: dict[str, tuple[list[str], str | None, bool]] = {
     "tokencls-lora-bf16": (SMALL + ["approach.finetune=lora", "trainer.precision=bf16-true"], None, False),
     "tokencls-full-mixed": (SMALL + ["model=llama3", "scale.num_heads=8"], None, False),
     "tokencls-lora-mixed-ckpt": (SMALL + ["approach.finetune=lora", "model=llama3_1"], None, True),
+    "tokencls-lora-mixed-bf16base": (SMALL + ["approach.finetune=lora", "scale.dtype=bfloat16"], None, False),
     "tokencls-lora-nodropout": (SMALL + ["approach.finetune=lora", "approach.lora.dropout=0"], None, False),
     "seq2seq-full-fp32": (SMALL + ["approach=seq2seq", "trainer.precision=32-true"], None, False),
     "seq2seq-lora-bf16-gqa": (

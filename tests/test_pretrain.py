@@ -221,10 +221,17 @@ def test_run_chains_pretraining_into_fine_tuning(tiny_cfg):
     results = run(tiny_cfg("corpus=en", "trainer.max_steps=2", "pretrain.epochs=1", "pretrain.use_epoch=1"))
     assert results["status"] == "complete" and results["corpus"] == "en"
     assert results["pretrain"]["cache_hit"] is False and results["train"]["steps"] == 2
+    # the stage's own phases come right after the run's corpus is read and sum to its `seconds`
+    stage = ["pretrain_prepare", "pretrain_lock", "pretrain_data", "pretrain_build", "pretrain_validate"]
+    assert list(results["timings"])[:7] == ["load_corpus", *stage, "pretrain_fit"]
+    spent = sum(v for k, v in results["timings"].items() if k.startswith("pretrain_"))
+    assert results["pretrain"]["seconds"] == pytest.approx(spent)
+    assert results["pretrain"]["fit_seconds"] == results["timings"]["pretrain_fit"]
     again = run(
         tiny_cfg("corpus=en", "seed=3", "trainer.max_steps=2", "pretrain.epochs=1", "pretrain.use_epoch=1")
     )
     assert again["pretrain"]["cache_hit"] is True
+    assert [k for k in again["timings"] if k.startswith("pretrain_")] == ["pretrain_prepare", "pretrain_lock"]
 
 
 def test_use_epoch_out_of_range_is_user_error(tiny_cfg, tmp_path):

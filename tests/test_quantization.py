@@ -1,6 +1,6 @@
 """QLoRA (`quantization=nf4`) on the CPU at toy size, through the same functions a paper run uses: a saved
 checkpoint loaded in 4-bit by `build_token_classifier`, prepared and wrapped by `apply_lora`, trained by the
-Trainer of `make_trainer` (the paper recipe's bf16-true), saved by `save_model` and reloaded by
+Trainer of `make_trainer` (the paper recipe's bf16-mixed), saved by `save_model` and reloaded by
 `load_token_classifier`. bitsandbytes 0.50 runs 4-bit on CPU; the toy sizes keep every quantized output a
 multiple of 32 (its CPU kernels need it)."""
 
@@ -32,6 +32,7 @@ from clinical_ner.models.backbone import (
     is_bidirectional,
     load_token_classifier,
 )
+from clinical_ner.training.checkpoints import BASE_KEY, load_trained
 from clinical_ner.training.finetune import make_callbacks, make_trainer, save_model
 
 pytest.importorskip("bitsandbytes")
@@ -148,7 +149,7 @@ def test_base_loads_in_4bit_with_an_unquantized_trainable_head(checkpoint, tmp_p
 
 def test_qlora_trains_only_adapters_and_head_then_reloads(checkpoint, tmp_path):
     cfg = paper_cfg(checkpoint, tmp_path)
-    assert cfg.trainer.precision == "bf16-true"  # the paper recipe's, kept
+    assert cfg.trainer.precision == "bf16-mixed"  # the paper recipe's, kept
     L.seed_everything(0, verbose=False)
     model = quantized_build(cfg, StubTokenizer())
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
@@ -166,9 +167,24 @@ def test_qlora_trains_only_adapters_and_head_then_reloads(checkpoint, tmp_path):
     frozen = {n for n, p in model.named_parameters() if not p.requires_grad}
     assert not changed & frozen  # the 4-bit base, the original head and the norms did not move
     weight = model.get_base_model().model.layers[1].mlp.down_proj.base_layer.weight
-    assert (
-        type(weight).__name__ == "Params4bit" and weight.dtype == torch.uint8
-    )  # still 4-bit after bf16-true
+    assert type(weight).__name__ == "Params4bit" and weight.dtype == torch.uint8  # still 4-bit after training
+    for name, param in model.named_parameters():  # fp32 what is trained, bf16 the rest that is not 4-bit
+        if param.is_floating_point():
+            assert param.dtype == (torch.float32 if param.requires_grad else torch.bfloat16), name
+
+    # its checkpoint holds the adapters and the head, not the 4-bit base, and loads back onto a fresh build
+    trainer.save_checkpoint(tmp_path / "qlora.ckpt")
+    saved = torch.load(tmp_path / "qlora.ckpt", map_location="cpu", weights_only=True)
+    assert set(saved["state_dict"]) == {f"model.{n}" for n, p in model.named_parameters() if p.requires_grad}
+    assert BASE_KEY in saved
+    L.seed_everything(0, verbose=False)  # the new head's frozen original is drawn as the run's was
+    fresh = TokenClsModule(
+        quantized_build(cfg, StubTokenizer()), partial(torch.optim.AdamW), 1e-2, 0.0, 1.0, lambda p: {}, 0
+    )
+    load_trained(fresh, saved, "qlora.ckpt")
+    for name, value in fresh.model.named_parameters():
+        if value.requires_grad:
+            assert torch.equal(value.detach(), dict(model.named_parameters())[name].detach())  # fp32 both
 
     folder = tmp_path / "model"
     settings = TokenClsInference("bf16-true", 8, "last", "begin", 256, 32)

@@ -86,6 +86,7 @@ def result(approach: str, model: str, corpus: str, seed: int, counts: dict, **te
         "train": {"seconds": 100.0 + seed, "peak_memory_mb": 500.0 + 10 * seed, "parameters": 1000},
         "inference": {"documents": len(counts), "documents_per_s": 50.0 + seed},
         "pretrain": None if corpus == "none" else {"use_epoch": 2, "seconds": 3.0, "fit_seconds": 40.0},
+        "timings": {"load_model": 2.0, "fit": 100.0 + seed, "predict_test": 4.0 + seed, "save": 1.0},
     }
 
 
@@ -227,6 +228,8 @@ def test_per_type_and_cost_tables(sweep, tmp_path):
     tok = next(r for r in cost if r["approach"] == "tokencls" and r["corpus"] == "none")
     assert float(tok["train_seconds_mean"]) == pytest.approx(101.5)
     assert float(tok["inference_documents_per_s_mean"]) == pytest.approx(51.5)
+    assert float(tok["predict_test_seconds_mean"]) == pytest.approx(5.5)
+    assert float(tok["run_seconds_mean"]) == pytest.approx(2.0 + 101.5 + 5.5 + 1.0)
     continued = next(r for r in cost if r["corpus"] == "bilingual")
     assert float(continued["total_seconds_mean"]) == pytest.approx(101.0 + 40.0)
 

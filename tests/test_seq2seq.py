@@ -79,7 +79,7 @@ def tiny_model(tokenizer, seed: int = 0) -> LlamaForCausalLM:
 def test_training_and_inference_prompts_are_token_identical_with_one_bos(tokenizer, docs, chat):
     if chat:
         tokenizer.chat_template = CHAT
-    renderer = make_renderer(PROMPT, tokenizer, TYPES, pretrained=chat)
+    renderer = make_renderer(PROMPT, tokenizer, TYPES, instruct=chat)
     assert renderer.chat is chat
     for doc in docs:
         for unit in make_units(doc, "sentence", doc.spans):
@@ -109,7 +109,7 @@ def test_targets_are_compact_json_in_text_order():
 
 
 def test_entity_free_units_are_downsampled_by_a_seeded_fraction(tokenizer):
-    renderer = make_renderer(PROMPT, tokenizer, TYPES, pretrained=False)
+    renderer = make_renderer(PROMPT, tokenizer, TYPES, instruct=False)
     train = synthetic_splits()["train"][:20]
     full, _ = training_examples(train, renderer, "sentence", 512)
     empty_answer = renderer.answer_ids("[]")
@@ -133,7 +133,7 @@ def test_entity_free_units_are_downsampled_by_a_seeded_fraction(tokenizer):
 
 
 def test_offset_digits_can_be_left_out_of_the_loss(tokenizer, docs):
-    renderer = make_renderer(PROMPT, tokenizer, TYPES, pretrained=False)
+    renderer = make_renderer(PROMPT, tokenizer, TYPES, instruct=False)
     unit = next(u for d in docs for u in make_units(d, "sentence", d.spans) if target_entities(u, d.spans))
     doc = next(d for d in docs if d.id == unit.doc_id)
     answer = to_json(target_entities(unit, doc.spans))
@@ -150,7 +150,7 @@ def test_offset_digits_can_be_left_out_of_the_loss(tokenizer, docs):
 
 
 def test_batched_left_padded_generation_equals_sequential(tokenizer, docs):
-    renderer = make_renderer(PROMPT, tokenizer, TYPES, pretrained=False)
+    renderer = make_renderer(PROMPT, tokenizer, TYPES, instruct=False)
     units = [u for d in docs for u in make_units(d, "sentence")][:10]
     prompts = [renderer.prompt_ids(u.text) for u in units]
     assert len({len(p) for p in prompts}) > 1  # padding really happens
@@ -207,7 +207,7 @@ def test_constrained_random_walks_give_valid_copied_json(tokenizer, docs, budget
 
 
 def test_entity_bias_opens_entities_and_stays_valid(tokenizer, docs):
-    renderer = make_renderer(PROMPT, tokenizer, TYPES, pretrained=False)
+    renderer = make_renderer(PROMPT, tokenizer, TYPES, instruct=False)
     units = [u.text for d in docs for u in make_units(d, "sentence")][:8]
     prompts = [renderer.prompt_ids(t) for t in units]
     vocab = TokenVocab(tokenizer)
@@ -229,7 +229,7 @@ def test_entity_bias_opens_entities_and_stays_valid(tokenizer, docs):
 
 
 def test_constrained_generation_with_random_models(tokenizer, docs):
-    renderer = make_renderer(PROMPT, tokenizer, TYPES, pretrained=False)
+    renderer = make_renderer(PROMPT, tokenizer, TYPES, instruct=False)
     units = [u.text for d in docs for u in make_units(d, "sentence")][:8]
     prompts = [renderer.prompt_ids(t) for t in units]
     vocab = TokenVocab(tokenizer)

@@ -58,6 +58,11 @@ def test_seq2seq_run_writes_results_predictions_and_serves_predict(tmp_path, mon
     assert set(results["test"]) >= TEST_KEYS
     assert results["test"]["json_parse_rate"] == 1.0 and results["test"]["hallucination_rate"] == 0.0
     assert results["train"]["steps"] == 4
+    assert {"fit", "predict_dev", "predict_test", "score_test", "save"} <= set(results["timings"])
+    assert results["inference"]["new_tokens"] > 0
+    assert results["inference"]["new_tokens_per_s"] == pytest.approx(
+        results["inference"]["new_tokens"] / results["timings"]["predict_test"]
+    )
     written = sorted((run_dir / "predictions" / "test").glob("*.ann"))
     assert len(written) == 4
 

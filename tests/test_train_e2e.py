@@ -113,12 +113,13 @@ def write_bad_corpus(root: Path, kind: str) -> Path:
         "malformed": f"{mention_id}\t{label} {start}",
         "non_integer": f"{mention_id}\t{label} {start} x{end}\t{fields[1]}",
         "out_of_range": f"{mention_id}\t{label} {start} 999999\t{fields[1]}",
+        "garbage": "garbage line without tabs",
     }[kind]
     ann.write_text("\n".join([broken, *lines[1:]]) + "\n", encoding="utf-8")
     return ann
 
 
-@pytest.mark.parametrize("kind", ["malformed", "non_integer", "out_of_range", "undecodable"])
+@pytest.mark.parametrize("kind", ["malformed", "non_integer", "out_of_range", "garbage", "undecodable"])
 def test_bad_input_gives_one_line_error(tmp_path, kind):
     broken = write_bad_corpus(tmp_path / "corpus", kind)
     proc = subprocess.run(

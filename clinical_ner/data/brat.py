@@ -20,6 +20,9 @@ logger = logging.getLogger(__name__)
 REPAIR_WINDOW = 10
 
 _MENTION_ID = re.compile(r"T[0-9]+")
+# First characters of BRAT annotations other than T (text-bound) lines: notes (#), normalisations (N),
+# attributes (A/M), relations (R), events (E), equivalences (*); they carry no mention and are skipped.
+_OTHER_ANNOTATIONS = ("#", "N", "A", "M", "R", "E", "*")
 _OFFSET = re.compile(r"[0-9]+|-[0-9]+")
 # Types are echoed in error messages only when they look like a label, so garbage text is never printed.
 _LABEL_LIKE = re.compile(r"[A-Za-z0-9_\-\[\]]{1,40}")
@@ -116,9 +119,10 @@ def _repair(doc_id: str, mention_id: str, text: str, span: Span, surface: str) -
 def read_document(txt_path: Path, types: Collection[str] | None = None) -> Document:
     """Read `<id>.txt` and the `<id>.ann` beside it (missing .ann = no mentions) into a Document.
 
-    Only T lines are read. Mentions whose offsets do not cover their surface text are shifted to the nearest
+    Only T lines are read; other BRAT annotations are skipped and any other non-blank line is an error. Mentions whose offsets do not cover their surface text are shifted to the nearest
     occurrence within REPAIR_WINDOW characters, or dropped; both are logged. Spans are sorted and deduplicated.
-    Raises UserError (one line, naming file and line) on undecodable files and malformed or unknown-type T lines.
+    Raises UserError (one line, naming file and line) on undecodable files, malformed or unknown-type T lines
+    and lines that are no BRAT annotation.
     """
     txt_path = Path(txt_path)
     if not txt_path.is_file():
@@ -131,9 +135,14 @@ def read_document(txt_path: Path, types: Collection[str] | None = None) -> Docum
     spans: set[Span] = set()
     for lineno, raw_line in enumerate(read_text(ann_path).split("\n"), start=1):
         line = raw_line.rstrip("\r")
-        # Notes (#), normalisations (N), attributes (A/M), relations (R), events (E), equivalences (*) are ignored.
-        if not line.startswith("T"):
+        if not line.strip() or line.startswith(_OTHER_ANNOTATIONS):
             continue
+        if not line.startswith("T"):
+            # a line of no BRAT kind: a corrupted or hand-edited file, whose mentions would vanish silently
+            raise UserError(
+                f"{ann_path}:{lineno}: not a BRAT annotation line (expected an id starting with T, "
+                f"{', '.join(_OTHER_ANNOTATIONS)})"
+            )
         mention_id, span, surface = _parse_t_line(line, f"{ann_path}:{lineno}", len(text), types)
         if text[span.start : span.end] != surface:
             span = _repair(doc_id, mention_id, text, span, surface)

@@ -82,6 +82,14 @@ def tiny_llama_config(
     )
 
 
+def instruct_weights(scale: ScaleConfig, corpus_name: str) -> bool:
+    """Whether seq2seq fine-tunes instruct-tuned weights: only the real instruct checkpoint (scale=paper,
+    corpus=none). Continual pretraining starts from the BASE checkpoint, so its weights never saw a chat turn,
+    and tiny weights are random. The prompt follows (approaches/seq2seq/prompt.py: chat template and end of turn for
+    instruct weights; the plain template and the base tokenizer's EOS for the others)."""
+    return bool(scale.pretrained) and str(corpus_name) == "none"
+
+
 def checkpoint_source(model_cfg: ModelConfig, instruct: bool = False) -> str:
     """A local folder (`model.path`) wins over the hub id; a family with packaged weights resolves to their
     converted folder when the hub cannot be reached (base and instruct alike: one checkpoint is packaged)."""
@@ -119,7 +127,10 @@ def check_weights(cfg) -> None:
     when the hub cannot be reached. Online access (log-in, gated repos) is checked by the first load."""
     if not cfg.scale.pretrained:
         return
-    sources = {checkpoint_source(cfg.model, instruct=cfg.approach.name == "seq2seq")}
+    seq2seq = cfg.approach.name == "seq2seq"
+    sources = {
+        checkpoint_source(cfg.model, instruct=seq2seq and instruct_weights(cfg.scale, cfg.corpus.name))
+    }
     if cfg.corpus.name != "none":
         sources.add(checkpoint_source(cfg.model))  # continual pretraining starts from the base checkpoint
     for source in sorted(sources):
@@ -265,10 +276,15 @@ def apply_lora(
     gradient_checkpointing: bool = False,
 ):
     """Wrap with peft LoRA adapters; `modules_to_save` keeps fully trained heads (e.g. `score`). A 4-bit base
-    is first prepared for k-bit training (QLoRA); `gradient_checkpointing` trades compute for memory."""
+    is first prepared for k-bit training (QLoRA); `gradient_checkpointing` trades compute for memory.
+
+    What is trained (adapters, head copy) is kept in fp32 and the frozen base in the dtype it was loaded in
+    (bf16 at paper scale): with `trainer.precision=bf16-mixed` compute runs in bf16 while AdamW updates fp32
+    weights, whose late, small cosine-schedule steps bf16 would round away."""
     from peft import LoraConfig as PeftLoraConfig
     from peft import get_peft_model
 
+    frozen_dtype = model.get_input_embeddings().weight.dtype
     if quantize.is_quantized(model):
         model = quantize.prepare_kbit(model, gradient_checkpointing)
     elif gradient_checkpointing:
@@ -285,7 +301,18 @@ def apply_lora(
         task_type=task_type,
         modules_to_save=modules_to_save,
     )
-    return get_peft_model(model, peft_config)
+    return master_dtypes(get_peft_model(model, peft_config), frozen_dtype)
+
+
+def master_dtypes(model: torch.nn.Module, frozen_dtype: torch.dtype) -> torch.nn.Module:
+    """Trainable floating-point parameters to fp32, frozen ones (not 4-bit) to `frozen_dtype`: peft upcasts
+    adapters only, copies the `score` head in the base dtype, and its k-bit preparation upcasts frozen norms
+    and embeddings, which would double their memory for nothing."""
+    for param in model.parameters():
+        if not param.is_floating_point() or getattr(param, "quant_state", None) is not None:
+            continue
+        param.data = param.data.to(torch.float32 if param.requires_grad else frozen_dtype)
+    return model
 
 
 def count_parameters(model: torch.nn.Module) -> tuple[int, int]:

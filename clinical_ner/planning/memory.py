@@ -57,8 +57,8 @@ class Precision:
 
     @property
     def adapters(self) -> int:
-        """LoRA A/B bytes: peft upcasts adapters to fp32 (autocast_adapter_dtype) unless Lightning's `*-true`
-        converts the whole module afterwards."""
+        """Bytes of what LoRA trains (A/B and the `score` copy): fp32 (backbone.apply_lora) unless Lightning's
+        `*-true` converts the whole module afterwards."""
         return 4 if self.mixed else self.params
 
 
@@ -104,7 +104,7 @@ class Params:
     base: int  # the Llama with its head
     projections: int  # the 7 projections of every layer (what NF4 quantizes)
     adapters: int  # LoRA A/B + the trained copy of `score` (peft modules_to_save)
-    head_copy: int  # the `score` copy among `adapters` (kept in the base dtype)
+    head_copy: int  # the `score` copy among `adapters` (trained: fp32 like the adapters)
     trainable: int
     trainable_tensors: int  # AdamW keeps a `step` per tensor
     matmul: int  # weights multiplied per token: projections, adapters, head (embedding lookup excluded)
@@ -384,10 +384,7 @@ def plan_setup(s: Setup) -> MemoryPlan:
         notes.append("NF4 projections; bitsandbytes leaves embeddings, norms and the head in bf16")
     else:
         weights = n.base * p.params
-    if s.lora is None:
-        trained = n.trainable * p.params
-    else:
-        trained = (n.adapters - n.head_copy) * p.adapters + n.head_copy * p.params
+    trained = n.trainable * p.params if s.lora is None else n.adapters * p.adapters
     adapters = 0 if s.lora is None else trained
     gradients = trained
     optimizer = 2 * trained + (0 if s.cuda else 4 * n.trainable_tensors)  # + AdamW's step: a CPU scalar each

@@ -9,6 +9,7 @@ from clinical_ner.models.backbone import kv_heads_at
 from clinical_ner.planning.memory import (
     PHARMACONER_TYPES,
     Arch,
+    GiB,
     Lora,
     MemoryPlan,
     Precision,
@@ -63,6 +64,12 @@ def precision_of(name: Any, weights_dtype: str) -> Precision:
     raise ValueError(f"unsupported precision '{name}' (32-true, bf16-true, bf16-mixed, 16-true, 16-mixed)")
 
 
+def fp32_master_weights(precision: Any) -> bool:
+    """Whether continual pretraining trains fp32 weights: under `*-mixed` it upcasts whatever `scale.dtype`
+    loaded (clinical_ner/pretrain/stage.py), since at its small lr most AdamW updates of a bf16 weight round away."""
+    return str(precision).endswith("-mixed")
+
+
 def device_count(devices: Any) -> int:
     """Lightning's `devices`: an int, a list of ids, or "auto"/-1 (planned as one device)."""
     if isinstance(devices, int):
@@ -93,12 +100,13 @@ def setup_for(cfg: Any, stage: str | None = None, cuda: bool = True) -> Setup:
     if stage == "pretrain":
         p = cfg.pretrain
         devices = device_count(p.devices)
+        weights = "float32" if fp32_master_weights(p.precision) else cfg.scale.dtype
         return Setup(
             "pretrain",
             arch,
             p.batch_size,
             p.block_size,
-            precision_of(p.precision, cfg.scale.dtype),
+            precision_of(p.precision, weights),
             causal_lm=True,
             checkpointing=bool(p.gradient_checkpointing),
             padded=False,
@@ -149,3 +157,20 @@ def plan_pretrain(cfg: Any, cuda: bool = True) -> MemoryPlan | None:
     if str(cfg.corpus.name) == "none":
         return None
     return plan_setup(setup_for(cfg, "pretrain", cuda=cuda))
+
+
+def pretrain_misfit(cfg: Any, device_bytes: int | None) -> str | None:
+    """One line saying why the continual pretraining of `cfg` cannot fit a device of `device_bytes` (per-device
+    plan: weights, gradients and AdamW states in the dtype the code trains, activations, CUDA overhead), or None
+    when it fits, when `corpus=none`, or when the device memory is unknown (`device_bytes=None`: not CUDA)."""
+    plan = plan_pretrain(cfg, cuda=True)
+    if plan is None or device_bytes is None or plan.total <= device_bytes:
+        return None
+    state = (plan.weights + plan.gradients + plan.optimizer) / GiB
+    bytes_per_param = plan.setup.precision.params
+    return (
+        f"continual pretraining of {cfg.model.family} (scale={cfg.scale.name}) needs about {plan.total / GiB:.0f} "
+        f"GiB per device ({state:.0f} GiB of {bytes_per_param * 8}-bit weights, gradients and AdamW states) but "
+        f"the device has {device_bytes / GiB:.0f} GiB: shard it (pretrain.devices=N pretrain.strategy=fsdp) or "
+        f"plan it with python -m clinical_ner.plan"
+    )

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import math
-import time
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,6 +25,7 @@ from clinical_ner.config import TrainConfig
 from clinical_ner.errors import UserError
 from clinical_ner.models.backbone import build_causal_lm, count_parameters, weights_identity
 from clinical_ner.models.tokenizer import tokenizer_fingerprint
+from clinical_ner.planning.setup import fp32_master_weights, pretrain_misfit
 from clinical_ner.pretrain.cache import PretrainedEntry
 from clinical_ner.pretrain.data import (
     PHARMACONER_DEV,
@@ -41,6 +42,7 @@ from clinical_ner.run_folder import CSV_PRETRAIN_DIR, RunFolder
 from clinical_ner.training.callbacks import EpochWeightsSaver, TrainStepTimer
 from clinical_ner.training.inputs import RunInputs
 from clinical_ner.training.loggers import finish_logger, make_logger
+from clinical_ner.training.timings import phase, recording
 
 log = logging.getLogger(__name__)
 
@@ -96,6 +98,13 @@ def _device(accelerator: str) -> torch.device:
     return torch.device("cuda") if gpu else torch.device("cpu")
 
 
+def _device_memory(accelerator: str) -> int | None:
+    """Bytes of the GPU pretraining will run on; None when it runs on the CPU (memory not planned there)."""
+    if _device(accelerator).type != "cuda":
+        return None
+    return torch.cuda.get_device_properties(torch.cuda.current_device()).total_memory
+
+
 def _logger(cfg: TrainConfig, run_dir: Path) -> Logger | None:
     # own CSV folder so fine-tuning's metrics.csv is not overwritten; a W&B run is shared with fine-tuning
     if cfg.logger.name == "csv":
@@ -106,19 +115,27 @@ def _logger(cfg: TrainConfig, run_dir: Path) -> Logger | None:
 def train_causal_lm(cfg: TrainConfig, tokenizer, data: PretrainData, folder: Path, run_dir: Path) -> dict:
     """Pretrain, keep the weights after every epoch in `folder/epoch-<n>/`, and return the stage's metrics."""
     p = cfg.pretrain
-    L.seed_everything(p.seed, workers=True, verbose=False)
-    model = build_causal_lm(cfg.model, cfg.scale, tokenizer)
-    if p.precision.endswith("-mixed"):
-        # fp32 master weights: at lr 2e-5 most AdamW updates of a bf16 weight fall below its resolution
-        model = model.float()
-    if p.gradient_checkpointing:
-        model.gradient_checkpointing_enable()
-        model.config.use_cache = False
-    _, parameters = count_parameters(model)
-    names = list(data.evals)
-    module = CausalLMModule(
-        model, hydra.utils.instantiate(p.optimizer), p.lr, p.warmup_ratio, p.min_lr_ratio, eval_names=names
-    )
+    with phase("pretrain_build"):
+        L.seed_everything(p.seed, workers=True, verbose=False)
+        model = build_causal_lm(cfg.model, cfg.scale, tokenizer)
+        if fp32_master_weights(p.precision):
+            # fp32 master weights: at lr 2e-5 most AdamW updates of a bf16 weight fall below its resolution
+            model = model.float()
+        if p.gradient_checkpointing:
+            model.gradient_checkpointing_enable()
+            model.config.use_cache = False
+        _, parameters = count_parameters(model)
+        names = list(data.evals)
+        module = CausalLMModule(
+            model,
+            hydra.utils.instantiate(p.optimizer),
+            p.lr,
+            p.warmup_ratio,
+            p.min_lr_ratio,
+            eval_names=names,
+        )
+        precision = resolve_precision(p.precision)
+        module.flops_per_batch = training_flops(model, p.batch_size, p.block_size, p.flops)
     train_loader = DataLoader(
         BlockDataset(data.train.blocks),
         batch_size=p.batch_size,
@@ -128,8 +145,6 @@ def train_causal_lm(cfg: TrainConfig, tokenizer, data: PretrainData, folder: Pat
     eval_loaders = [
         DataLoader(BlockDataset(data.evals[name].blocks), batch_size=p.batch_size) for name in names
     ]
-    precision = resolve_precision(p.precision)
-    module.flops_per_batch = training_flops(model, p.batch_size, p.block_size, p.flops)
     timer = TrainStepTimer()
     saver = EpochWeightsSaver(folder, tokenizer)
     peak = peak_flops(p, _device(p.accelerator), precision)
@@ -163,10 +178,10 @@ def train_causal_lm(cfg: TrainConfig, tokenizer, data: PretrainData, folder: Pat
         precision,
     )
     try:
-        trainer.validate(module, dataloaders=eval_loaders, verbose=False)  # perplexities before pretraining
-        start = time.perf_counter()
-        trainer.fit(module, train_dataloaders=train_loader, val_dataloaders=eval_loaders)
-        fit_seconds = time.perf_counter() - start
+        with phase("pretrain_validate"):  # perplexities before pretraining
+            trainer.validate(module, dataloaders=eval_loaders, verbose=False)
+        with phase("pretrain_fit") as fit:  # saves the weights after each epoch too
+            trainer.fit(module, train_dataloaders=train_loader, val_dataloaders=eval_loaders)
     except BaseException:
         finish_logger(logger, exit_code=1)
         raise
@@ -183,7 +198,7 @@ def train_causal_lm(cfg: TrainConfig, tokenizer, data: PretrainData, folder: Pat
         "parameters": parameters,
         "perplexity_by_epoch": history,  # [before, after epoch 1, ...]
         "train_seconds": timer.seconds,
-        "fit_seconds": fit_seconds,
+        "fit_seconds": fit.seconds,
         "tokens_per_s": timer.tokens_per_s,
         "flops_per_token": flops_per_token,
         "flops_method": str(p.flops),
@@ -215,34 +230,52 @@ def run_pretrain(cfg: TrainConfig, run_dir: Path, inputs: RunInputs | None = Non
     p = cfg.pretrain
     if not 1 <= p.use_epoch <= p.epochs:
         raise UserError(f"pretrain.use_epoch={p.use_epoch} must be between 1 and pretrain.epochs={p.epochs}")
-    start = time.perf_counter()
-    inputs = inputs or RunInputs.load(cfg)
-    cache, ner = inputs.cache, inputs.splits
-    # the base checkpoint's tokenizer: the one token classification fine-tunes with (same vocabulary)
-    tokenizer = inputs.tokenizer()
-    sources = corpus_sources(cfg.corpus)
-    name = f"{cfg.model.family}-{cfg.corpus.name}-{cfg.scale.name}"
-    entry = PretrainedEntry(cache, name, key_material(cfg, tokenizer, sources))
-    with entry.locked():
-        manifest = entry.read_manifest()
-        hit = manifest is not None
-        if hit:
-            log.info("pretrained weights found in the cache: %s", entry.folder)
-        else:
-            entry.clear()
-            data = build_pretrain_data(
-                cfg.corpus, p, sources, tokenizer, entry.material["tokenizer"], ner["dev"], cache
-            )
-            metrics = train_causal_lm(cfg, tokenizer, data, entry.folder, run_dir)
-            manifest = entry.write_manifest(p.epochs, metrics)
-    section = _section(manifest["metrics"], hit, p.use_epoch, entry, time.perf_counter() - start)
+    with recording() as stage:  # this stage's phases, summed into its `seconds`
+        outcome = _pretrain_or_reuse(cfg, run_dir, inputs)
+    section = _section(*outcome, stage.total)
     log.info(
         "pretrain: %s; PharmaCoNER dev ppl %.1f -> %.1f, held-out ppl %.1f -> %.1f (epoch %d)",
-        "cache hit" if hit else f"{section['tokens']:,} tokens at {section['tokens_per_s']:,.0f} tokens/s",
+        "cache hit"
+        if section["cache_hit"]
+        else f"{section['tokens']:,} tokens at {section['tokens_per_s']:,.0f} tokens/s",
         section["pharmaconer_dev_ppl_before"],
         section["pharmaconer_dev_ppl_after"],
         section["val_ppl_before"],
         section["val_ppl_after"],
         p.use_epoch,
     )
-    return PretrainOutcome(entry.epoch_folder(p.use_epoch), section)
+    return PretrainOutcome(Path(section["weights"]), section)
+
+
+def _pretrain_or_reuse(
+    cfg: TrainConfig, run_dir: Path, inputs: RunInputs | None
+) -> tuple[dict, bool, int, PretrainedEntry]:
+    """The cache entry's metrics (training and caching them on a miss): `_section`'s arguments but seconds."""
+    p = cfg.pretrain
+    with phase("pretrain_prepare"):
+        inputs = inputs or RunInputs.load(cfg)
+        cache, ner = inputs.cache, inputs.splits
+        # the base checkpoint's tokenizer: the one token classification fine-tunes with (same vocabulary)
+        tokenizer = inputs.tokenizer()
+        sources = corpus_sources(cfg.corpus)
+        name = f"{cfg.model.family}-{cfg.corpus.name}-{cfg.scale.name}"
+        entry = PretrainedEntry(cache, name, key_material(cfg, tokenizer, sources))
+    with ExitStack() as locked:
+        with phase("pretrain_lock"):  # another job of a sweep may be pretraining the same entry
+            locked.enter_context(entry.locked())
+        manifest = entry.read_manifest()
+        hit = manifest is not None
+        if hit:
+            log.info("pretrained weights found in the cache: %s", entry.folder)
+        else:
+            misfit = pretrain_misfit(cfg, _device_memory(p.accelerator))
+            if misfit is not None:
+                raise UserError(misfit)
+            entry.clear()
+            with phase("pretrain_data"):
+                data = build_pretrain_data(
+                    cfg.corpus, p, sources, tokenizer, entry.material["tokenizer"], ner["dev"], cache
+                )
+            metrics = train_causal_lm(cfg, tokenizer, data, entry.folder, run_dir)
+            manifest = entry.write_manifest(p.epochs, metrics)
+    return manifest["metrics"], hit, p.use_epoch, entry

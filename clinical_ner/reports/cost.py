@@ -28,12 +28,21 @@ def total_seconds(run: Run) -> float | None:
     return train + (pretrain_seconds(run) or 0.0)
 
 
+def run_seconds(run: Run) -> float | None:
+    """The run's wall time in phases (the sum of its `timings`); None for runs recorded before timings."""
+    timings = run.section("timings")
+    values = [v for v in timings.values() if isinstance(v, int | float) and not isinstance(v, bool)]
+    return float(sum(values)) if values else None
+
+
 # (CSV name, Markdown header, getter, decimals)
 COLUMNS = (
     ("train_seconds", "Train (s)", metric("train", "seconds"), 1),
     ("pretrain_seconds", "Pretrain (s)", pretrain_seconds, 1),
     ("pretrain_stage_seconds", "Pretrain stage (s)", metric("pretrain", "seconds"), 1),
     ("total_seconds", "Total (s)", total_seconds, 1),
+    ("predict_test_seconds", "Predict test (s)", metric("timings", "predict_test"), 1),
+    ("run_seconds", "Run (s)", run_seconds, 1),
     ("inference_documents_per_s", "Inference (docs/s)", metric("inference", "documents_per_s"), 1),
     ("peak_memory_mb", "Peak memory (MB)", metric("train", "peak_memory_mb"), 0),
     ("parameters", "Parameters", metric("train", "parameters"), 0),
@@ -84,6 +93,8 @@ def cost_table(cells: Sequence[Cell]) -> Table:
         "Cost per cell. Train: fine-tuning fit wall time. Pretrain: the continual pretraining that produced the "
         "starting weights (`pretrain.fit_seconds`, counted even when this run found them cached); Pretrain stage: "
         "what this run spent in the stage (a cache hit costs only the lookup). Total = Train + Pretrain. "
+        "Predict test: the model's passes over the test set (generation for seq2seq); Run: every phase of the run "
+        "(results.json `timings`: loading, fit, selection, prediction, scoring, saving, pretraining). "
         "Inference: test documents per second (prediction and decoding). Peak memory: GPU peak allocated on CUDA, "
         "else the process's peak resident set size."
     )

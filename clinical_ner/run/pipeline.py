@@ -13,23 +13,32 @@ import lightning as L
 import torch
 from omegaconf import DictConfig
 
-from clinical_ner.config import check_approach, public_config
+from clinical_ner.config import check_config, public_config
 from clinical_ner.models.backbone import weights_record
 from clinical_ner.pretrain.stage import run_pretrain
 from clinical_ner.run.registry import stage_class
 from clinical_ner.training.inputs import RunInputs
 from clinical_ner.training.stage import run_stage
+from clinical_ner.training.timings import PhaseTimes, phase, recording
 
 
-def run(cfg: DictConfig) -> dict:
-    """Run the configured approach and return the full results record."""
+def run(cfg: DictConfig, times: PhaseTimes | None = None) -> dict:
+    """Run the configured approach and return the full results record; its phases' seconds go to `times`
+    (a new recorder when None) and into the record's `timings`."""
+    with recording(times) as times:
+        record = _run(cfg)
+    return {**record, "timings": times.as_dict()}
+
+
+def _run(cfg: DictConfig) -> dict:
+    check_config(cfg)
     run_dir = Path(cfg.output_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     if cfg.trainer.threads:
         torch.set_num_threads(cfg.trainer.threads)
-    check_approach(cfg.approach)
     stage = stage_class(cfg.approach.name)
-    inputs = RunInputs.load(cfg)  # corpus, types and tokenizer, once for both stages
+    with phase("load_corpus"):
+        inputs = RunInputs.load(cfg)  # corpus, types and tokenizer, once for both stages
     pretrain, init_from = None, None
     if cfg.corpus.name != "none":
         outcome = run_pretrain(cfg, run_dir, inputs)
@@ -37,9 +46,7 @@ def run(cfg: DictConfig) -> dict:
     # seeded after pretraining, so fine-tuning is the same whether the weights were trained or cached
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     sections = run_stage(cfg, run_dir, stage, inputs, init_from)
-    weights = (
-        weights_record(cfg.model, instruct=cfg.approach.name == "seq2seq") if cfg.scale.pretrained else None
-    )
+    weights = weights_record(cfg.model, instruct=stage.instruct(cfg)) if cfg.scale.pretrained else None
     return {"status": "complete", **coordinates(cfg), **sections, "pretrain": pretrain, "weights": weights}
 
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 import resource
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,9 +25,11 @@ from clinical_ner.models import quantize
 from clinical_ner.models.backbone import is_bidirectional, set_attention_direction
 from clinical_ner.run_folder import BEST_CHECKPOINT, RunFolder
 from clinical_ner.training.callbacks import TrainStepTimer
+from clinical_ner.training.checkpoints import load_trained
 from clinical_ner.training.loggers import finish_logger, make_logger
 from clinical_ner.training.rank_sync import ranks_done, ranks_ready
 from clinical_ner.training.rank_zero import is_global_zero
+from clinical_ner.training.timings import phase
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +61,16 @@ def make_callbacks(
     if cfg.trainer.enable_progress_bar:
         callbacks.append(RichProgressBar())
     if cfg.trainer.early_stopping_patience:
-        callbacks.append(EarlyStopping("val/f1", mode="max", patience=cfg.trainer.early_stopping_patience))
+        # checked after each validation only: a run that ends (max_steps) before its first validation has no
+        # val/f1 at the end of its training epoch, and Lightning's default check there would crash it
+        callbacks.append(
+            EarlyStopping(
+                "val/f1",
+                mode="max",
+                patience=cfg.trainer.early_stopping_patience,
+                check_on_train_epoch_end=False,
+            )
+        )
     return callbacks, checkpoint, timer
 
 
@@ -169,7 +179,7 @@ def load_best(module: L.LightningModule, checkpoint: ModelCheckpoint) -> int | N
     # mmap: a full checkpoint also holds optimizer states, which every rank would otherwise read into memory
     state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
     if fsdp_device is None:
-        module.load_state_dict(state["state_dict"])
+        load_trained(module, state, path)  # an adapter run's checkpoint holds only the trained weights
     else:
         weights = {
             k.removeprefix("model."): v for k, v in state["state_dict"].items() if k.startswith("model.")
@@ -195,13 +205,20 @@ def save_model(model, tokenizer, folder: Path, settings: InferenceSettings) -> N
         write_inference_settings(folder, settings)
 
 
-def inference_section(documents: int, seconds: float) -> dict:
-    """The `inference` section of results.json (test prediction and decoding)."""
-    return {
+def inference_section(
+    documents: int, seconds: float, new_tokens: int | None = None, generation_seconds: float = 0.0
+) -> dict:
+    """The `inference` section of results.json (test prediction and decoding); generative approaches add the
+    answer tokens generated (`new_tokens`) and their rate over the `generation_seconds`."""
+    section = {
         "documents": documents,
         "seconds": seconds,
         "documents_per_s": documents / seconds if seconds else 0.0,
     }
+    if new_tokens is not None:
+        section["new_tokens"] = new_tokens  # stop tokens excluded
+        section["new_tokens_per_s"] = new_tokens / generation_seconds if generation_seconds else 0.0
+    return section
 
 
 @dataclass
@@ -214,6 +231,12 @@ class Fit:
     timer: TrainStepTimer
     seconds: float
     best_epoch: int | None
+    selection_f1: float | None = None  # dev-selection F1 of the weights kept
+
+    def selection_section(self, documents: int) -> dict:
+        """The `selection` section of results.json: the dev F1 the kept weights were chosen on (`documents`
+        dev documents; null when nothing was validated) and their epoch (null: the final weights)."""
+        return {"f1": self.selection_f1, "documents": documents, "epoch": self.best_epoch}
 
     def predicts_here(self) -> bool:
         """True on rank 0, which alone predicts, scores and saves after training (no collective follows); the
@@ -244,20 +267,36 @@ def fit_and_select(
     cfg: TrainConfig, run_dir: Path, module: L.LightningModule, data: L.LightningDataModule
 ) -> Fit:
     """Fit `module` with the configured trainer, callbacks and logger (resuming from `cfg.ckpt_path`), then put
-    the best dev-F1 weights back; the logger's run is finished as failed if fitting raises."""
+    the best dev-F1 weights back (the final weights, scored, when no validation ran: phases `fit` and
+    `select`); the logger's run is finished as failed if fitting raises. A training split without a single
+    batch is a UserError: Lightning would skip training and the untrained model would be scored as if it had
+    been trained."""
+    if len(data.train_dataloader()) == 0:
+        raise UserError("nothing to train on: the training split gives no batch (see data.train_limit)")
     callbacks, checkpoint, timer = make_callbacks(cfg, run_dir)
     logger = make_logger(cfg, run_dir)
     trainer = make_trainer(cfg, run_dir, callbacks, logger)
-    start = time.perf_counter()
     try:
         ranks_ready()  # a rank that died while loading fails the job here, not after a rendezvous timeout
-        trainer.fit(module, datamodule=data, ckpt_path=cfg.ckpt_path)
+        with phase("fit") as fit:
+            trainer.fit(module, datamodule=data, ckpt_path=cfg.ckpt_path)
     except BaseException:
         finish_logger(logger, exit_code=1)
         raise
     ranks_done()
-    seconds = time.perf_counter() - start
-    return Fit(trainer, logger, checkpoint, timer, seconds, load_best(module, checkpoint))
+    with phase("select"):
+        score = checkpoint.best_model_score
+        if score is None and trainer.global_step > 0:
+            # training ended (max_steps) before its first validation: score the final weights, which are kept
+            trainer.validate(module, datamodule=data, verbose=False)
+            score = trainer.callback_metrics.get("val/f1")
+        best_epoch = load_best(module, checkpoint)
+    return Fit(trainer, logger, checkpoint, timer, fit.seconds, best_epoch, _number(score))
+
+
+def _number(value) -> float | None:
+    """A logged metric (tensor or float) as a float; None when absent."""
+    return None if value is None else float(value)
 
 
 def log_final(logger, sections: dict) -> None:

@@ -84,7 +84,7 @@ def report_to_wandb(results: dict, run_dir: Path, log_text: bool = False) -> Non
     if wandb.run is None:
         return
     summary: dict[str, float] = {}
-    for section in ("dev", "test", "train", "inference", "pretrain"):
+    for section in ("dev", "selection", "test", "train", "inference", "pretrain", "timings"):
         if isinstance(results.get(section), dict):
             summary.update(_scalars(results[section], section))
     wandb.run.summary.update(summary)

@@ -1,7 +1,8 @@
 """The fine-tuning stage of a run, one skeleton for every approach.
 
 `run_stage` does what all approaches share: the model (+ LoRA), the datamodule and LightningModule, fit and
-select on dev F1, dev and test prediction, scoring, BRAT files, the saved model and the results sections. A
+select on dev F1, dev and test prediction, scoring, BRAT files, the saved model and the results sections, each
+timed as a phase (clinical_ner/training/timings.py). A
 `FineTuneStage` (clinical_ner/approaches/<name>/stage.py) supplies only what differs between approaches; the
 registry in clinical_ner/run/registry.py maps `approach.name` to it.
 """
@@ -9,12 +10,11 @@ registry in clinical_ner/run/registry.py maps `approach.name` to it.
 from __future__ import annotations
 
 import logging
-import time
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import lightning as L
 import torch
@@ -29,6 +29,7 @@ from clinical_ner.models.backbone import apply_lora, count_parameters
 from clinical_ner.run_folder import RunFolder
 from clinical_ner.training.finetune import Fit, fit_and_select, inference_section, log_final, save_model
 from clinical_ner.training.inputs import RunInputs
+from clinical_ner.training.timings import phase
 
 log = logging.getLogger(__name__)
 
@@ -40,17 +41,22 @@ class SplitPrediction:
     docs: list[Document]
     spans: dict[str, list[Span]]
     metrics: dict
+    new_tokens: int | None = None  # answer tokens generated (generative approaches), for new tokens/s
 
 
 class FineTuneStage(ABC):
     """What one approach adds to `run_stage`. One instance per run, holding the run's config, tokenizer,
     entity types and (limited) splits."""
 
-    instruct: ClassVar[bool] = False  # paper scale: the instruct checkpoint's tokenizer and weights
     lora_task: ClassVar[str]  # peft task type of `approach.finetune=lora`
     lora_modules_to_save: ClassVar[list[str] | None] = None  # modules trained in full beside the adapters
     compiles: ClassVar[bool] = False  # whether `trainer.compile` applies (seq2seq generation is not compiled)
     settings_type: ClassVar[type[InferenceSettings]]  # what `inference_settings` returns and `tag` reads
+
+    @classmethod
+    def instruct(cls, cfg: TrainConfig) -> bool:
+        """Whether the run fine-tunes the instruct checkpoint (its tokenizer and weights); never by default."""
+        return False
 
     def __init__(
         self,
@@ -81,8 +87,21 @@ class FineTuneStage(ABC):
         return None
 
     @abstractmethod
-    def predict(self, model: torch.nn.Module, data: L.LightningDataModule, split: str) -> SplitPrediction:
-        """Predict and score `split` (`dev` or `test`)."""
+    def selection_documents(self, data: L.LightningDataModule) -> int:
+        """How many dev documents each validation scores (model selection)."""
+
+    @abstractmethod
+    def predict(self, model: torch.nn.Module, data: L.LightningDataModule, split: str) -> Any:
+        """The model's raw output on every document of `split` (`dev` or `test`): its forward passes or
+        generation, timed as phase `predict_<split>`."""
+
+    @abstractmethod
+    def score(self, data: L.LightningDataModule, split: str, raw: Any) -> SplitPrediction:
+        """`predict`'s output decoded to spans and scored (phase `score_<split>`)."""
+
+    def split_section(self, predicted: SplitPrediction, seconds: float) -> dict:
+        """The results section of a scored split (`seconds`: its prediction and scoring); its metrics by default."""
+        return predicted.metrics
 
     @abstractmethod
     def inference_settings(self) -> InferenceSettings:
@@ -112,47 +131,58 @@ def run_stage(
     init_from: Path | None = None,
 ) -> dict:
     """Train, select on dev F1, predict and score dev and test, write predictions and the model; return the
-    results sections (`dev`, `test`, `inference`, `train`). Ranks > 0 of a multi-device job return nothing
-    after training: rank 0 alone predicts, scores and saves."""
-    stage = stage_class(
-        cfg, inputs.tokenizer(stage_class.instruct), inputs.types, limit_splits(inputs.splits, cfg.data)
-    )
-    model = stage.build_model(init_from)
-    if cfg.approach.finetune == "lora":
-        model = apply_lora(
-            model,
-            cfg.approach.lora,
-            stage.lora_task,
-            modules_to_save=stage.lora_modules_to_save,
-            gradient_checkpointing=cfg.trainer.gradient_checkpointing,
-        )
-    if cfg.trainer.compile and stage.compiles:
-        model = torch.compile(model)
+    results sections (`dev`, `test`, `inference`, `selection`, `train`). Ranks > 0 of a multi-device job
+    return nothing after training: rank 0 alone predicts, scores and saves."""
+    with phase("load_tokenizer"):
+        tokenizer = inputs.tokenizer(stage_class.instruct(cfg))
+    stage = stage_class(cfg, tokenizer, inputs.types, limit_splits(inputs.splits, cfg.data))
+    with phase("load_model"):
+        model = stage.build_model(init_from)
+        if cfg.approach.finetune == "lora":
+            model = apply_lora(
+                model,
+                cfg.approach.lora,
+                stage.lora_task,
+                modules_to_save=stage.lora_modules_to_save,
+                gradient_checkpointing=cfg.trainer.gradient_checkpointing,
+            )
+        if cfg.trainer.compile and stage.compiles:
+            model = torch.compile(model)
     trainable, total = count_parameters(model)
     log.info("model: %s parameters, %s trainable", f"{total:,}", f"{trainable:,}")
 
-    data = stage.build_datamodule()
+    with phase("encode"):
+        data = stage.build_datamodule()
     module = stage.build_module(model, data)
-    fit = fit_and_select(cfg, run_dir, module, data)
+    fit = fit_and_select(cfg, run_dir, module, data)  # phases `fit` and `select`
     if not fit.predicts_here():
         return {}
     stage.after_fit(module, fit)
 
     sections: dict = {}
+    scored: dict[str, SplitPrediction] = {}
     for split in ("dev", "test"):
-        start = time.perf_counter()
-        predicted = stage.predict(module.model, data, split)
-        seconds = time.perf_counter() - start
-        write_predictions(
-            RunFolder(run_dir).predictions(split),
-            {doc.id: (doc.text, predicted.spans[doc.id]) for doc in predicted.docs},
-        )
-        sections[split] = predicted.metrics
+        with phase(f"predict_{split}") as predicting:
+            raw = stage.predict(module.model, data, split)
+        with phase(f"score_{split}") as scoring:
+            scored[split] = stage.score(data, split, raw)
+        seconds = predicting.seconds + scoring.seconds
+        sections[split] = stage.split_section(scored[split], seconds)
         if split == "test":
-            sections["inference"] = inference_section(len(predicted.docs), seconds)
+            test = scored[split]
+            sections["inference"] = inference_section(
+                len(test.docs), seconds, test.new_tokens, predicting.seconds
+            )
 
-    if cfg.save_model:
-        save_model(module.model, stage.tokenizer, RunFolder(run_dir).model, stage.inference_settings())
+    with phase("save"):
+        for split, predicted in scored.items():
+            write_predictions(
+                RunFolder(run_dir).predictions(split),
+                {doc.id: (doc.text, predicted.spans[doc.id]) for doc in predicted.docs},
+            )
+        if cfg.save_model:
+            save_model(module.model, stage.tokenizer, RunFolder(run_dir).model, stage.inference_settings())
+    sections["selection"] = fit.selection_section(stage.selection_documents(data))
     sections["train"] = {**fit.train_section((trainable, total)), **stage.train_extras(data)}
     log_final(fit.logger, sections)
     return sections

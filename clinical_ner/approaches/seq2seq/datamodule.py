@@ -7,6 +7,8 @@ hold prompt indices only, because validation generates (model selection is on de
 from __future__ import annotations
 
 import logging
+import math
+import random
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
@@ -23,6 +25,7 @@ from clinical_ner.approaches.seq2seq.units import (
 )
 from clinical_ner.data.batching import LengthGroupedBatchSampler, PadCollator, eval_batches, keep_empty
 from clinical_ner.data.types import Document
+from clinical_ner.errors import UserError
 
 log = logging.getLogger(__name__)
 
@@ -55,8 +58,9 @@ def training_examples(
     seed: int = 0,
     offset_loss: bool = True,
 ) -> tuple[list[dict], int]:
-    """(examples, skipped): `input_ids` + `labels` per unit (sentences never cut a gold mention); examples
-    longer than `max_length` are skipped rather than cut, since a cut answer teaches broken JSON.
+    """(examples, lengths): `input_ids` + `labels` per unit (sentences never cut a gold mention), and the token
+    length of every unit; examples longer than `max_length` are skipped rather than cut, since a cut answer
+    teaches broken JSON (`check_lengths` counts them).
 
     `empty_fraction`: the share of units without any mention that is kept (a seeded sample; `seed` picks it).
     Most sentences hold no mention, and a small model trained on all of them learns to answer `[]` to everything.
@@ -64,20 +68,50 @@ def training_examples(
     characters, and constrained decoding writes them itself (free decoding then relies on the parser's
     re-anchoring).
     """
-    examples, empty, skipped = [], [], 0
+    examples, empty, lengths = [], [], []
     for doc in docs:
         for part in make_units(doc, unit, doc.spans):
             entities = target_entities(part, doc.spans)
             answer = to_json(entities)
             unlearned = () if offset_loss else offset_values(answer)
             input_ids, labels = renderer.example(part.text, answer, unlearned)
+            lengths.append(len(input_ids))
             if len(input_ids) > max_length:
-                skipped += 1
                 continue
             if not entities:
                 empty.append(len(examples))
             examples.append({"input_ids": input_ids, "labels": labels})
-    return keep_empty(examples, empty, empty_fraction, seed), skipped
+    return keep_empty(examples, empty, empty_fraction, seed), lengths
+
+
+def check_lengths(lengths: Sequence[int], max_length: int, share: float = 0.99) -> int:
+    """The number of training examples longer than `max_length` (skipped); a warning when they are more than
+    1 - `share` of them, a UserError when they are all of them (a run that trains on nothing)."""
+    skipped = sum(length > max_length for length in lengths)
+    if not skipped:
+        return 0
+    ordered = sorted(lengths)
+    needed = ordered[max(0, math.ceil(share * len(ordered)) - 1)]
+    summary = (
+        f"{skipped} of {len(lengths)} seq2seq training examples are longer than approach.max_length={max_length} "
+        f"tokens; approach.max_length={needed} keeps {share:.0%} of them"
+    )
+    if skipped == len(lengths):
+        raise UserError(f"nothing to train on: {summary}")
+    if skipped > (1 - share) * len(lengths):
+        log.warning("%s (skipped examples bias training towards short units)", summary)
+    else:
+        log.info("%s", summary)
+    return skipped
+
+
+def selection_sample(docs: Sequence[Document], limit: int | None, seed: int = 0) -> list[Document]:
+    """`limit` documents drawn (seeded) from the whole of `docs`, kept in their order; all when `limit` is
+    None or not smaller. A sample spread over the split, not its first ids (one journal in PharmaCoNER)."""
+    if limit is None or limit >= len(docs):
+        return list(docs)
+    chosen = set(random.Random(seed).sample(range(len(docs)), limit))
+    return [doc for index, doc in enumerate(docs) if index in chosen]
 
 
 class _Items(Dataset):
@@ -96,7 +130,8 @@ def _indices(batch: list[dict]) -> list[int]:
 
 
 class Seq2SeqDataModule(L.LightningDataModule):
-    """Training examples and the dev prompts generated at each validation."""
+    """Training examples and the dev prompts generated at each validation (`val_limit` documents sampled
+    over the dev set; None = all)."""
 
     def __init__(
         self,
@@ -114,19 +149,15 @@ class Seq2SeqDataModule(L.LightningDataModule):
         offset_loss: bool = True,
     ) -> None:
         super().__init__()
-        self.examples, skipped = training_examples(
+        self.examples, lengths = training_examples(
             splits["train"], renderer, unit, max_length, empty_fraction, seed, offset_loss
         )
+        self.skipped = check_lengths(lengths, max_length)
         log.info(
             "%d training examples (entity-free units kept: %.0f%%)", len(self.examples), 100 * empty_fraction
         )
-        if skipped:
-            log.warning(
-                "%d training units are longer than max_length=%d and were skipped", skipped, max_length
-            )
-        self.skipped = skipped
-        dev = list(splits["dev"])
-        self.val = prompt_split(dev[:val_limit] if val_limit else dev, renderer, unit)
+        # the same documents in every run (not the run seed), so selection scores compare across seeds
+        self.val = prompt_split(selection_sample(splits["dev"], val_limit), renderer, unit)
         self.collate = PadCollator(renderer.tokenizer.pad_token_id)
         self.batch_size = batch_size
         self.eval_batch_size = eval_batch_size

@@ -71,9 +71,11 @@ class SchemaConstraint:
         max_new_tokens: int,
         entity_bias: float = 0.0,
         whole_words: bool = False,
+        earliest: bool = False,
     ) -> None:
         self.vocab = vocab
         self.whole_words = whole_words
+        self.earliest = earliest  # SpanGrammar: repeated texts take their earliest occurrence
         self.texts = texts
         self.types = list(types)
         self.entity_bias = entity_bias
@@ -88,7 +90,7 @@ class SchemaConstraint:
         mask = torch.full_like(scores, float("-inf"))
         for line, (row, step) in enumerate(zip(rows, steps, strict=True)):
             if row not in self.grammars:
-                self.grammars[row] = SpanGrammar(self.texts[row], self.types, self.whole_words)
+                self.grammars[row] = SpanGrammar(self.texts[row], self.types, self.whole_words, self.earliest)
             state, grammar = self.states.get(row, START), self.grammars[row]
             if state is None or state == DONE:
                 self.options[row] = {}

@@ -40,9 +40,15 @@ def _inside_word(text: str, index: int) -> bool:
 
 class SpanGrammar:
     """The automaton for one unit text and a set of types. `whole_words`: a text may neither start nor end
-    inside a word (0.2% of PharmaCoNER mentions do; fragments like `a` of `tumoral` are then impossible)."""
+    inside a word (0.2% of PharmaCoNER mentions do; fragments like `a` of `tumoral` are then impossible).
+    `earliest`: a text repeated in the unit is its earliest occurrence after the previous entity, so the start
+    digits are forced; for a model that never learned them (offsets out of the loss), they would otherwise
+    pick the occurrence and, as entities come in text order, a late pick loses every mention before it."""
 
-    def __init__(self, text: str, types: Sequence[str], whole_words: bool = False) -> None:
+    def __init__(
+        self, text: str, types: Sequence[str], whole_words: bool = False, earliest: bool = False
+    ) -> None:
+        self.earliest = earliest
         self.data = text.encode("utf-8")
         self.types = [t.encode("utf-8") for t in types]
         self.usable = bytearray(len(self.data))
@@ -109,6 +115,8 @@ class SpanGrammar:
         if length and ends:
             first = ends[0] - length
             starts = tuple(sorted({self.char_at[p - length] for p in ends}))
+            if self.earliest:
+                starts = starts[:1]
             nchars = self.char_at[first + length] - self.char_at[first]
             close = (_QUOTE, ("lit", b',"type":"', ("type", b"", starts, nchars)))
             if finishing:

@@ -52,6 +52,7 @@ class Seq2seqInference(InferenceSettings):
     prompt: PromptSettings
     entity_bias: float = 0.0  # folders saved before the option existed decoded without it
     whole_words: bool = False  # (likewise)
+    earliest: bool = False  # a repeated text is its earliest occurrence (likewise: older folders did not)
 
 
 @dataclass
@@ -67,6 +68,8 @@ class Seq2SeqDecoder:
     precision: str = "32"
     entity_bias: float = 0.0  # constrained only: logit malus on closing the array (favours entities)
     whole_words: bool = False  # constrained only: texts start and end on word boundaries
+    earliest: bool = False  # constrained only: a repeated text is its earliest occurrence (offsets untrained)
+    generated_tokens: int = 0  # answer tokens generated so far (stop tokens excluded), for new tokens/s
     _vocab: TokenVocab | None = field(default=None, repr=False)
 
     @property
@@ -90,6 +93,7 @@ class Seq2SeqDecoder:
                 self.max_new_tokens,
                 self.entity_bias,
                 self.whole_words,
+                self.earliest,
             )
         ids = generate(
             model,
@@ -101,6 +105,7 @@ class Seq2SeqDecoder:
             self.precision,
             constraint,
         )
+        self.generated_tokens += sum(len(a) for a in ids)
         return [self.tokenizer.decode(a, skip_special_tokens=True) for a in ids]
 
     def answer_split(self, model: torch.nn.Module, split: PromptSplit, indices: Sequence[int]) -> list[str]:
@@ -159,6 +164,7 @@ def tag_with_seq2seq(
         settings.precision,
         settings.entity_bias,
         settings.whole_words,
+        settings.earliest,
     )
     split = prompt_split(docs, renderer, str(settings.unit))
     answers = decoder.answer_split(model, split, range(len(split.units)))

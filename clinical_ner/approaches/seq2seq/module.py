@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from clinical_ner.approaches.seq2seq.prompt import IGNORE
+from clinical_ner.training.checkpoints import TrainedOnlyCheckpoints
 from clinical_ner.training.optim import ScheduledModule
 
 
@@ -26,7 +27,7 @@ def answer_loss(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> torch
     return F.cross_entropy(logits.float(), targets[learned])
 
 
-class Seq2SeqModule(ScheduledModule):
+class Seq2SeqModule(TrainedOnlyCheckpoints, ScheduledModule):
     """Trains `model` (a `*ForCausalLM`, possibly with LoRA adapters) on prompt + answer examples.
 
     `answer(model, indices) -> answers` generates the dev units' answers and `evaluate({index: answer}) -> metrics`

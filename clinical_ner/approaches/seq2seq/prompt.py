@@ -1,5 +1,6 @@
 """Prompts for seq2seq NER: the instruction from conf/prompt, rendered through the instruct checkpoint's chat
-template (scale=paper) or a plain template (tiny scale, random weights), always with exactly one BOS.
+template (instruct weights: scale=paper, corpus=none) or a plain template ending on the tokenizer's EOS (base
+weights after continual pretraining, random tiny weights), always with exactly one BOS.
 
 Training and inference share `PromptRenderer.prompt_ids`, and a training example is the prompt's ids followed by
 the answer's ids, so the prompt the model is trained on is token-identical to the one it answers at inference
@@ -19,6 +20,9 @@ from clinical_ner.errors import UserError
 
 IGNORE = -100
 EOT = "<|eot_id|>"  # Llama 3 instruct's end of turn
+# Llama 3.x chat templates write a date into the system turn (`date_string`, else today's `strftime_now`):
+# one fixed date, the templates' own default, keeps training, test and a later `predict` prompts identical
+TEMPLATE_DATE = "26 Jul 2024"
 
 
 def fill_instruction(prompt: PromptConfig, types: Sequence[str]) -> str:
@@ -29,15 +33,26 @@ def fill_instruction(prompt: PromptConfig, types: Sequence[str]) -> str:
     return prompt.instruction.replace("{types}", "\n".join(lines)).replace("{type_names}", ", ".join(types))
 
 
-def use_chat_template(prompt: PromptConfig, tokenizer: PreTrainedTokenizerBase, pretrained: bool) -> bool:
-    """`auto`: the chat template for pretrained (instruct) weights, plain text for random tiny ones."""
+def use_chat_template(prompt: PromptConfig, tokenizer: PreTrainedTokenizerBase, instruct: bool) -> bool:
+    """`auto`: the chat template for instruct weights (`models.backbone.instruct_weights`), plain text for base
+    or random ones, whose chat-turn tokens were never trained."""
     template = str(prompt.template)
     has_template = bool(getattr(tokenizer, "chat_template", None))
     if template == "chat" and not has_template:
         raise UserError("approach.prompt.template=chat but the tokenizer has no chat template")
-    if template == "auto":
-        return pretrained and has_template
-    return template == "chat"
+    chat = instruct and has_template if template == "auto" else template == "chat"
+    if chat and _reads_clock(tokenizer.chat_template):
+        raise UserError(
+            "the tokenizer's chat template writes today's date (strftime_now) without a date_string variable: "
+            "prompts would change from day to day; use approach.prompt.template=plain"
+        )
+    return chat
+
+
+def _reads_clock(chat_template: str | dict) -> bool:
+    """Whether a chat template calls `strftime_now` without letting a `date_string` variable replace it."""
+    text = chat_template if isinstance(chat_template, str) else " ".join(map(str, chat_template.values()))
+    return "strftime_now" in text and "date_string" not in text
 
 
 @dataclass
@@ -73,7 +88,9 @@ class PromptRenderer:
         user = self.user.replace("{text}", text)
         if self.chat:
             messages = [{"role": "system", "content": self.instruction}, {"role": "user", "content": user}]
-            return self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+            return self.tokenizer.apply_chat_template(
+                messages, add_generation_prompt=True, tokenize=False, date_string=TEMPLATE_DATE
+            )
         return self.plain.replace("{instruction}", self.instruction).replace("{user}", user)
 
     def prompt_ids(self, text: str) -> list[int]:
@@ -107,7 +124,7 @@ class PromptRenderer:
 
 
 def make_renderer(
-    prompt: PromptConfig, tokenizer: PreTrainedTokenizerBase, types: Sequence[str], pretrained: bool
+    prompt: PromptConfig, tokenizer: PreTrainedTokenizerBase, types: Sequence[str], instruct: bool
 ) -> PromptRenderer:
     """The renderer a run uses (types sorted, so the prompt never depends on the order they were found in)."""
     return PromptRenderer(
@@ -115,5 +132,5 @@ def make_renderer(
         instruction=fill_instruction(prompt, sorted(types)),
         user=prompt.user,
         plain=prompt.plain,
-        chat=use_chat_template(prompt, tokenizer, pretrained),
+        chat=use_chat_template(prompt, tokenizer, instruct),
     )

@@ -1,10 +1,9 @@
 """The seq2seq stage: a causal Llama answers an instruction with a JSON list of entities; answers are parsed
 back to character spans (the shared skeleton is clinical_ner/training/stage.py). Model selection generates
-answers for `approach.val_limit` dev documents at each validation."""
+answers for a fixed sample of `approach.val_limit` dev documents at each validation; the results score all of dev."""
 
 from __future__ import annotations
 
-import time
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -13,7 +12,7 @@ import lightning as L
 import torch
 from transformers import PreTrainedTokenizerBase
 
-from clinical_ner.approaches.seq2seq.datamodule import Seq2SeqDataModule, prompt_split
+from clinical_ner.approaches.seq2seq.datamodule import PromptSplit, Seq2SeqDataModule, prompt_split
 from clinical_ner.approaches.seq2seq.inference import (
     PromptSettings,
     Seq2SeqDecoder,
@@ -25,18 +24,33 @@ from clinical_ner.approaches.seq2seq.module import Seq2SeqModule
 from clinical_ner.approaches.seq2seq.prompt import make_renderer
 from clinical_ner.config import TrainConfig
 from clinical_ner.data.types import Document
-from clinical_ner.models.backbone import build_causal_lm
+from clinical_ner.models.backbone import build_causal_lm, instruct_weights
 from clinical_ner.training.finetune import Fit
 from clinical_ner.training.stage import FineTuneStage, SplitPrediction
+
+
+def trains_offsets(approach) -> bool:
+    """Whether start/end digits are in the loss: `approach.offset_loss`, by default only for free decoding
+    (constrained decoding writes them: the earliest occurrence of a text when they were not trained)."""
+    return approach.offset_loss if approach.offset_loss is not None else approach.decoding == "free"
+
+
+SPLITS = ("dev", "test")  # what the run predicts after fitting
 
 
 class Seq2seqStage(FineTuneStage):
     """Seq2seq: prompt units (sentences or documents) answered in JSON, decoded free or schema-constrained."""
 
-    instruct = True
     lora_task = "CAUSAL_LM"
     settings_type = Seq2seqInference
     tag = staticmethod(tag_with_seq2seq)
+
+    @classmethod
+    def instruct(cls, cfg: TrainConfig) -> bool:
+        """One rule for tokenizer, weights and prompt (`instruct_weights`): instruct weights get the instruct
+        tokenizer, its chat template and end of turn; base-derived (continually pretrained) or random weights
+        the base tokenizer (the one pretraining used), the plain template and its EOS."""
+        return instruct_weights(cfg.scale, cfg.corpus.name)
 
     def __init__(
         self,
@@ -46,7 +60,8 @@ class Seq2seqStage(FineTuneStage):
         splits: Mapping[str, list[Document]],
     ) -> None:
         super().__init__(cfg, tokenizer, types, splits)
-        self.renderer = make_renderer(cfg.approach.prompt, tokenizer, types, cfg.scale.pretrained)
+        self.renderer = make_renderer(cfg.approach.prompt, tokenizer, types, self.instruct(cfg))
+        self.prompts: dict[str, PromptSplit] = {}  # dev and test prompts, encoded with the datamodule
         approach = cfg.approach
         self.decoder = Seq2SeqDecoder(
             tokenizer,
@@ -58,6 +73,7 @@ class Seq2seqStage(FineTuneStage):
             cfg.trainer.precision,
             approach.entity_bias,
             approach.whole_words,
+            earliest=not trains_offsets(approach),
         )
 
     def build_model(self, init_from: Path | None) -> torch.nn.Module:
@@ -65,7 +81,7 @@ class Seq2seqStage(FineTuneStage):
             self.cfg.model,
             self.cfg.scale,
             self.tokenizer,
-            instruct=True,
+            instruct=self.instruct(self.cfg),
             init_from=str(init_from) if init_from is not None else None,
             quantization=self.cfg.quantization,
             devices=self.cfg.trainer.devices,
@@ -73,6 +89,10 @@ class Seq2seqStage(FineTuneStage):
 
     def build_datamodule(self) -> Seq2SeqDataModule:
         cfg, approach = self.cfg, self.cfg.approach
+        # every dev and test document is answered after fitting (selection uses a sample of dev): encoded here
+        self.prompts = {
+            split: prompt_split(self.splits[split], self.renderer, approach.unit) for split in SPLITS
+        }
         return Seq2SeqDataModule(
             self.splits,
             self.renderer,
@@ -86,7 +106,7 @@ class Seq2seqStage(FineTuneStage):
             cfg.data.group_by_length,
             approach.empty_fraction,
             # the offsets' digits are learned only when the model must write them itself
-            approach.offset_loss if approach.offset_loss is not None else approach.decoding == "free",
+            trains_offsets(approach),
         )
 
     def build_module(self, model: torch.nn.Module, data: Seq2SeqDataModule) -> Seq2SeqModule:
@@ -104,19 +124,25 @@ class Seq2seqStage(FineTuneStage):
     def after_fit(self, module: L.LightningModule, fit: Fit) -> None:
         module.model.to(fit.trainer.strategy.root_device)  # each DDP rank generates on its own device
 
-    def predict(self, model: torch.nn.Module, data: Seq2SeqDataModule, split: str) -> SplitPrediction:
-        """dev: the selection subset (`val_limit` documents); test: every test document."""
-        start = time.perf_counter()
-        prompts = (
-            data.val
-            if split == "dev"
-            else prompt_split(self.splits[split], self.renderer, self.cfg.approach.unit)
-        )
+    def selection_documents(self, data: Seq2SeqDataModule) -> int:
+        return len(data.val.docs)  # the seeded `val_limit` sample of dev
+
+    def predict(self, model: torch.nn.Module, data: Seq2SeqDataModule, split: str) -> tuple[list[str], int]:
+        """The answers to every prompt of `split` (selection used a sample of dev), and the tokens generated."""
+        prompts = self.prompts[split]
+        self.decoder.generated_tokens = 0
         answers = self.decoder.answer_split(model, prompts, range(len(prompts.units)))
+        return answers, self.decoder.generated_tokens
+
+    def score(self, data: Seq2SeqDataModule, split: str, raw: tuple[list[str], int]) -> SplitPrediction:
+        answers, new_tokens = raw
+        prompts = self.prompts[split]
         metrics, spans = evaluate_answers(prompts, dict(enumerate(answers)), self.types)
-        seconds = time.perf_counter() - start
-        metrics["documents_per_s"] = len(prompts.docs) / seconds if seconds else 0.0
-        return SplitPrediction(prompts.docs, spans, metrics)
+        return SplitPrediction(prompts.docs, spans, metrics, new_tokens)
+
+    def split_section(self, predicted: SplitPrediction, seconds: float) -> dict:
+        # generation + parsing speed on every split
+        return {**predicted.metrics, "documents_per_s": len(predicted.docs) / seconds if seconds else 0.0}
 
     def inference_settings(self) -> Seq2seqInference:
         approach = self.cfg.approach
@@ -130,6 +156,7 @@ class Seq2seqStage(FineTuneStage):
             prompt=PromptSettings.of(self.renderer),
             entity_bias=approach.entity_bias,
             whole_words=approach.whole_words,
+            earliest=not trains_offsets(approach),
         )
 
     def train_extras(self, data: Seq2SeqDataModule) -> dict:

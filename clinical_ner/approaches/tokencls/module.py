@@ -7,10 +7,11 @@ from collections.abc import Callable
 import torch
 
 from clinical_ner.approaches.tokencls.inference import tags_by_window
+from clinical_ner.training.checkpoints import TrainedOnlyCheckpoints
 from clinical_ner.training.optim import ScheduledModule
 
 
-class TokenClsModule(ScheduledModule):
+class TokenClsModule(TrainedOnlyCheckpoints, ScheduledModule):
     """Trains `model` (a `*ForTokenClassification`) and scores the dev set by the official span rule.
 
     `evaluate(predictions) -> metrics` turns {window index: tag ids} into span metrics; it is injected so the

@@ -85,9 +85,14 @@ class TokenClsStage(FineTuneStage):
             token_dropout=self.cfg.approach.token_dropout,
         )
 
-    def predict(self, model: torch.nn.Module, data: TokenClsDataModule, split: str) -> SplitPrediction:
-        predictions = predict_windows(model, data.eval_dataloader(split), self.cfg.trainer.precision)
-        metrics, spans = self._score(data, split, predictions)
+    def selection_documents(self, data: TokenClsDataModule) -> int:
+        return len(data.encoded["dev"].docs)  # selection scores all of dev
+
+    def predict(self, model: torch.nn.Module, data: TokenClsDataModule, split: str) -> dict[int, list[int]]:
+        return predict_windows(model, data.eval_dataloader(split), self.cfg.trainer.precision)
+
+    def score(self, data: TokenClsDataModule, split: str, raw: dict[int, list[int]]) -> SplitPrediction:
+        metrics, spans = self._score(data, split, raw)
         return SplitPrediction(data.encoded[split].docs, spans, metrics)
 
     def inference_settings(self) -> TokenClsInference:
