@@ -9,8 +9,9 @@ from enum import StrEnum
 from typing import Any
 
 from hydra.core.config_store import ConfigStore
-from omegaconf import MISSING, OmegaConf
+from omegaconf import MISSING, ListConfig, OmegaConf
 
+from clinical_ner.config_compare import register_resolvers
 from clinical_ner.errors import UserError
 
 
@@ -349,6 +350,17 @@ def typed_config(container: dict):
 SECRET_KEY = re.compile(r"(^|_)(key|token|secret|password)$", re.IGNORECASE)
 
 
+def listed_gpu_ids(devices) -> list[int] | None:
+    """The GPU ids of `trainer.devices` when it lists them (`[2, 3]`, `"2,3"`, `"2,"`), as Lightning reads
+    them; None when it is a count (`2`, `"2"`, `-1`, `auto`)."""
+    if isinstance(devices, list | tuple | ListConfig):
+        return [int(d) for d in devices]
+    text = str(devices).strip()
+    if "," in text:
+        return [int(part) for part in text.split(",") if part.strip()]
+    return None
+
+
 def public_config(cfg) -> dict:
     """The resolved config with anything that looks like a secret removed (it is saved and logged)."""
     resolved = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
@@ -391,3 +403,4 @@ def register_configs() -> None:
 
 
 register_configs()
+register_resolvers()

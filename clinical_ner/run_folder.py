@@ -6,6 +6,8 @@
   model/                    RunFolder.model             save_pretrained weights + tokenizer + INFERENCE_FILE
   predictions/<split>/      RunFolder.predictions(s)    one BRAT .ann per document
   checkpoints/              RunFolder.checkpoints       best-<epoch>.ckpt (best dev F1) and last.ckpt (resume)
+  checkpoints.json          RunFolder.checkpoint_config the hash of the config that wrote checkpoints/
+  stale-<time>/             RunFolder.stale(time)       what a run of another config left here (moved aside)
   pretrain/                 RunFolder.pretrain          the continual-pretraining Trainer's root folder
   csv/, csv_pretrain/       CSV_DIR, CSV_PRETRAIN_DIR   logger=csv metrics of fine-tuning / pretraining
   wandb/                    RunFolder.wandb             the W&B run (offline unless asked)
@@ -32,6 +34,14 @@ CSV_PRETRAIN_DIR = "csv_pretrain"  # apart, so fine-tuning's metrics.csv does no
 WANDB_DIR = "wandb"  # made by W&B itself under the save_dir it is given (the run dir)
 RANK_LOGS = "ranks"  # <run dir>/ranks/rank-<n>.log: what ranks > 0 printed
 RANK_LOG = "rank-{rank}.log"
+CHECKPOINT_CONFIG = "checkpoints.json"  # beside checkpoints/: a resume must match the config hash it holds
+STALE_PREFIX = "stale-"  # <run dir>/stale-<time>/: never read by reports
+HYDRA_ENTRIES = (".hydra", "train.log")  # Hydra's own, of the job now running in the folder
+
+
+def is_stale(path: Path | str, root: Path | str) -> bool:
+    """True when `path` lies in a `stale-*` folder below `root` (an earlier run of another config)."""
+    return any(part.startswith(STALE_PREFIX) for part in Path(path).relative_to(root).parts)
 
 
 @dataclass(frozen=True)
@@ -76,3 +86,10 @@ class RunFolder:
 
     def rank_log(self, rank: int) -> Path:
         return self.ranks / RANK_LOG.format(rank=rank)
+
+    @property
+    def checkpoint_config(self) -> Path:
+        return self.root / CHECKPOINT_CONFIG
+
+    def stale(self, stamp: str) -> Path:
+        return self.root / f"{STALE_PREFIX}{stamp}"

@@ -19,7 +19,13 @@ from clinical_ner.errors import EXIT_USER_ERROR, UserError
 from clinical_ner.results import write_results
 from clinical_ner.run import ranks
 from clinical_ner.run.pipeline import coordinates, run
-from clinical_ner.run.sweep import finished_results, in_multirun, resume_checkpoint, wandb_sync_hint
+from clinical_ner.run.sweep import (
+    finished_results,
+    in_multirun,
+    prepare_run_dir,
+    record_checkpoint_config,
+    wandb_sync_hint,
+)
 from clinical_ner.training.loggers import finish_wandb, report_to_wandb
 from clinical_ner.training.timings import PhaseTimes
 
@@ -38,20 +44,26 @@ def main(cfg: DictConfig) -> float | None:
     traceback.
 
     Inside a sweep, a failing cell is recorded (`status: failed`) and the sweep goes on; a cell already
-    complete is skipped and an interrupted one resumes from its last checkpoint (clinical_ner/run/sweep.py).
+    complete is skipped and an interrupted one resumes from its last checkpoint when that was written by the
+    same config; another config's leftovers are moved aside first (clinical_ner/run/sweep.py).
     """
     run_dir = Path(cfg.output_dir)
-    done = finished_results(run_dir, public_config(cfg))
+    config = public_config(cfg)
+    done = finished_results(run_dir, config)
     if done is not None:
         print(f"skip: {run_dir} is complete (test F1 {done['test'].get('f1', 0):.4f})")
         return objective(done)
-    last = resume_checkpoint(run_dir)
-    if cfg.ckpt_path is None and last is not None:
+    # one job, one run folder: rank 0 writes it; other ranks run on scratch folders (clinical_ner/run/ranks.py)
+    rank_zero = ranks.is_global_zero()
+    # another config's results or checkpoints are moved aside; only this config's last checkpoint resumes.
+    # An explicit ckpt_path (e.g. `last` with more steps) is the user's choice: the folder is left as it is.
+    last = prepare_run_dir(run_dir, config, writer=rank_zero) if cfg.ckpt_path is None else None
+    if last is not None:
         log.info("resuming %s from %s", run_dir, last)
         with open_dict(cfg):
             cfg.ckpt_path = str(last)
-    # one job, one run folder: rank 0 writes it; other ranks run on scratch folders (clinical_ner/run/ranks.py)
-    rank_zero = ranks.is_global_zero()
+    if rank_zero:
+        record_checkpoint_config(run_dir, config)
 
     times = PhaseTimes()  # the phases a failed run got through are recorded too
 
@@ -70,6 +82,15 @@ def main(cfg: DictConfig) -> float | None:
         if in_multirun():
             return None
         sys.exit(EXIT_USER_ERROR)
+    except ranks.RankFailed as err:
+        # rank 0's own traceback says nothing (it was interrupted); the dead rank's log says why
+        finish_wandb(1)
+        error = f"RankFailed: {err or 'a rank > 0 died'}"
+        record_failure(error)
+        print(f"error: {run_dir}: {error}", file=sys.stderr)
+        if in_multirun():
+            return None
+        sys.exit(1)
     except Exception as err:
         finish_wandb(1)
         error = f"{type(err).__name__}: {err}"

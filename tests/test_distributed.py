@@ -9,8 +9,13 @@ from __future__ import annotations
 
 import json
 import os
+import signal
+import socket
 import subprocess
 import sys
+import threading
+import time
+from datetime import timedelta
 from functools import partial
 from pathlib import Path
 from types import SimpleNamespace
@@ -139,8 +144,8 @@ def test_resolved_config_round_trips(tmp_path):
     assert type(loaded.approach.decoding) is type(cfg.approach.decoding)  # enums back on the typed schema
 
 
-def test_a_dead_rank_stops_a_hanging_rank_zero(tmp_path):
-    # rank 0 "hangs" (sleeps); rank 1 dies: the watch records the failure and ends rank 0 with rank 1's code
+def _watched(tmp_path: Path, rank_zero: str) -> subprocess.CompletedProcess:
+    """A process whose rank 1 dies at once (exit 3) while rank 0 runs `rank_zero` under the watch."""
     script = f"""
 import subprocess, sys, time
 from pathlib import Path
@@ -148,14 +153,99 @@ from clinical_ner.run import ranks
 ranks.FAILURE_GRACE_S = 1.0
 logs = Path({str(tmp_path)!r})
 procs = ranks.start_ranks(lambda r: [sys.executable, "-c", "import sys; print('boom'); sys.exit(3)"], 2, {{}}, logs)
-ranks.RankWatch(procs, logs, lambda m: (logs / "failure.txt").write_text(m)).start()
-time.sleep(60)
+watch = ranks.RankWatch(procs, logs, lambda m: (logs / "failure.txt").write_text(m))
+watch.start()
+{rank_zero}
 """
-    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    return subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+
+
+def test_a_dead_rank_fails_a_hanging_rank_zero_which_goes_on(tmp_path):
+    # rank 0 "hangs" (waits in Python); rank 1 dies: rank 0 gets RankFailed and survives, as a sweep must
+    proc = _watched(
+        tmp_path,
+        """
+try:
+    while True:
+        time.sleep(0.05)
+except ranks.RankFailed:
+    watch.close()
+    print("rank 0 failed its job:", watch.failure)
+print("the sweep goes on")
+""",
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "rank 0 failed its job: rank 1 exited with code 3" in proc.stdout
+    assert "boom" in (tmp_path / "rank-1.log").read_text()
+    assert "the sweep goes on" in proc.stdout
+    assert not (tmp_path / "failure.txt").exists()  # the job records it, not the watch
+
+
+def test_a_rank_zero_stuck_where_python_cannot_interrupt_it_is_ended(tmp_path):
+    # the last resort: rank 0 never runs Python again (a blocking C call), so the watch records and exits
+    proc = _watched(tmp_path, "time.sleep(60)")
     assert proc.returncode == 3
     assert "rank 1 exited with code 3" in (tmp_path / "failure.txt").read_text()
-    assert "boom" in (tmp_path / "rank-1.log").read_text()
     assert proc.stderr.strip().splitlines()[-1].startswith("error: rank 1 exited with code 3")
+
+
+def test_ranks_exit_when_rank_zero_is_killed(tmp_path):
+    child = "from clinical_ner.run.ranks import exit_with_parent; exit_with_parent(0.1); import time; "
+    child += "print('started', flush=True); time.sleep(120)"
+    script = f"""
+import sys, time
+from pathlib import Path
+from clinical_ner.run import ranks
+(proc,) = ranks.start_ranks(lambda r: [sys.executable, "-c", {child!r}], 2, {{}}, Path({str(tmp_path)!r}))
+print(proc.pid, flush=True)
+time.sleep(120)
+"""
+    parent = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    try:
+        pid = int(parent.stdout.readline())
+        for _ in range(200):  # the child is up
+            if "started" in (tmp_path / "rank-1.log").read_text():
+                break
+            time.sleep(0.1)
+        assert "started" in (tmp_path / "rank-1.log").read_text()
+        os.kill(pid, 0)  # alive
+        parent.send_signal(signal.SIGKILL)  # rank 0 dies without cleaning up
+        parent.wait()
+        for _ in range(50):
+            try:
+                os.kill(pid, 0)
+            except ProcessLookupError:
+                break  # gone (reaped by init)
+            time.sleep(0.1)
+        else:
+            os.kill(pid, signal.SIGKILL)
+            pytest.fail("rank 1 outlived rank 0")
+    finally:
+        parent.kill()
+
+
+def test_rendezvous_ports_are_distinct_and_stay_bound_until_the_job_ends():
+    stores: list = [None] * 8
+
+    def host(i: int) -> None:
+        stores[i] = ranks.host_rendezvous()
+
+    threads = [threading.Thread(target=host, args=(i,)) for i in range(len(stores))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    ports = [store.port for store in stores]
+    assert len(set(ports)) == len(ports)  # concurrent jobs never share a port
+    for port in ports:  # nothing else can take the port while the job holds it
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock, pytest.raises(OSError):
+            sock.bind(("127.0.0.1", port))
+    # a rank joins as a client on that port, as torch's rendezvous does with launch_env's variables
+    env = ranks.launch_env(2, ports[0])
+    assert env["MASTER_PORT"] == str(ports[0]) and env["TORCHELASTIC_USE_AGENT_STORE"] == "True"
+    client = torch.distributed.TCPStore("127.0.0.1", ports[0], None, False, timedelta(seconds=10))
+    client.set("ready", "1")
+    assert stores[0].get("ready") == b"1"
 
 
 def test_unsharded_copy_rebuilds_the_trained_model():
@@ -303,7 +393,8 @@ def _train(out: Path, devices: int, batch: int, steps: int) -> dict:
     if devices == 1:
         subprocess.run(command, check=True, env=base, capture_output=True, timeout=600)
     else:
-        env = {**base, **ranks.launch_env(devices)}
+        store = ranks.host_rendezvous()  # this process hosts the store, as rank 0 of a job does
+        env = {**base, **ranks.launch_env(devices, store.port)}
         procs = [
             subprocess.Popen(
                 command,
@@ -333,8 +424,15 @@ def test_ddp_two_processes_match_one_process(tmp_path):
 # --- the command line: one job, one run folder ----------------------------------------------------------
 
 
-def _cli(args: list[str], tmp_path: Path, timeout: float = 900) -> subprocess.CompletedProcess:
-    env = {**os.environ, "CLINICAL_NER_CACHE": str(tmp_path / "cache"), "WANDB_MODE": "offline"}
+def _cli(
+    args: list[str], tmp_path: Path, timeout: float = 900, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess:
+    env = {
+        **os.environ,
+        "CLINICAL_NER_CACHE": str(tmp_path / "cache"),
+        "WANDB_MODE": "offline",
+        **(env or {}),
+    }
     return subprocess.run(
         [sys.executable, "-m", "clinical_ner.train", *args],
         capture_output=True,
@@ -382,6 +480,45 @@ def test_ddp_sweep_runs_each_cell_once(tmp_path):
     found = sorted(tmp_path.rglob("results.json"))
     assert [p.parent.parent for p in found] == [tmp_path / "sweep"] * 2, found
     assert all(json.loads(p.read_text())["status"] == "complete" for p in found)
+
+
+# a test hook: rank 1 of a local multi-process job exits at start-up when its config's seed is $DIE_SEED
+DIE_ON_SEED = """
+import os, re, sys
+if os.environ.get("LOCAL_RANK") == "1" and os.environ.get("DIE_SEED") and "--output-dir" in sys.argv:
+    config = open(sys.argv[sys.argv.index("--output-dir") - 1]).read()
+    if re.search(rf"^seed: {os.environ['DIE_SEED']}$", config, re.MULTILINE):
+        print("rank 1 dies on purpose", flush=True)
+        os._exit(1)
+"""
+
+
+@pytest.mark.slow
+def test_a_dead_rank_fails_its_cell_and_the_sweep_goes_on(tmp_path):
+    hook = tmp_path / "hook"
+    hook.mkdir()
+    (hook / "sitecustomize.py").write_text(DIE_ON_SEED)
+    proc = _cli(
+        ["-m", "data=synthetic", "trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2"]
+        + ["trainer.max_steps=2", "seed=1,2", "save_model=false", *TINY, *QUIET]
+        + [f"hydra.sweep.dir={tmp_path / 'sweep'}"],
+        tmp_path,
+        env={"PYTHONPATH": os.pathsep.join([str(hook), str(ROOT)]), "DIE_SEED": "1"},
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    records = {}
+    for path in (tmp_path / "sweep").rglob("results.json"):
+        record = json.loads(path.read_text())
+        records[record["seed"]] = (path.parent, record)
+    (dead_cell, dead), (good_cell, good) = records[1], records[2]
+    assert dead["status"] == "failed" and dead["error"].startswith("RankFailed: rank 1 exited with code 1")
+    assert "rank 1 dies on purpose" in dead["error"]  # the dead rank's log tail
+    assert good["status"] == "complete" and good["train"]["devices"] == 2
+    assert "1 complete, 1 failed" in proc.stdout
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and str(dead_cell) in errors[0]
+    # ranks > 0 leave after training: rank 0 alone predicts and scores
+    assert "rank 1: training done; rank 0 predicts" in (good_cell / "ranks" / "rank-1.log").read_text()
 
 
 def test_fsdp_on_cpu_fails_fast_with_one_line(tmp_path):

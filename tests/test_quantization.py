@@ -237,3 +237,34 @@ def test_qlora_run_end_to_end(checkpoint, tmp_path, monkeypatch):
     for doc in docs:
         written = parse_official_ann(tmp_path / "run" / "predictions" / "test" / f"{doc.id}.ann")
         assert {(s.type, s.start, s.end) for s in tagged[doc.id]} == written
+
+
+@pytest.mark.parametrize(
+    ("devices", "local_rank", "expected"),
+    [
+        ([2, 3], 0, 2),  # trainer.devices=[2,3]: rank 1 trains on GPU 3, so its 4-bit base must load there
+        ([2, 3], 1, 3),
+        ("2,3", 1, 3),
+        ("1,", 0, 1),  # Lightning's one-GPU list
+        (2, 1, 1),  # a count: GPUs 0..n-1
+        ("2", 1, 1),
+        ("auto", 1, 1),
+        (-1, 0, 0),
+    ],
+)
+def test_each_rank_loads_its_4bit_base_on_the_gpu_it_trains_on(devices, local_rank, expected, monkeypatch):
+    from omegaconf import OmegaConf
+
+    if isinstance(devices, list):
+        devices = OmegaConf.create({"d": devices}).d  # as cfg.trainer.devices arrives: a ListConfig
+    assert quantize.gpu_index(devices, local_rank) == expected
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setenv("LOCAL_RANK", str(local_rank))
+    assert quantize.load_kwargs(compose_config([]).quantization, devices=devices)["device_map"] == {
+        "": expected
+    }
+
+
+def test_a_rank_beyond_the_listed_gpus_is_refused():
+    with pytest.raises(UserError, match="lists 2 GPU"):
+        quantize.gpu_index([2, 3], 2)

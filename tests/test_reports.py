@@ -354,3 +354,91 @@ def test_summary_is_printed(sweep, tmp_path, capsys):
     printed = capsys.readouterr().out
     assert "5 complete runs, 1 failed, 2 files skipped" in printed
     assert "Llama 3.1" in printed and "failed" in printed
+
+
+# --- cells keyed on the whole config: ablations stay apart, paired differences need the same documents --------
+
+
+def ablation(seed: int, lr: float, **config_extra) -> dict:
+    """A token-classification run of llama2 / none whose config sets `optim.lr` (and `config_extra`)."""
+    record = result("tokencls", "llama2", "none", seed, per_document(20, seed))
+    record["config"] = {**record["config"], "optim": {"lr": lr}, **config_extra}
+    return record
+
+
+def test_ablations_are_separate_cells_with_their_differing_keys_shown(tmp_path):
+    for seed in (1, 2):
+        for lr in (0.001, 0.002):
+            write(tmp_path / "runs" / f"lr{lr}" / f"s{seed}", ablation(seed, lr))
+    assert (
+        main([str(tmp_path / "runs"), "--out", str(tmp_path / "out"), "--no-plots", "--bootstrap", "0"]) == 0
+    )
+    rows = read_csv(tmp_path / "out" / "tokencls.csv")
+    assert sorted(r["setting"] for r in rows) == ["optim.lr=0.001", "optim.lr=0.002"]
+    assert [r["n_seeds"] for r in rows] == ["2", "2"]  # seeds average within an ablation, never across
+    markdown = (tmp_path / "out" / "tokencls.md").read_text("utf-8")
+    assert "Config keys that differ between cells of the same model and corpus (Setting column): " in markdown
+    assert "Token classification: optim.lr." in markdown
+    assert [r[3] for r in md_rows(tmp_path / "out" / "tokencls.md")[:2]] == [
+        "optim.lr=0.001",
+        "optim.lr=0.002",
+    ]
+
+
+def test_an_ablation_with_the_same_seed_does_not_replace_the_other(tmp_path):
+    write(tmp_path / "runs" / "a", ablation(1, 0.001))
+    write(tmp_path / "runs" / "b", ablation(1, 0.001, approach={"decoding": "constrained"}))
+    assert (
+        main([str(tmp_path / "runs"), "--out", str(tmp_path / "out"), "--no-plots", "--bootstrap", "0"]) == 0
+    )
+    settings = sorted(r["setting"] for r in read_csv(tmp_path / "out" / "tokencls.csv"))
+    assert settings == ["approach.decoding=constrained", "approach.decoding=unset"]
+
+
+def test_runs_differing_only_in_how_they_were_watched_share_a_cell(tmp_path):
+    watched = {"logger": {"name": "wandb"}, "trainer": {"max_epochs": 15, "max_steps": -1, "threads": 1}}
+    write(tmp_path / "runs" / "a", ablation(1, 0.001, logger={"name": "csv"}))
+    write(tmp_path / "runs" / "b", ablation(2, 0.001, output_dir="/elsewhere", **watched))
+    assert (
+        main([str(tmp_path / "runs"), "--out", str(tmp_path / "out"), "--no-plots", "--bootstrap", "0"]) == 0
+    )
+    (row,) = read_csv(tmp_path / "out" / "tokencls.csv")
+    assert (row["n_seeds"], row["setting"]) == ("2", "")
+
+
+def test_a_paired_difference_over_different_documents_is_refused(tmp_path, caplog):
+    counts = per_document(30, 1)
+    write(tmp_path / "runs" / "tok", result("tokencls", "llama3", "none", 1, counts))
+    fewer = dict(list(counts.items())[:20])  # as with data.eval_limit=20 on one side
+    write(tmp_path / "runs" / "s2s", result("seq2seq", "llama3", "none", 1, fewer, **generative(0)))
+    with caplog.at_level(logging.WARNING):
+        assert main([str(tmp_path / "runs"), "--out", str(tmp_path / "out"), "--no-plots"]) == 0
+    (row,) = read_csv(tmp_path / "out" / "difference.csv")
+    assert row["f1_difference"] == row["ci_low"] == ""
+    assert row["refused"] == "different test documents (30 vs 20; 10 scored by only one side)"
+    markdown = (tmp_path / "out" / "difference.md").read_text("utf-8")
+    assert "refused: different test documents" in markdown
+    assert "refused" in caplog.text
+    assert (tmp_path / "out" / "tokencls.csv").is_file()  # the rest of the report is written
+
+
+def test_stale_folders_of_an_earlier_config_are_not_reported(tmp_path):
+    write(tmp_path / "runs" / "cell", ablation(1, 0.002))
+    write(tmp_path / "runs" / "cell" / "stale-2026-01-01_00-00-00", ablation(1, 0.001))
+    assert (
+        main([str(tmp_path / "runs"), "--out", str(tmp_path / "out"), "--no-plots", "--bootstrap", "0"]) == 0
+    )
+    (row,) = read_csv(tmp_path / "out" / "tokencls.csv")
+    assert row["n_seeds"] == "1" and row["setting"] == ""
+
+
+def test_a_record_from_before_the_approach_schemas_shares_the_cell_of_a_new_one(tmp_path):
+    # old records also held the other approach's (unused) settings; they are the same computation
+    new = {"name": "tokencls", "label_position": "last"}
+    write(tmp_path / "runs" / "new", ablation(1, 0.001, approach=new))
+    write(tmp_path / "runs" / "old", ablation(2, 0.001, approach={**new, "unit": "sentence"}))
+    assert (
+        main([str(tmp_path / "runs"), "--out", str(tmp_path / "out"), "--no-plots", "--bootstrap", "0"]) == 0
+    )
+    (row,) = read_csv(tmp_path / "out" / "tokencls.csv")
+    assert (row["n_seeds"], row["setting"]) == ("2", "")

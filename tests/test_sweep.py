@@ -13,7 +13,14 @@ import pytest
 from hydra import compose, initialize_config_dir
 
 import clinical_ner.config  # noqa: F401  (registers the schema)
-from clinical_ner.run.sweep import finished_results, resume_checkpoint, summarize, wandb_sync_hint
+from clinical_ner.run.sweep import (
+    finished_results,
+    prepare_run_dir,
+    record_checkpoint_config,
+    resume_checkpoint,
+    summarize,
+    wandb_sync_hint,
+)
 
 CONF = Path(__file__).resolve().parent.parent / "conf"
 ROOT = CONF.parent
@@ -65,10 +72,96 @@ def test_finished_results_need_a_complete_record_of_the_same_config(tmp_path):
     (tmp_path / "c" / "results.json").write_text('{"status": "compl')  # torn write
     assert finished_results(tmp_path / "c", config) is None
     assert finished_results(tmp_path / "missing", config) is None
-    assert resume_checkpoint(tmp_path / "a") is None
+    assert resume_checkpoint(tmp_path / "a", config) is None
     (tmp_path / "a" / "checkpoints").mkdir()
     (tmp_path / "a" / "checkpoints" / "last.ckpt").write_bytes(b"x")
-    assert resume_checkpoint(tmp_path / "a") == tmp_path / "a" / "checkpoints" / "last.ckpt"
+    assert resume_checkpoint(tmp_path / "a", config) is None  # written by an unknown config
+    record_checkpoint_config(tmp_path / "a", config)
+    assert resume_checkpoint(tmp_path / "a", watched) == tmp_path / "a" / "checkpoints" / "last.ckpt"
+    assert resume_checkpoint(tmp_path / "a", {**config, "seed": 2}) is None
+
+
+def _leftovers(run: Path, config: dict, checkpoint_config: dict | None) -> None:
+    """What an interrupted run leaves: a failed record, a checkpoint (of `checkpoint_config`), predictions."""
+    _results(run, "failed", config)
+    (run / "checkpoints").mkdir()
+    (run / "checkpoints" / "last.ckpt").write_bytes(b"x")
+    (run / "predictions").mkdir()
+    (run / ".hydra").mkdir()
+    (run / ".hydra" / "config.yaml").write_text("seed: 1\n")  # Hydra's, of the job now starting
+    (run / "train.log").write_text("log of the job now starting\n")
+    if checkpoint_config is not None:
+        record_checkpoint_config(run, checkpoint_config)
+
+
+def test_another_configs_checkpoint_is_moved_aside_and_never_resumed(tmp_path, caplog):
+    old = {"seed": 1, "optim": {"lr": 0.001}, "trainer": {"threads": 2}}
+    new = {"seed": 1, "optim": {"lr": 0.002}, "trainer": {"threads": 1}}
+    run = tmp_path / "run"
+    _leftovers(run, old, old)
+    with caplog.at_level("WARNING"):
+        assert prepare_run_dir(run, new) is None
+    (stale,) = run.glob("stale-*")
+    assert (stale / "checkpoints" / "last.ckpt").is_file() and (stale / "results.json").is_file()
+    assert sorted(p.name for p in run.iterdir()) == [".hydra", stale.name, "train.log"]
+    (line,) = [r.getMessage() for r in caplog.records if "rerun:" in r.getMessage()]
+    assert "optim.lr 0.001 -> 0.002" in line and "training from scratch" in line and "threads" not in line
+    # the sweep summary sees the cell as the job now starting (the stale record is out of the way)
+    assert summarize(tmp_path) == {"complete": [], "failed": [], "unfinished": [run]}
+
+
+def test_the_same_configs_checkpoint_resumes(tmp_path):
+    config = {"seed": 1, "optim": {"lr": 0.001}, "trainer": {"threads": 2}}
+    run = tmp_path / "run"
+    _leftovers(run, config, {**config, "trainer": {"threads": 1}})
+    assert prepare_run_dir(run, config) == run / "checkpoints" / "last.ckpt"
+    assert not list(run.glob("stale-*"))
+
+
+def test_checkpoints_of_an_unknown_config_are_moved_aside(tmp_path):
+    config = {"seed": 1}
+    run = tmp_path / "run"
+    _leftovers(run, config, None)  # e.g. written before checkpoints.json existed
+    assert (
+        prepare_run_dir(run, config, writer=False) is None
+    )  # ranks > 0: never resume, leave the move to rank 0
+    assert not list(run.glob("stale-*"))
+    assert prepare_run_dir(run, config) is None
+    assert len(list(run.glob("stale-*/checkpoints/last.ckpt"))) == 1
+
+
+def _grid_folder(overrides: list[str], experiment: str = "paper_grid") -> str:
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = compose("train", overrides=[f"experiment={experiment}", *overrides], return_hydra_config=True)
+    return f"{cfg.hydra.sweep.dir}/{cfg.hydra.sweep.subdir}"
+
+
+def test_grid_folders_name_every_coordinate_but_the_seed():
+    tiny, paper = _grid_folder([]), _grid_folder(["scale=paper"])
+    assert tiny == "multirun/paper_grid/tiny/tokencls/llama2-none-s42"
+    assert paper == "multirun/paper_grid/paper/tokencls/llama2-none-s42"
+    assert _grid_folder(["seed=43", "model=llama3"]) == "multirun/paper_grid/tiny/tokencls/llama3-none-s43"
+    # how a run is watched does not move it; an ablation gets its own folder, stable across reruns
+    watched = [
+        "trainer.threads=1",
+        "trainer.enable_progress_bar=false",
+        "logger=csv",
+        "logger.wandb.mode=online",
+    ]
+    assert _grid_folder(watched) == tiny
+    ablations = {
+        _grid_folder([o]) for o in ["optim.lr=0.002", "approach.attention=causal", "data.eval_limit=20"]
+    }
+    assert len(ablations) == 3 and tiny not in ablations
+    constrained = _grid_folder(["approach=seq2seq", "approach.decoding=constrained"])
+    assert constrained.startswith("multirun/paper_grid/tiny/seq2seq/llama2-none-") and constrained.endswith(
+        "-s42"
+    )
+    assert constrained == _grid_folder(["approach.decoding=constrained", "approach=seq2seq"])
+    # the real-weights grid too
+    real = _grid_folder([], "real_weights")
+    assert real == "multirun/real_weights/tokencls/smollm2-none-small-s42"
+    assert _grid_folder(["optim.lr=0.002"], "real_weights") != real
 
 
 def test_wandb_sync_hint_globs_every_cell(tmp_path):
@@ -108,7 +201,9 @@ def test_sweep_survives_a_failing_cell_skips_finished_ones_and_resumes(tmp_path)
     sweep_dir, cache = tmp_path / "sweep", tmp_path / "cache"
     first = _sweep(sweep_dir, cache)
     assert first.returncode == 0, first.stderr[-2000:]
-    good, bad = sweep_dir / "tokencls" / "llama2-none-s42", sweep_dir / "tokencls" / "llama2-es-s42"
+    # the synthetic corpus and small sizes are overrides beyond the grid's coordinates: a hash names them
+    (good,) = sweep_dir.glob("tiny/tokencls/llama2-none-*-s42")
+    (bad,) = sweep_dir.glob("tiny/tokencls/llama2-es-*-s42")
     assert json.loads((good / "results.json").read_text())["status"] == "complete"
     failed = json.loads((bad / "results.json").read_text())
     assert failed["status"] == "failed" and "no-such-corpus" in failed["error"]
@@ -159,3 +254,38 @@ def test_a_skipped_cell_returns_its_dev_f1_to_the_sweeper(tmp_path, capsys):
     )
     assert main.__wrapped__(cfg) == 0.3  # a tuning sweeper must never select on test
     assert f"skip: {tmp_path} is complete" in capsys.readouterr().out
+
+
+def _train(run_dir: Path, cache: Path, *extra: str) -> subprocess.CompletedProcess:
+    """One tiny run on the synthetic corpus into `run_dir` (3 steps)."""
+    command = [sys.executable, "-m", "clinical_ner.train", "data=synthetic", "logger=csv", "save_model=false"]
+    command += ["trainer.max_steps=3", "trainer.enable_progress_bar=false", "trainer.threads=1", *SMALL]
+    env = {**os.environ, "CLINICAL_NER_CACHE": str(cache)}
+    command += [f"hydra.run.dir={run_dir}", *extra]
+    return subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+
+
+@pytest.mark.slow
+def test_a_rerun_with_another_config_trains_from_scratch(tmp_path):
+    run, cache = tmp_path / "run", tmp_path / "cache"
+    first = _train(run, cache, "optim.lr=0.001")
+    assert first.returncode == 0, first.stderr[-2000:]
+    assert (run / "checkpoints" / "last.ckpt").is_file()
+    # the same folder with another lr: the finished 3-step checkpoint must not be restored
+    second = _train(run, cache, "optim.lr=0.002")
+    assert second.returncode == 0, second.stderr[-2000:]
+    results = json.loads((run / "results.json").read_text())
+    assert results["config"]["optim"]["lr"] == 0.002
+    # trained, not restored at its end
+    assert results["train"]["steps"] == 3 and results["train"]["tokens"] > 0
+    (stale,) = run.glob("stale-*")
+    assert json.loads((stale / "results.json").read_text())["config"]["optim"]["lr"] == 0.001
+    assert (stale / "checkpoints" / "last.ckpt").is_file()
+    (line,) = [line for line in (run / "train.log").read_text().splitlines() if "rerun:" in line]
+    assert "optim.lr 0.001 -> 0.002" in line and "training from scratch" in line
+    # an explicit ckpt_path is the user's choice: `last` with more steps continues in place
+    third = _train(run, cache, "optim.lr=0.002", "trainer.max_steps=5", "ckpt_path=last")
+    assert third.returncode == 0, third.stderr[-2000:]
+    extended = json.loads((run / "results.json").read_text())
+    assert extended["train"]["steps"] == 5 and len(list(run.glob("stale-*"))) == 1
+    assert extended["train"]["tokens"] < results["train"]["tokens"] * 1.5  # 2 new steps, not 5

@@ -7,6 +7,7 @@ import logging
 import os
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import torch
 from transformers import (
@@ -184,17 +185,19 @@ def build_causal_lm(
     instruct: bool = False,
     init_from: str | None = None,
     quantization: QuantizationConfig | None = None,
+    devices: Any = None,
 ) -> PreTrainedModel:
     """A causal-LM Llama: the real base (or `instruct`) checkpoint, the toy one (random init, seeded by the
     caller), or (`init_from`) a continually pretrained causal-LM folder, which loads as it is.
-    `quantization=nf4` loads the real checkpoint in 4-bit (the `lm_head` stays unquantized)."""
+    `quantization=nf4` loads the real checkpoint in 4-bit (the `lm_head` stays unquantized) on this rank's GPU
+    of `devices` (`trainer.devices`)."""
     _refuse_quantized(quantization, scale, init_from)
     if init_from is None and not scale.pretrained:
         return LlamaForCausalLM(tiny_llama_config(model_cfg, scale, tokenizer))
     source = init_from or checkpoint_source(model_cfg, instruct)
     load = {"dtype": _dtype(scale.dtype)}
     if quantize.enabled(quantization):
-        load = quantize.load_kwargs(quantization, skip_modules=None)
+        load = quantize.load_kwargs(quantization, skip_modules=None, devices=devices)
     try:
         model = AutoModelForCausalLM.from_pretrained(
             source, trust_remote_code=False, use_safetensors=True, **load
@@ -214,10 +217,12 @@ def build_token_classifier(
     bidirectional: bool,
     init_from: str | None = None,
     quantization: QuantizationConfig | None = None,
+    devices: Any = None,
 ) -> PreTrainedModel:
     """A Llama token classifier with `len(labels)` outputs: random toy weights or the real pretrained ones, or
     (`init_from`) the backbone of a continually pretrained causal-LM folder with a fresh `score` head.
-    `quantization=nf4` loads the real checkpoint in 4-bit; the new `score` head stays unquantized (trained)."""
+    `quantization=nf4` loads the real checkpoint in 4-bit on this rank's GPU of `devices` (`trainer.devices`);
+    the new `score` head stays unquantized (trained)."""
     _refuse_quantized(quantization, scale, init_from)
     id2label = dict(enumerate(labels))
     label2id = {label: i for i, label in id2label.items()}
@@ -226,7 +231,7 @@ def build_token_classifier(
         source = init_from or checkpoint_source(model_cfg)
         load = {"dtype": _dtype(scale.dtype)}
         if quantize.enabled(quantization):
-            load = quantize.load_kwargs(quantization, skip_modules=[TOKEN_CLS_HEAD])
+            load = quantize.load_kwargs(quantization, skip_modules=[TOKEN_CLS_HEAD], devices=devices)
         try:
             model = AutoModelForTokenClassification.from_pretrained(
                 source,

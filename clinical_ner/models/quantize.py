@@ -17,6 +17,7 @@ from pathlib import Path
 import torch
 from omegaconf import OmegaConf
 
+from clinical_ner.config import listed_gpu_ids
 from clinical_ner.errors import UserError
 
 QLORA_FILE = "qlora_base.json"  # beside the adapter: how to rebuild the 4-bit base it was trained on
@@ -68,18 +69,34 @@ def bnb_config(quantization, skip_modules: list[str] | None = None):
     )
 
 
-def local_device_map() -> dict[str, int | str]:
-    """Where this process's quantized weights go: its own GPU (rank-local index), else the CPU."""
+def gpu_index(devices, local_rank: int) -> int:
+    """The CUDA index of the GPU that node-local rank `local_rank` trains on, as Lightning assigns them: the
+    rank-th listed id when `trainer.devices` lists GPU ids (`[2, 3]`: rank 1 -> 3), else the rank itself."""
+    ids = listed_gpu_ids(devices)
+    if ids is None:
+        return local_rank
+    if not 0 <= local_rank < len(ids):
+        raise UserError(
+            f"trainer.devices={devices} lists {len(ids)} GPU(s), but this is local rank {local_rank}"
+        )
+    return ids[local_rank]
+
+
+def local_device_map(devices=None) -> dict[str, int | str]:
+    """Where this process's quantized weights go: the GPU this rank trains on (`trainer.devices` = `devices`,
+    None: a count), else the CPU."""
     if not torch.cuda.is_available():
         return {"": "cpu"}
-    return {"": int(os.environ.get("LOCAL_RANK", os.environ.get("SLURM_LOCALID", 0)))}
+    local_rank = int(os.environ.get("LOCAL_RANK", os.environ.get("SLURM_LOCALID", 0)))
+    return {"": gpu_index(devices, local_rank)}
 
 
-def load_kwargs(quantization, skip_modules: list[str] | None = None) -> dict:
-    """Extra `from_pretrained` arguments that load the base in 4-bit on this process's device."""
+def load_kwargs(quantization, skip_modules: list[str] | None = None, devices=None) -> dict:
+    """Extra `from_pretrained` arguments that load the base in 4-bit on this process's device (`devices`:
+    `trainer.devices`, whose listed GPU ids decide which GPU that is)."""
     return {
         "quantization_config": bnb_config(quantization, skip_modules),
-        "device_map": local_device_map(),
+        "device_map": local_device_map(devices),
         "dtype": DTYPES[str(quantization.compute_dtype)],  # of what stays unquantized (norms, head)
     }
 

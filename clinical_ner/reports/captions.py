@@ -1,12 +1,12 @@
 """Table captions: the scale and NER data, the training budget each cell had (from the resolved config), the
-seeds, and how a cell reads."""
+config keys that tell cells of the same model and corpus apart, the seeds, and how a cell reads."""
 
 from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Sequence
 
-from clinical_ner.reports.cells import Cell
+from clinical_ner.reports.cells import Cell, config_differences
 from clinical_ner.reports.collect import Run
 from clinical_ner.reports.labels import APPROACH_ORDER, approach_name, rank
 
@@ -58,6 +58,17 @@ def budget_line(cells: Sequence[Cell]) -> str:
     return line
 
 
+def differences_line(cells: Sequence[Cell]) -> str | None:
+    """Which config keys differ between cells of the same model, corpus, epoch, scale and data (the Setting
+    column shows their values); None when no such cells differ."""
+    found = {a: names for a, names in config_differences(cell.key for cell in cells).items() if names}
+    if not found:
+        return None
+    approaches = sorted(found, key=lambda a: rank(a, APPROACH_ORDER))
+    listed = "; ".join(f"{approach_name(a)}: {', '.join(found[a])}" for a in approaches)
+    return f"Config keys that differ between cells of the same model and corpus (Setting column): {listed}."
+
+
 def seeds_line(cells: Sequence[Cell]) -> str:
     """How many seeds each cell completed, and which."""
     counts = sorted({len(cell.runs) for cell in cells})
@@ -70,7 +81,9 @@ def seeds_line(cells: Sequence[Cell]) -> str:
 
 def caption(what: str, cells: Sequence[Cell], cells_format: str) -> list[str]:
     """Caption lines: what the table shows, scale and data, budget, seeds, and how a cell reads."""
-    return [what, scale_line(cells), budget_line(cells), seeds_line(cells), cells_format]
+    differences = differences_line(cells)
+    lines = [what, scale_line(cells), budget_line(cells), *([differences] if differences else [])]
+    return [*lines, seeds_line(cells), cells_format]
 
 
 def score_format(n_resamples: int, seed: int) -> str:

@@ -1,22 +1,38 @@
 """Group runs into grid cells and summarise their seeds.
 
-A cell is approach x model x corpus x pretraining epoch x scale x NER data x training budget: seeds are averaged
-only when nothing but the seed differs in those, so a 5-step smoke run never pulls down a full run's mean.
+A cell is approach x model x corpus x pretraining epoch x scale x NER data x training budget x the rest of the
+resolved config: seeds are averaged only when nothing but the seed differs (keys that only change how a run is
+watched, such as the logger or threads, do not count), so a 5-step smoke run never pulls down a full run's mean
+and ablations (decoding, attention, lr, limits, ...) never pass for seeds of one another. Config keys that tell
+apart cells of the same model and corpus are shown in the Setting column and the caption.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import statistics
-from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, fields
 
+from clinical_ner.config import APPROACH_SCHEMAS
+from clinical_ner.config_compare import comparable, flatten, show_value
 from clinical_ner.reports.collect import Run
 from clinical_ner.reports.labels import APPROACH_ORDER, CORPUS_ORDER, FAMILY_ORDER, rank
 
 log = logging.getLogger(__name__)
 
 SETTING_FIELDS = ("scale", "data", "budget", "pretrain_budget")
+# config keys already shown through the budget fields
+BUDGET_KEYS = (
+    "trainer.max_epochs",
+    "trainer.max_steps",
+    "data.train_limit",
+    "pretrain.epochs",
+    "pretrain.max_tokens",
+)
+# cells whose config differences are listed: the same coordinates, settings apart
+_GROUP_FIELDS = ("approach", "model", "corpus", "epoch", "scale", "data")
 
 
 @dataclass(frozen=True)
@@ -31,6 +47,8 @@ class CellKey:
     data: str = "pharmaconer"
     budget: str = ""
     pretrain_budget: str = ""
+    # the rest of the resolved config, flat and sorted: ((dotted key, value as text), ...)
+    config: tuple[tuple[str, str], ...] = ()
 
     @property
     def sort_key(self) -> tuple:
@@ -43,6 +61,7 @@ class CellKey:
             self.data,
             self.budget,
             self.pretrain_budget,
+            self.config,
         )
 
     @property
@@ -50,7 +69,13 @@ class CellKey:
         """Stable text form, used to seed the cell's bootstrap and in log lines."""
         epoch = "-" if self.epoch is None else str(self.epoch)
         fields = (self.approach, self.model, self.corpus, epoch, self.scale, self.data, self.budget)
-        return "|".join((*fields, self.pretrain_budget))
+        config = hashlib.sha256(repr(self.config).encode("utf-8")).hexdigest()[:12] if self.config else ""
+        return "|".join((*fields, self.pretrain_budget, *([config] if config else [])))
+
+    @property
+    def group(self) -> tuple:
+        """The coordinates a row shows; cells of one group differ only in their settings."""
+        return tuple(getattr(self, name) for name in _GROUP_FIELDS)
 
     @property
     def pairing(self) -> tuple:
@@ -121,6 +146,25 @@ def metric(section: str, name: str) -> Callable[[Run], float | None]:
     return get
 
 
+def _approach_keys(config: Mapping) -> set[str] | None:
+    """The settings the run's approach has (records from before the per-approach schemas hold both's)."""
+    approach = config.get("approach")
+    schema = APPROACH_SCHEMAS.get(approach.get("name")) if isinstance(approach, Mapping) else None
+    return None if schema is None else {f.name for f in fields(schema)}
+
+
+def config_items(run: Run) -> tuple[tuple[str, str], ...]:
+    """What a run computed with, beyond its seed: the resolved config without the seed and the keys that only
+    change how it was watched (clinical_ner/config_compare.py), without `pretrain` when nothing was pretrained."""
+    config = run.data.get("config")
+    if not isinstance(config, Mapping):
+        return ()
+    kept = {k: v for k, v in comparable(config, _approach_keys(config)).items() if k != "seed"}
+    if run.corpus == "none":
+        kept.pop("pretrain", None)
+    return tuple(sorted((key, show_value(value)) for key, value in flatten(kept).items()))
+
+
 def key_of(run: Run) -> CellKey:
     """The cell a run belongs to."""
     return CellKey(
@@ -132,15 +176,33 @@ def key_of(run: Run) -> CellKey:
         run.data_name,
         run.budget,
         run.pretrain_budget,
+        config_items(run),
     )
 
 
+def config_differences(keys: Iterable[CellKey]) -> dict[str, list[str]]:
+    """Per approach, the config keys whose values differ between cells of the same model, corpus, epoch, scale
+    and data (budget keys aside: the budget fields show them); keys that differ only between models or corpora
+    (hub ids, corpus paths) are coordinates, not differences."""
+    groups: dict[tuple, list[dict[str, str]]] = {}
+    for key in keys:
+        groups.setdefault(key.group, []).append(dict(key.config))
+    found: dict[str, set[str]] = {}
+    for group, configs in groups.items():
+        names = found.setdefault(group[0], set())
+        for name in {n for config in configs for n in config}:
+            if name not in BUDGET_KEYS and len({config.get(name) for config in configs}) > 1:
+                names.add(name)
+    return {approach: sorted(names) for approach, names in found.items()}
+
+
 def settings(keys: Iterable[CellKey]) -> dict[CellKey, str]:
-    """Per cell, the scale / data / budget values that differ between cells of the same approach ("" when
-    none does): the Setting column that keeps apart rows which would otherwise look the same. Approaches have
-    different recipes by design, and cells without continual pretraining have no pretraining budget, so
-    neither counts as a difference."""
+    """Per cell, the scale / data / budget values and the config keys (`config_differences`) that differ between
+    cells of the same approach ("" when none does): the Setting column that keeps apart rows which would
+    otherwise look the same. Approaches have different recipes by design, and cells without continual
+    pretraining have no pretraining budget, so neither counts as a difference."""
     keys = list(keys)
+    differences = config_differences(keys)
     labels = {}
     for approach in {k.approach for k in keys}:
         mine = [k for k in keys if k.approach == approach]
@@ -150,7 +212,10 @@ def settings(keys: Iterable[CellKey]) -> dict[CellKey, str]:
             if len({getattr(k, name) for k in mine if name != "pretrain_budget" or k.pretrain_budget}) > 1
         ]
         for k in mine:
-            labels[k] = ", ".join(str(getattr(k, name)) for name in varying if getattr(k, name))
+            config = dict(k.config)
+            parts = [str(getattr(k, name)) for name in varying if getattr(k, name)]
+            parts += [f"{name}={config.get(name, 'unset')}" for name in differences.get(approach, [])]
+            labels[k] = ", ".join(parts)
     return labels
 
 
@@ -195,6 +260,7 @@ CELL_CSV_HEADER = [
     "data",
     "budget",
     "pretrain_budget",
+    "setting",
     "n_seeds",
 ]
 

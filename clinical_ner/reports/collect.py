@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from clinical_ner.run_folder import RESULTS_FILE
+from clinical_ner.run_folder import RESULTS_FILE, is_stale
 
 log = logging.getLogger(__name__)
 
@@ -138,14 +138,18 @@ class Collection:
 
 
 def find_results(folders: Iterable[Path | str]) -> list[Path]:
-    """Every results.json below the folders (a Hydra sweep folder holds one sub-folder per cell), sorted."""
+    """Every results.json below the folders (a Hydra sweep folder holds one sub-folder per cell), sorted;
+    files in `stale-*` folders are left out."""
     found: set[Path] = set()
     for folder in folders:
         folder = Path(folder)
         if folder.is_file() and folder.name == RESULTS_FILE:
             found.add(folder)
         elif folder.is_dir():
-            found.update(path for path in folder.rglob(RESULTS_FILE) if path.is_file())
+            # stale-* folders hold what an earlier run of another config left (clinical_ner/sweep.py)
+            found.update(
+                path for path in folder.rglob(RESULTS_FILE) if path.is_file() and not is_stale(path, folder)
+            )
         else:
             log.warning("%s: not a folder or a results.json; ignored", folder)
     return sorted(found)

@@ -86,6 +86,7 @@ def cost_table(cells: Sequence[Cell]) -> Table:
             key.data,
             key.budget,
             key.pretrain_budget,
+            setting[key],
         ]
         csv_rows.append([*coordinates_csv, len(cell.runs), *numbers])
     what = (

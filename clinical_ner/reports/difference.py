@@ -1,8 +1,12 @@
 """Token classification minus seq2seq test F1 for every model and corpus run with both approaches (same
-pretraining epoch, scale and NER data), with a paired bootstrap interval over test documents (see `bootstrap`)."""
+pretraining epoch, scale and NER data), with a paired bootstrap interval over test documents (see `bootstrap`).
+
+A difference is only computed when both sides scored the same test documents (e.g. not when one side ran with
+`data.eval_limit`): otherwise the row says why it is refused, and the rest of the report goes on."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 
 from clinical_ner.reports.bootstrap import Interval, cell_rng, paired_difference
@@ -12,7 +16,10 @@ from clinical_ner.reports.labels import corpus_name, family_name
 from clinical_ner.reports.render import MISSING, Table, csv_percent, mean_std
 from clinical_ner.reports.scores import seeds_text
 
+log = logging.getLogger(__name__)
+
 FIRST, SECOND = "tokencls", "seq2seq"
+REFUSED = "refused"
 
 
 def pairs(cells: Sequence[Cell]) -> list[tuple[Cell, Cell]]:
@@ -21,6 +28,30 @@ def pairs(cells: Sequence[Cell]) -> list[tuple[Cell, Cell]]:
     firsts = [c for c in cells if c.key.approach == FIRST and c.ok]
     seconds = [c for c in cells if c.key.approach == SECOND and c.ok]
     return [(a, b) for a in firsts for b in seconds if a.key.pairing == b.key.pairing]
+
+
+def scored_documents(cell: Cell) -> frozenset[str] | None:
+    """The test documents the cell's seeds scored (None when a seed did not record per-document counts)."""
+    counts = cell.per_documents
+    return None if counts is None else frozenset(doc for run in counts for doc in run)
+
+
+def _document_counts(cell: Cell) -> set[int]:
+    return {int(n) for run in cell.runs if isinstance(n := run.section("test").get("documents"), int)}
+
+
+def refusal(first: Cell, second: Cell) -> str | None:
+    """Why the two cells cannot be compared document for document (None when they can): they scored
+    different test documents (by id, else by count when ids were not recorded)."""
+    a, b = scored_documents(first), scored_documents(second)
+    if a is not None and b is not None:
+        if a == b:
+            return None
+        return f"different test documents ({len(a)} vs {len(b)}; {len(a ^ b)} scored by only one side)"
+    counts = _document_counts(first) | _document_counts(second)
+    return (
+        f"different test document counts ({', '.join(map(str, sorted(counts)))})" if len(counts) > 1 else None
+    )
 
 
 def pair_interval(first: Cell, second: Cell, n_resamples: int, seed: int) -> Interval | None:
@@ -38,11 +69,16 @@ def difference_table(cells: Sequence[Cell], n_resamples: int, seed: int) -> Tabl
     show = any(setting.values())
     get_f1 = metric("test", "f1")
     rows, csv_rows = [], []
+    refused_any = False
     for first, second in found:
         key = first.key
         a, b = first.summary(get_f1), second.summary(get_f1)
-        delta = None if a.mean is None or b.mean is None else a.mean - b.mean
-        interval = pair_interval(first, second, n_resamples, seed)
+        refused = refusal(first, second)
+        if refused is not None:
+            refused_any = True
+            log.warning("difference %s vs %s refused: %s", first.key.label, second.key.label, refused)
+        delta = None if a.mean is None or b.mean is None or refused else a.mean - b.mean
+        interval = None if refused else pair_interval(first, second, n_resamples, seed)
         both = (
             f"{setting[first.key]} / {setting[second.key]}"
             if setting[first.key] != setting[second.key]
@@ -57,7 +93,7 @@ def difference_table(cells: Sequence[Cell], n_resamples: int, seed: int) -> Tabl
                 f"{seeds_text(first)} / {seeds_text(second)}",
                 mean_std(a),
                 mean_std(b),
-                MISSING if delta is None else f"{100 * delta:.2f}",
+                f"{REFUSED}: {refused}" if refused else MISSING if delta is None else f"{100 * delta:.2f}",
                 MISSING if interval is None else f"[{100 * interval.low:.2f}, {100 * interval.high:.2f}]",
                 MISSING if interval is None else str(interval.documents),
             ]
@@ -71,6 +107,8 @@ def difference_table(cells: Sequence[Cell], n_resamples: int, seed: int) -> Tabl
                 key.data,
                 first.key.budget,
                 second.key.budget,
+                setting[first.key],
+                setting[second.key],
                 len(first.runs),
                 len(second.runs),
                 csv_percent(a.mean),
@@ -79,6 +117,7 @@ def difference_table(cells: Sequence[Cell], n_resamples: int, seed: int) -> Tabl
                 csv_percent(interval.low if interval else None),
                 csv_percent(interval.high if interval else None),
                 "" if interval is None else interval.documents,
+                refused or "",
             ]
         )
     what = (
@@ -87,6 +126,8 @@ def difference_table(cells: Sequence[Cell], n_resamples: int, seed: int) -> Tabl
         f"for both approaches, {n_resamples} resamples, seed {seed}); when it excludes 0, the gap is not an "
         "accident of which documents are in the test set."
     )
+    if refused_any:
+        what += " `refused`: the two sides scored different test documents, so their F1s are not comparable."
     return Table(
         title="Token classification vs seq2seq",
         caption=caption(
@@ -113,6 +154,8 @@ def difference_table(cells: Sequence[Cell], n_resamples: int, seed: int) -> Tabl
             "data",
             "budget_tokencls",
             "budget_seq2seq",
+            "setting_tokencls",
+            "setting_seq2seq",
             "n_seeds_tokencls",
             "n_seeds_seq2seq",
             "f1_tokencls",
@@ -121,6 +164,7 @@ def difference_table(cells: Sequence[Cell], n_resamples: int, seed: int) -> Tabl
             "ci_low",
             "ci_high",
             "documents",
+            "refused",
         ],
         csv_rows=csv_rows,
     )

@@ -75,7 +75,7 @@ def _documents(scores: CellScores) -> str:
     return "" if interval is None else str(interval.documents)
 
 
-def _coordinates_csv(scores: CellScores) -> list[object]:
+def _coordinates_csv(scores: CellScores, setting: str) -> list[object]:
     key, cell = scores.cell.key, scores.cell
     return [
         key.approach,
@@ -88,6 +88,7 @@ def _coordinates_csv(scores: CellScores) -> list[object]:
         key.data,
         key.budget,
         key.pretrain_budget,
+        setting,
         seed_list(cell),
         len(cell.runs),
         len(cell.failed),
@@ -106,6 +107,7 @@ COORDINATES_CSV = [
     "data",
     "budget",
     "pretrain_budget",
+    "setting",
     "seeds",
     "n_seeds",
     "n_failed",
@@ -167,7 +169,12 @@ def tokencls_table(cells: Sequence[CellScores], n_resamples: int, seed: int) -> 
             ]
         )
         csv_rows.append(
-            [*_coordinates_csv(scores), _documents(scores), *_prf_csv(scores), *_paper_csv(paper)]
+            [
+                *_coordinates_csv(scores, setting[key]),
+                _documents(scores),
+                *_prf_csv(scores),
+                *_paper_csv(paper),
+            ]
         )
     what = "Token classification on the test set (official PharmaCoNER rule, codalab: UNCLEAR ignored)."
     return Table(
@@ -222,7 +229,7 @@ def seq2seq_table(cells: Sequence[CellScores], n_resamples: int, seed: int) -> T
         ]
         csv_rows.append(
             [
-                *_coordinates_csv(scores),
+                *_coordinates_csv(scores, setting[key]),
                 _documents(scores),
                 *_prf_csv(scores),
                 *generative_csv,

@@ -59,6 +59,7 @@ def per_type_table(cells: Sequence[Cell]) -> Table:
                     key.data,
                     key.budget,
                     key.pretrain_budget,
+                    setting[key],
                     len(cell.runs),
                     entity_type,
                     *(v for s in summaries for v in (csv_percent(s.mean), csv_percent(s.std))),

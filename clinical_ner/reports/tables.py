@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from clinical_ner.errors import UserError, cli
-from clinical_ner.reports.cells import Cell, group_cells, metric
+from clinical_ner.reports.cells import Cell, group_cells, metric, settings
 from clinical_ner.reports.collect import Collection, collect
 from clinical_ner.reports.cost import cost_table
 from clinical_ner.reports.difference import difference_table
@@ -60,11 +60,14 @@ def summary_lines(collection: Collection, cells: Sequence[Cell]) -> list[str]:
         f"{len(collection.complete)} complete runs, {len(collection.failed)} failed, "
         f"{len(collection.skipped)} files skipped; {len(cells)} cells"
     ]
+    setting = settings(cell.key for cell in cells)
     for cell in cells:
         key = cell.key
         epoch = "" if key.epoch is None else f" (epoch {key.epoch})"
         f1 = mean_std(cell.summary(metric("test", "f1"))) if cell.ok else "failed"
         where = f"{key.approach:8} {family_name(key.model):9} {corpus_name(key.corpus)}{epoch} [{key.scale}]"
+        if setting[key]:
+            where += f" {{{setting[key]}}}"
         lines.append(f"  {where}: test F1 {f1} (seeds {seeds_text(cell)})")
     return lines
 

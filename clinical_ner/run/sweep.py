@@ -2,13 +2,17 @@
 
 A named experiment's sweep folder is stable (conf/experiment/*.yaml), so rerunning the same `-m` command finds
 every cell's folder again: a cell whose `results.json` is complete for the same config is skipped, one with
-`checkpoints/last.ckpt` resumes from it, and anything else (failed, never started) is redone.
+`checkpoints/last.ckpt` written by the same config (`checkpoints.json` holds its hash) resumes from it, and
+anything else (failed, never started) is redone. A folder whose results or checkpoints come from another config
+(or from an unknown one) is moved aside into `stale-<time>/` first, with one line saying why, so a new config
+never resumes, or reports, an old run; the tables skip `stale-*` folders.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import time
 from pathlib import Path
 from typing import Any
 
@@ -17,12 +21,11 @@ from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from clinical_ner.run_folder import WANDB_DIR, RunFolder
+from clinical_ner.config_compare import changed_keys, comparable, config_hash, flatten, show_value
+from clinical_ner.io_utils import atomic_write_json
+from clinical_ner.run_folder import HYDRA_ENTRIES, STALE_PREFIX, WANDB_DIR, RunFolder
 
 log = logging.getLogger(__name__)
-# keys that change how a run is watched, not what it computes: a rerun that differs only here still skips
-_NOT_RESULTS = ("output_dir", "cache_dir", "ckpt_path", "logger")
-_NOT_RESULTS_TRAINER = ("enable_progress_bar", "threads", "log_every_n_steps")
 
 
 def in_multirun() -> bool:
@@ -30,36 +33,109 @@ def in_multirun() -> bool:
     return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
 
 
-def _comparable(config: dict[str, Any], approach_keys: set[str] | None = None) -> dict[str, Any]:
-    kept = {k: v for k, v in config.items() if k not in _NOT_RESULTS}
-    trainer = {k: v for k, v in kept.get("trainer", {}).items() if k not in _NOT_RESULTS_TRAINER}
-    comparable = {**kept, "trainer": trainer}
-    if approach_keys is not None and isinstance(kept.get("approach"), dict):
-        # records written before each approach had its own schema also hold the other approach's (unused)
-        # settings: only the keys this approach has can have changed its results
-        comparable["approach"] = {k: v for k, v in kept["approach"].items() if k in approach_keys}
-    return comparable
+def _read_json(path: Path) -> dict[str, Any] | None:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def _recorded(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
+    """The comparable part of a recorded config `old`, seen with the approach keys of `new`: records written
+    before each approach had its own schema also hold the other approach's (unused) settings."""
+    return comparable(old, approach_keys=set(new.get("approach", {})))
+
+
+def same_config(old: dict[str, Any], new: dict[str, Any]) -> bool:
+    """Whether a run recorded with config `old` computed what `new` asks for."""
+    return _recorded(old, new) == comparable(new)
 
 
 def finished_results(run_dir: Path, config: dict[str, Any]) -> dict[str, Any] | None:
     """The cell's results when they are complete and were computed with this config, else None."""
-    path = RunFolder(run_dir).results
-    try:
-        results = json.loads(path.read_text())
-    except (OSError, ValueError):
+    results = _read_json(RunFolder(run_dir).results)
+    if results is None or results.get("status") != "complete" or "test" not in results:
         return None
-    if results.get("status") != "complete" or "test" not in results:
-        return None
-    if _comparable(results.get("config", {}), set(config.get("approach", {}))) != _comparable(config):
-        log.warning("%s: complete, but for another config; running the cell again", path)
-        return None
-    return results
+    return results if same_config(results.get("config", {}), config) else None
 
 
-def resume_checkpoint(run_dir: Path) -> Path | None:
-    """The last checkpoint an interrupted cell left behind, if any."""
+def resume_checkpoint(run_dir: Path, config: dict[str, Any]) -> Path | None:
+    """The last checkpoint an interrupted cell left behind, when it was written by this config."""
     path = RunFolder(run_dir).last_checkpoint
-    return path if path.is_file() else None
+    return path if path.is_file() and _checkpoints_hash(run_dir) == config_hash(config) else None
+
+
+def record_checkpoint_config(run_dir: Path, config: dict[str, Any]) -> None:
+    """Say which config the checkpoints about to be written belong to (before training starts)."""
+    folder = RunFolder(run_dir)
+    folder.root.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(folder.checkpoint_config, {"config_hash": config_hash(config)})
+
+
+def _checkpoints_hash(run_dir: Path) -> str | None:
+    record = _read_json(RunFolder(run_dir).checkpoint_config)
+    return None if record is None else record.get("config_hash")
+
+
+def _describe_changes(old: dict[str, Any], new: dict[str, Any], most: int = 3) -> str:
+    """ "optim.lr 0.001 -> 0.002, ..." for the first `most` changed keys."""
+    a, b = flatten(_recorded(old, new)), flatten(comparable(new))
+    keys = changed_keys(a, b)
+    shown = [f"{key} {show_value(a.get(key))} -> {show_value(b.get(key))}" for key in keys[:most]]
+    more = f" and {len(keys) - most} more" if len(keys) > most else ""
+    return ", ".join(shown) + more
+
+
+def stale_reason(run_dir: Path, config: dict[str, Any]) -> str | None:
+    """Why what the folder holds belongs to another run (results or checkpoints of another config, or
+    checkpoints of an unknown one); None when nothing in it contradicts `config`."""
+    folder = RunFolder(run_dir)
+    results = _read_json(folder.results)
+    if results is not None and isinstance(results.get("config"), dict):
+        old = results["config"]
+        if not same_config(old, config):
+            status = results.get("status", "?")
+            return f"its {status} results are of another config ({_describe_changes(old, config)})"
+    if folder.checkpoints.is_dir() and any(folder.checkpoints.iterdir()):
+        recorded = _checkpoints_hash(run_dir)
+        if recorded is None:
+            return "its checkpoints were written by an unknown config (no record of it)"
+        if recorded != config_hash(config):
+            return "its checkpoints were written by another config"
+    return None
+
+
+def move_aside(run_dir: Path) -> Path:
+    """Move the folder's contents into `<run>/stale-<time>/`, keeping Hydra's files of the job now starting
+    (`.hydra/`, its log) and earlier stale folders; returns the new folder."""
+    folder = RunFolder(run_dir)
+    stamp = time.strftime("%Y-%m-%d_%H-%M-%S")
+    target, n = folder.stale(stamp), 1
+    while target.exists():
+        n += 1
+        target = folder.stale(f"{stamp}-{n}")
+    target.mkdir()
+    for entry in sorted(folder.root.iterdir()):
+        if entry.name in HYDRA_ENTRIES or entry.name.startswith(STALE_PREFIX):
+            continue
+        entry.rename(target / entry.name)
+    return target
+
+
+def prepare_run_dir(run_dir: Path, config: dict[str, Any], writer: bool = True) -> Path | None:
+    """Before a run trains in `run_dir`: move what another config left there aside (the `writer`, rank 0,
+    does; it says why in one line) and return the checkpoint to resume from, if one of this config exists."""
+    reason = stale_reason(run_dir, config)
+    if reason is not None:
+        if not writer:
+            return None  # rank 0 moves it; this rank starts from scratch like rank 0
+        target = move_aside(run_dir)
+        log.warning(
+            "rerun: %s: %s; moved its files to %s/, training from scratch", run_dir, reason, target.name
+        )
+        return None
+    return resume_checkpoint(run_dir, config)
 
 
 def summarize(sweep_dir: Path) -> dict[str, list[Path]]:

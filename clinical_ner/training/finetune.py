@@ -2,12 +2,13 @@
 reload, saving, result sections.
 
 Several devices (clinical_ner/run/ranks.py): every rank runs the stage; the training sampler shards the
-batches itself (Lightning's sampler injection is off), evaluation runs in full on every rank, and only rank 0
-writes the model.
+batches itself (Lightning's sampler injection is off), validation runs in full on every rank; after training,
+ranks > 0 leave the stage: rank 0 alone predicts dev and test, scores and writes the model.
 """
 
 from __future__ import annotations
 
+import logging
 import resource
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,8 +27,11 @@ from clinical_ner.run_folder import BEST_CHECKPOINT, RunFolder
 from clinical_ner.training.callbacks import TrainStepTimer
 from clinical_ner.training.checkpoints import load_trained
 from clinical_ner.training.loggers import finish_logger, make_logger
+from clinical_ner.training.rank_sync import ranks_done, ranks_ready
 from clinical_ner.training.rank_zero import is_global_zero
 from clinical_ner.training.timings import phase
+
+log = logging.getLogger(__name__)
 
 
 def peak_memory_mb() -> float:
@@ -234,6 +238,14 @@ class Fit:
         dev documents; null when nothing was validated) and their epoch (null: the final weights)."""
         return {"f1": self.selection_f1, "documents": documents, "epoch": self.best_epoch}
 
+    def predicts_here(self) -> bool:
+        """True on rank 0, which alone predicts, scores and saves after training (no collective follows); the
+        other ranks say so in their log and leave the stage."""
+        if self.trainer.is_global_zero:
+            return True
+        log.info("rank %d: training done; rank 0 predicts, scores and saves", self.trainer.global_rank)
+        return False
+
     def train_section(self, parameters: tuple[int, int]) -> dict:
         """The `train` section of results.json; `parameters` is (trainable, total)."""
         return {
@@ -265,11 +277,13 @@ def fit_and_select(
     logger = make_logger(cfg, run_dir)
     trainer = make_trainer(cfg, run_dir, callbacks, logger)
     try:
+        ranks_ready()  # a rank that died while loading fails the job here, not after a rendezvous timeout
         with phase("fit") as fit:
             trainer.fit(module, datamodule=data, ckpt_path=cfg.ckpt_path)
     except BaseException:
         finish_logger(logger, exit_code=1)
         raise
+    ranks_done()
     with phase("select"):
         score = checkpoint.best_model_score
         if score is None and trainer.global_step > 0:

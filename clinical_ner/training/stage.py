@@ -131,7 +131,8 @@ def run_stage(
     init_from: Path | None = None,
 ) -> dict:
     """Train, select on dev F1, predict and score dev and test, write predictions and the model; return the
-    results sections (`dev`, `test`, `inference`, `selection`, `train`)."""
+    results sections (`dev`, `test`, `inference`, `selection`, `train`). Ranks > 0 of a multi-device job
+    return nothing after training: rank 0 alone predicts, scores and saves."""
     with phase("load_tokenizer"):
         tokenizer = inputs.tokenizer(stage_class.instruct(cfg))
     stage = stage_class(cfg, tokenizer, inputs.types, limit_splits(inputs.splits, cfg.data))
@@ -154,6 +155,8 @@ def run_stage(
         data = stage.build_datamodule()
     module = stage.build_module(model, data)
     fit = fit_and_select(cfg, run_dir, module, data)  # phases `fit` and `select`
+    if not fit.predicts_here():
+        return {}
     stage.after_fit(module, fit)
 
     sections: dict = {}

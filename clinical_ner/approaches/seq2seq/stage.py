@@ -84,6 +84,7 @@ class Seq2seqStage(FineTuneStage):
             instruct=self.instruct(self.cfg),
             init_from=str(init_from) if init_from is not None else None,
             quantization=self.cfg.quantization,
+            devices=self.cfg.trainer.devices,
         )
 
     def build_datamodule(self) -> Seq2SeqDataModule:

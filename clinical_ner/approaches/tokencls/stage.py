@@ -45,6 +45,7 @@ class TokenClsStage(FineTuneStage):
             bidirectional=self.cfg.approach.attention == "bidirectional",
             init_from=str(init_from) if init_from is not None else None,
             quantization=self.cfg.quantization,
+            devices=self.cfg.trainer.devices,
         )
 
     def build_datamodule(self) -> TokenClsDataModule:
