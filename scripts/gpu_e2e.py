@@ -160,6 +160,8 @@ def measured_row(family: str, run: str, status: str, wall: float, results: dict,
         length = max(1, round(train["tokens"] / sequences))
         peak = peak_flops(cfg, setup, device)
         flops = flops_per_token(replace(setup, length=min(length, setup.length))).train
+        if setup.causal_lm:  # seq2seq trains with the LM head on answer positions only: not counted (a floor)
+            flops -= 4 * setup.arch.vocab * setup.arch.hidden
         row.mfu = row.tokens_per_s * flops / peak if peak else None
     if device.type == "cuda":
         row.peak_gib = train["peak_memory_mb"] / 1024
@@ -195,8 +197,8 @@ def markdown(rows: list[Row], head: list[str], settings: str) -> str:
         "",
         "Phases from results.json `timings`; `other`: the rest of the process's wall time (interpreter start, "
         "imports, config, results). `make checkpoint` rows: building and saving the random checkpoint. MFU: "
-        "training tokens/s (real tokens) x the planner's FLOPs per token at the mean trained length / the "
-        "device's bf16 peak (on the CPU, the project's measured CPU peak). Peak: torch.cuda.max_memory_allocated "
+        "training tokens/s (real tokens) x the planner's FLOPs per token at the mean trained length (seq2seq: "
+        "without the LM head, which it applies to answer positions only) / the device's bf16 peak (on the CPU, the project's measured CPU peak). Peak: torch.cuda.max_memory_allocated "
         "over the whole run (training and generation); planned: the planner's training tensors "
         "(clinical_ner/planning). New tokens/s: answer tokens generated for test / `predict_test` seconds.",
     ]
@@ -221,7 +223,7 @@ def run_family(family: str, args, device, env: dict, deadline: float) -> list[Ro
         overrides = [f"model={family}", "scale=paper", f"model.path={folder}", *extra, *arch]
         overrides += data_overrides(args) + budget_overrides(args, "approach=seq2seq" in extra)
         run_dir = work / "runs" / f"{family}-{name.replace(' ', '-')}"
-        status, wall = run_cli(overrides, run_dir, left, env)
+        status, wall = run_cli(overrides, run_dir, min(left, args.run_timeout_s), env)
         folder_of_run = RunFolder(run_dir)
         path = folder_of_run.results
         results = json.loads(path.read_text()) if path.is_file() else {}
@@ -239,6 +241,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--small", action="store_true", help="CPU: a 2-layer 128-wide model of each family")
     parser.add_argument("--budget-s", type=float, default=460.0, help="wall seconds for everything")
     parser.add_argument("--min-run-s", type=float, default=20.0, help="do not start a run with less left")
+    parser.add_argument("--run-timeout-s", type=float, default=600.0, help="stop one run after this long")
     parser.add_argument("--max-steps", type=int, help="optimizer steps per run (default 30; --small 4)")
     parser.add_argument("--train-docs", type=int, help="training documents (default 32; --small 4)")
     parser.add_argument("--eval-docs", type=int, help="dev and test documents (default 8; --small 2)")
