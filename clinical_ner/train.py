@@ -14,13 +14,13 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig, open_dict
 
+from clinical_ner import progress
 from clinical_ner.config import public_config
 from clinical_ner.errors import EXIT_USER_ERROR, UserError
 from clinical_ner.results import write_results
 from clinical_ner.run import ranks
 from clinical_ner.run.pipeline import coordinates, run
 from clinical_ner.run.sweep import finished_results, in_multirun, resume_checkpoint, wandb_sync_hint
-from clinical_ner.training.loggers import finish_wandb, report_to_wandb
 
 log = logging.getLogger(__name__)
 CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")
@@ -40,6 +40,7 @@ def main(cfg: DictConfig) -> float | None:
     complete is skipped and an interrupted one resumes from its last checkpoint (clinical_ner/run/sweep.py).
     """
     run_dir = Path(cfg.output_dir)
+    progress.quiet_libraries(cfg.trainer.enable_progress_bar)
     done = finished_results(run_dir, public_config(cfg))
     if done is not None:
         print(f"skip: {run_dir} is complete (test F1 {done['test'].get('f1', 0):.4f})")
@@ -60,14 +61,12 @@ def main(cfg: DictConfig) -> float | None:
         with ranks.job(cfg, on_failure=record_failure) as rank_cfg:  # checks, starts the other ranks
             results = run(rank_cfg)
     except UserError as err:
-        finish_wandb(1)
         record_failure(str(err))
         print(f"error: {err}", file=sys.stderr)
         if in_multirun():
             return None
         sys.exit(EXIT_USER_ERROR)
     except Exception as err:
-        finish_wandb(1)
         error = f"{type(err).__name__}: {err}"
         record_failure(error)
         if not in_multirun():
@@ -77,8 +76,6 @@ def main(cfg: DictConfig) -> float | None:
         return None
     if not rank_zero:
         return None
-    report_to_wandb(results, run_dir, cfg.logger.log_text)
-    finish_wandb(0)
     path = write_results(run_dir, results)
     test = results.get("test", {})
     log.info(

@@ -7,6 +7,8 @@ Called by the Hydra entry point (clinical_ner/train.py) in rank 0 and by every o
 
 from __future__ import annotations
 
+import hashlib
+import json
 from pathlib import Path
 
 import lightning as L
@@ -17,12 +19,16 @@ from clinical_ner.config import check_approach, public_config
 from clinical_ner.models.backbone import weights_record
 from clinical_ner.pretrain.stage import run_pretrain
 from clinical_ner.run.registry import stage_class
+from clinical_ner.run.sweep import comparable_config
 from clinical_ner.training.inputs import RunInputs
+from clinical_ner.training.loggers import make_logger, opened, report_to_wandb, use_reference_artifact
+from clinical_ner.training.rank_zero import is_global_zero
 from clinical_ner.training.stage import run_stage
 
 
 def run(cfg: DictConfig) -> dict:
-    """Run the configured approach and return the full results record."""
+    """Run the configured approach and return the full results record. The cell's logger is made once,
+    after pretraining (which logs into a run of its own), and finished here, as failed when a stage raises."""
     run_dir = Path(cfg.output_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     if cfg.trainer.threads:
@@ -30,17 +36,38 @@ def run(cfg: DictConfig) -> dict:
     check_approach(cfg.approach)
     stage = stage_class(cfg.approach.name)
     inputs = RunInputs.load(cfg)  # corpus, types and tokenizer, once for both stages
-    pretrain, init_from = None, None
-    if cfg.corpus.name != "none":
-        outcome = run_pretrain(cfg, run_dir, inputs)
-        pretrain, init_from = outcome.section, outcome.weights
+    outcome = run_pretrain(cfg, run_dir, inputs) if cfg.corpus.name != "none" else None
     # seeded after pretraining, so fine-tuning is the same whether the weights were trained or cached
     L.seed_everything(cfg.seed, workers=True, verbose=False)
-    sections = run_stage(cfg, run_dir, stage, inputs, init_from)
-    weights = (
-        weights_record(cfg.model, instruct=cfg.approach.name == "seq2seq") if cfg.scale.pretrained else None
-    )
-    return {"status": "complete", **coordinates(cfg), **sections, "pretrain": pretrain, "weights": weights}
+    with opened(make_logger(cfg, run_dir, cell_run_id(cfg, run_dir))) as logger:
+        if outcome is not None:
+            use_reference_artifact(logger, outcome.artifact)
+        init_from = outcome.weights if outcome is not None else None
+        sections = run_stage(cfg, run_dir, stage, inputs, init_from, logger)
+        weights = (
+            weights_record(cfg.model, instruct=cfg.approach.name == "seq2seq")
+            if cfg.scale.pretrained
+            else None
+        )
+        pretrain = outcome.section if outcome is not None else None
+        results = {
+            "status": "complete",
+            **coordinates(cfg),
+            **sections,
+            "pretrain": pretrain,
+            "weights": weights,
+        }
+        if is_global_zero():
+            report_to_wandb(logger, results, run_dir, cfg.logger.log_text)
+    return results
+
+
+def cell_run_id(cfg: DictConfig, run_dir: Path) -> str:
+    """The cell's W&B run id: the same for every attempt at the same folder and config (a resume changes
+    only `ckpt_path`, which the comparison ignores), another one for another config."""
+    material = {"run_dir": str(Path(run_dir).resolve()), "config": comparable_config(public_config(cfg))}
+    digest = hashlib.sha256(json.dumps(material, sort_keys=True, default=str).encode()).hexdigest()
+    return f"{cfg.approach.name}-{digest[:16]}"
 
 
 def coordinates(cfg: DictConfig) -> dict:

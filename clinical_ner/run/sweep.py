@@ -30,7 +30,8 @@ def in_multirun() -> bool:
     return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
 
 
-def _comparable(config: dict[str, Any], approach_keys: set[str] | None = None) -> dict[str, Any]:
+def comparable_config(config: dict[str, Any], approach_keys: set[str] | None = None) -> dict[str, Any]:
+    """A resolved config less what changes how a run is watched (logger, progress, paths, resume point)."""
     kept = {k: v for k, v in config.items() if k not in _NOT_RESULTS}
     trainer = {k: v for k, v in kept.get("trainer", {}).items() if k not in _NOT_RESULTS_TRAINER}
     comparable = {**kept, "trainer": trainer}
@@ -50,7 +51,9 @@ def finished_results(run_dir: Path, config: dict[str, Any]) -> dict[str, Any] | 
         return None
     if results.get("status") != "complete" or "test" not in results:
         return None
-    if _comparable(results.get("config", {}), set(config.get("approach", {}))) != _comparable(config):
+    if comparable_config(results.get("config", {}), set(config.get("approach", {}))) != comparable_config(
+        config
+    ):
         log.warning("%s: complete, but for another config; running the cell again", path)
         return None
     return results

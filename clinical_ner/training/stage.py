@@ -88,6 +88,10 @@ class FineTuneStage(ABC):
     def inference_settings(self) -> InferenceSettings:
         """What `predict` needs besides weights and tokenizer to decode exactly as the run did."""
 
+    def saved_tokenizer(self) -> PreTrainedTokenizerBase:
+        """The tokenizer saved beside the weights (the run's own by default)."""
+        return self.tokenizer
+
     def train_extras(self, data: L.LightningDataModule) -> dict:
         """Approach-specific keys of the `train` section of results.json (none by default)."""
         return {}
@@ -110,9 +114,10 @@ def run_stage(
     stage_class: type[FineTuneStage],
     inputs: RunInputs,
     init_from: Path | None = None,
+    logger=None,
 ) -> dict:
     """Train, select on dev F1, predict and score dev and test, write predictions and the model; return the
-    results sections (`dev`, `test`, `inference`, `train`)."""
+    results sections (`dev`, `test`, `inference`, `train`). `logger`: the cell's experiment logger."""
     stage = stage_class(
         cfg, inputs.tokenizer(stage_class.instruct), inputs.types, limit_splits(inputs.splits, cfg.data)
     )
@@ -132,7 +137,7 @@ def run_stage(
 
     data = stage.build_datamodule()
     module = stage.build_module(model, data)
-    fit = fit_and_select(cfg, run_dir, module, data)
+    fit = fit_and_select(cfg, run_dir, module, data, logger)
     stage.after_fit(module, fit)
 
     sections: dict = {}
@@ -149,7 +154,9 @@ def run_stage(
             sections["inference"] = inference_section(len(predicted.docs), seconds)
 
     if cfg.save_model:
-        save_model(module.model, stage.tokenizer, RunFolder(run_dir).model, stage.inference_settings())
+        save_model(
+            module.model, stage.saved_tokenizer(), RunFolder(run_dir).model, stage.inference_settings()
+        )
     sections["train"] = {**fit.train_section((trainable, total)), **stage.train_extras(data)}
     log_final(fit.logger, sections)
     return sections

@@ -111,7 +111,10 @@ class Seq2seqStage(FineTuneStage):
             if split == "dev"
             else prompt_split(self.splits[split], self.renderer, self.cfg.approach.unit)
         )
-        answers = self.decoder.answer_split(model, prompts, range(len(prompts.units)))
+        units = range(len(prompts.units))
+        answers = self.decoder.answer_split(
+            model, prompts, units, f"{split}: generating", self.cfg.trainer.enable_progress_bar
+        )
         metrics, spans = evaluate_answers(prompts, dict(enumerate(answers)), self.types)
         seconds = time.perf_counter() - start
         metrics["documents_per_s"] = len(prompts.docs) / seconds if seconds else 0.0
