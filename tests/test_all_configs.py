@@ -128,7 +128,8 @@ EXPERIMENTS = sorted(p.stem for p in (CONF / "experiment").glob("*.yaml"))
 @pytest.mark.slow
 @pytest.mark.parametrize("experiment", EXPERIMENTS)
 def test_every_experiment_runs_as_a_sweep_for_a_few_steps(tmp_path, experiment) -> None:
-    """The experiment's sweep, narrowed to one model and corpus, every approach, as fast dev runs."""
+    """The experiment's sweep (folder, sweeper, budgets), narrowed to the tiny Llama 2 without pretraining and
+    one seed, every approach, as fast dev runs (the experiments' real weights have smoke tests of their own)."""
     sweep = tmp_path / "sweep"
     command = [
         sys.executable,
@@ -138,7 +139,9 @@ def test_every_experiment_runs_as_a_sweep_for_a_few_steps(tmp_path, experiment) 
         f"experiment={experiment}",
         "debug=fdr",
         "model=llama2",
+        "scale=tiny",
         "corpus=none",
+        "seed=42",
         "approach=tokencls,seq2seq",
         *SMALL,
         f"hydra.sweep.dir={sweep}",
