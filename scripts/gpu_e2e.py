@@ -90,14 +90,16 @@ def data_overrides(args: argparse.Namespace) -> list[str]:
     return [f"data.root={args.data_root}"] if args.data_root else ["data=synthetic"]
 
 
-def budget_overrides(args: argparse.Namespace) -> list[str]:
-    """Short budgets: one epoch of `--train-docs` documents capped at `--max-steps`, `--eval-docs` per split."""
+def budget_overrides(args: argparse.Namespace, generates: bool) -> list[str]:
+    """Short budgets: one epoch of `--train-docs` documents capped at `--max-steps`, `--eval-docs` per split,
+    `--max-new-tokens` per answer when the run `generates` (only seq2seq has the setting)."""
     out = [
         f"trainer.max_steps={args.max_steps}",
         "trainer.max_epochs=1",
         f"data.train_limit={args.train_docs}",
     ]
-    out += [f"data.eval_limit={args.eval_docs}", f"approach.max_new_tokens={args.max_new_tokens}"]
+    out += [f"data.eval_limit={args.eval_docs}"]
+    out += [f"approach.max_new_tokens={args.max_new_tokens}"] if generates else []
     out += ["logger=csv", "trainer.enable_progress_bar=false"]
     return out + ([f"trainer.threads={args.threads}"] if args.threads else [])
 
@@ -217,7 +219,7 @@ def run_family(family: str, args, device, env: dict, deadline: float) -> list[Ro
             rows.append(Row(family, name, "skipped (budget)"))
             continue
         overrides = [f"model={family}", "scale=paper", f"model.path={folder}", *extra, *arch]
-        overrides += data_overrides(args) + budget_overrides(args)
+        overrides += data_overrides(args) + budget_overrides(args, "approach=seq2seq" in extra)
         run_dir = work / "runs" / f"{family}-{name.replace(' ', '-')}"
         status, wall = run_cli(overrides, run_dir, left, env)
         folder_of_run = RunFolder(run_dir)
