@@ -211,7 +211,7 @@ class PretrainConfig:
     gradient_checkpointing: bool = False
     seed: int = 0  # init of a random (tiny) base and block order; apart from the run seed
     log_every_n_steps: int = 10
-    enable_progress_bar: bool = False
+    enable_progress_bar: bool | None = None  # null: when stderr is a terminal
     flops: FlopsMethod = FlopsMethod.measure  # FLOPs per batch: counted on the meta device, or 6 * N * tokens
     # Peak FLOP/s per device that MFU divides by; null = Lightning's table (GPUs), else the CPU values below.
     peak_tflops: float | None = None
@@ -267,7 +267,8 @@ class TrainerConfig:
     log_every_n_steps: int = 20
     deterministic: bool = False
     num_sanity_val_steps: int = 0
-    enable_progress_bar: bool = True
+    fast_dev_run: int = 0  # N > 0: N training and N validation batches, no checkpoint (conf/debug/fdr.yaml)
+    enable_progress_bar: bool | None = None  # null: when stderr is a terminal (also generation/tagging bars)
     compile: bool = False  # torch.compile the backbone
     threads: int | None = None  # torch intra-op threads on CPU; null = all cores
     early_stopping_patience: int | None = None  # epochs without dev-F1 gain before stopping

@@ -16,6 +16,7 @@ from clinical_ner.data.brat import read_text, write_predictions
 from clinical_ner.data.types import Document
 from clinical_ner.errors import UserError, cli
 from clinical_ner.inference_settings import read_inference_settings, saved_approach, settings_file
+from clinical_ner.progress import quiet_libraries
 from clinical_ner.run.registry import stage_class
 from clinical_ner.run_folder import INFERENCE_FILE, MODEL_DIR, RunFolder
 
@@ -70,6 +71,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
+    quiet_libraries()  # no weight-loading bars from transformers in a log file
     folder = model_folder(args.run_dir)
     docs = input_documents(args.inputs)
     start = time.perf_counter()

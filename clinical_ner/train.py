@@ -14,6 +14,7 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig, open_dict
 
+from clinical_ner import progress
 from clinical_ner.config import public_config
 from clinical_ner.errors import EXIT_USER_ERROR, UserError
 from clinical_ner.results import write_results
@@ -26,7 +27,6 @@ from clinical_ner.run.sweep import (
     record_checkpoint_config,
     wandb_sync_hint,
 )
-from clinical_ner.training.loggers import finish_wandb, report_to_wandb
 from clinical_ner.training.timings import PhaseTimes
 
 log = logging.getLogger(__name__)
@@ -48,6 +48,7 @@ def main(cfg: DictConfig) -> float | None:
     same config; another config's leftovers are moved aside first (clinical_ner/run/sweep.py).
     """
     run_dir = Path(cfg.output_dir)
+    progress.quiet_libraries(cfg.trainer.enable_progress_bar)
     config = public_config(cfg)
     done = finished_results(run_dir, config)
     if done is not None:
@@ -76,7 +77,6 @@ def main(cfg: DictConfig) -> float | None:
         with ranks.job(cfg, on_failure=record_failure) as rank_cfg:  # checks, starts the other ranks
             results = run(rank_cfg, times)
     except UserError as err:
-        finish_wandb(1)
         record_failure(str(err))
         print(f"error: {err}", file=sys.stderr)
         if in_multirun():
@@ -84,7 +84,6 @@ def main(cfg: DictConfig) -> float | None:
         sys.exit(EXIT_USER_ERROR)
     except ranks.RankFailed as err:
         # rank 0's own traceback says nothing (it was interrupted); the dead rank's log says why
-        finish_wandb(1)
         error = f"RankFailed: {err or 'a rank > 0 died'}"
         record_failure(error)
         print(f"error: {run_dir}: {error}", file=sys.stderr)
@@ -92,7 +91,6 @@ def main(cfg: DictConfig) -> float | None:
             return None
         sys.exit(1)
     except Exception as err:
-        finish_wandb(1)
         error = f"{type(err).__name__}: {err}"
         record_failure(error)
         if not in_multirun():
@@ -102,8 +100,6 @@ def main(cfg: DictConfig) -> float | None:
         return None
     if not rank_zero:
         return None
-    report_to_wandb(results, run_dir, cfg.logger.log_text)
-    finish_wandb(0)
     path = write_results(run_dir, results)
     test = results.get("test", {})
     log.info(

@@ -1,14 +1,17 @@
-"""Locating, downloading and unpacking PharmaCoNER, all offline (a fake release zip, file:// URLs)."""
+"""Locating, downloading and unpacking PharmaCoNER, all offline (a fake release zip, file:// URLs, a local
+HTTP server for resumed and retried transfers)."""
 
 from __future__ import annotations
 
 import hashlib
 import json
-import urllib.request
+import random
 import zipfile
 from pathlib import Path
 
 import pytest
+import requests
+from local_server import local_server, send
 
 from clinical_ner.data import pharmaconer
 from clinical_ner.data.pharmaconer import (
@@ -29,15 +32,15 @@ DOCS = {split: [f"S0000-{split}-{i}" for i in range(2)] for split in SPLIT_FOLDE
 
 @pytest.fixture(autouse=True)
 def _offline(monkeypatch):
-    """Fail any test that would reach the network; file:// URLs are fine."""
-    real_urlopen = urllib.request.urlopen
+    """Fail any test that would reach the network; the local test server is fine."""
+    real_send = requests.adapters.HTTPAdapter.send
 
-    def guarded(url, *args, **kwargs):
-        target = url if isinstance(url, str) else url.full_url
-        assert target.startswith("file:"), f"test tried to reach the network: {target}"
-        return real_urlopen(url, *args, **kwargs)
+    def guarded(adapter, request, *args, **kwargs):
+        assert request.url.startswith("http://127.0.0.1:"), f"test tried to reach the network: {request.url}"
+        return real_send(adapter, request, *args, **kwargs)
 
-    monkeypatch.setattr(urllib.request, "urlopen", guarded)
+    monkeypatch.setattr(requests.adapters.HTTPAdapter, "send", guarded)
+    monkeypatch.setattr(pharmaconer.http, "BACKOFF_S", 0.01)
     monkeypatch.delenv(pharmaconer.ENV_VAR, raising=False)
 
 
@@ -45,7 +48,9 @@ def _doc_text(doc_id: str) -> str:
     return f"Caso {doc_id}: tratamiento con ácido fólico.\n"
 
 
-def make_release_zip(path: Path, top: str = "pharmaconer", extra: dict[str, str] | None = None) -> Path:
+def make_release_zip(
+    path: Path, top: str = "pharmaconer", extra: dict[str, str | bytes] | None = None
+) -> Path:
     """A tiny zip with the official layout, plus files that must be ignored."""
     prefix = f"{top}/" if top else ""
     with zipfile.ZipFile(path, "w") as archive:
@@ -239,12 +244,76 @@ def test_md5_from_zenodo_record():
         md5_from_record({"files": []})
 
 
-def test_fetch_release_md5_reads_the_record_api(tmp_path):
-    api = tmp_path / "record.json"
-    api.write_text(json.dumps({"files": [{"key": "pharmaconer.zip", "checksum": "md5:" + "a" * 32}]}))
-    assert fetch_release_md5(api.as_uri()) == "a" * 32
-    with pytest.raises(UserError, match="could not read the release checksum"):
-        fetch_release_md5((tmp_path / "nope.json").as_uri())
+def test_fetch_release_md5_reads_the_record_api():
+    record = json.dumps({"files": [{"key": "pharmaconer.zip", "checksum": "md5:" + "a" * 32}]}).encode()
+
+    def api(handler):
+        send(handler, *((200, record) if handler.path == "/api/records/4270158" else (404, b"")))
+
+    with local_server(api) as (base, _):
+        assert fetch_release_md5(f"{base}/api/records/4270158") == "a" * 32
+        with pytest.raises(UserError, match="could not read the release checksum"):
+            fetch_release_md5(f"{base}/api/records/1")
+
+
+def release_server(zip_bytes: bytes, cut_at: int | None = None, ranges: bool = True):
+    """A server for the release at /pharmaconer.zip: the first answer stops after `cut_at` bytes (a dropped
+    connection), later ones honour `Range` (206) unless `ranges` is false (200, everything again)."""
+    answers: list[int] = []
+
+    def answer(handler):
+        wanted = handler.headers.get("Range")
+        if cut_at is not None and not answers:
+            answers.append(200)
+            handler.send_response(200)
+            handler.send_header("Content-Length", str(len(zip_bytes)))
+            handler.end_headers()
+            handler.wfile.write(zip_bytes[:cut_at])
+            handler.close_connection = True
+            return
+        if wanted and ranges:
+            start = int(wanted.removeprefix("bytes=").split("-")[0])
+            answers.append(206)
+            end = len(zip_bytes) - 1
+            headers = {"Content-Range": f"bytes {start}-{end}/{len(zip_bytes)}", "Accept-Ranges": "bytes"}
+            return send(handler, 206, zip_bytes[start:], headers)
+        answers.append(200)
+        send(handler, 200, zip_bytes)
+
+    return local_server(answer), answers
+
+
+@pytest.mark.parametrize("ranges", [True, False], ids=["range", "no-range"])
+def test_interrupted_download_resumes_where_the_server_allows(tmp_path, ranges):
+    padding = random.Random(0).randbytes(400_000)  # incompressible: the zip spans several write chunks
+    source = make_release_zip(tmp_path / "source.zip", extra={"pharmaconer/padding.bin": padding})
+    data, cut = source.read_bytes(), 300_000
+    dest = tmp_path / "cache" / "pharmaconer.zip"
+    server, answers = release_server(data, cut_at=cut, ranges=ranges)
+    with server as (base, seen):
+        with pytest.raises(UserError, match="run again to resume"):
+            download_release(dest, url=f"{base}/pharmaconer.zip", expected_md5=_md5(source))
+        part = dest.with_name("pharmaconer.zip.part")
+        kept = part.stat().st_size
+        assert 0 < kept <= cut and part.read_bytes() == data[:kept]  # what arrived is kept
+        assert download_release(dest, url=f"{base}/pharmaconer.zip", expected_md5=_md5(source)) == dest
+    assert dest.read_bytes() == data and not part.exists()
+    assert seen[1].headers.get("Range") == f"bytes={kept}-"
+    assert answers == [200, 206 if ranges else 200]  # resumed, or started over when Range is not honoured
+
+
+def test_pinned_md5_is_used_without_asking_the_server(tmp_path, monkeypatch):
+    source = make_release_zip(tmp_path / "source.zip")
+    monkeypatch.setattr(pharmaconer, "RELEASE_MD5", _md5(source))
+    server, _ = release_server(source.read_bytes())
+    with server as (base, seen):
+        dest = download_release(tmp_path / "pharmaconer.zip", url=f"{base}/pharmaconer.zip")
+    assert dest.read_bytes() == source.read_bytes()
+    assert [r.path for r in seen] == ["/pharmaconer.zip"]  # no record API request
+    monkeypatch.setattr(pharmaconer, "RELEASE_MD5", "0" * 32)
+    server, _ = release_server(source.read_bytes())
+    with server as (base, _), pytest.raises(UserError, match="md5 mismatch"):
+        download_release(tmp_path / "other.zip", url=f"{base}/pharmaconer.zip")
 
 
 # ------------------------------------------------------------------------------------------------ locate

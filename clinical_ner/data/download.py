@@ -9,7 +9,8 @@
 ficha tecnica (SmPC, tipoDoc 1) and/or prospecto (leaflet, tipoDoc 2) (`docSegmentado/contenido/{tipo}`),
 HTML stripped, written as JSON Lines `{"id", "text"}` to `cima.jsonl`.
 
-Files already present are kept (a rerun resumes). Check each service's terms before redistributing the text:
+Requests go through clinical_ner/data/http.py (retries with backoff, Retry-After honoured); a bar shows the
+labels or medicines done. Files already present are kept (a rerun resumes). Check each service's terms before redistributing the text:
 DailyMed/openFDA labels are public domain; CIMA's reuse terms are not verified here (see the corpora SOURCE.md).
 """
 
@@ -19,47 +20,34 @@ import argparse
 import json
 import logging
 import time
-import urllib.error
 import urllib.parse
-import urllib.request
 from collections.abc import Iterator
 from html.parser import HTMLParser
 from pathlib import Path
 
+import requests
+
+from clinical_ner.data import http
 from clinical_ner.errors import UserError, cli
 from clinical_ner.io_utils import atomic_write_text
+from clinical_ner.progress import bar
 
 log = logging.getLogger(__name__)
 
 DAILYMED_API = "https://dailymed.nlm.nih.gov/dailymed/services/v2"
 CIMA_API = "https://cima.aemps.es/cima/rest"
 CIMA_DOC_TYPES = {"ft": 1, "p": 2}  # ficha tecnica (SmPC), prospecto (package leaflet)
-USER_AGENT = "clinical_ner-corpus-download/0.1 (research; +https://github.com)"
-TIMEOUT_S = 60
-RETRIES = 3
 
 
-def fetch(url: str, accept: str = "application/json", retries: int = RETRIES) -> bytes:
-    """GET `url`; retries transient failures (network errors, HTTP 429/5xx) with a growing pause."""
-    request = urllib.request.Request(url, headers={"Accept": accept, "User-Agent": USER_AGENT})
-    for attempt in range(1, retries + 1):
-        try:
-            with urllib.request.urlopen(request, timeout=TIMEOUT_S) as response:
-                return response.read()
-        except urllib.error.HTTPError as err:
-            if err.code not in (429, 500, 502, 503, 504) or attempt == retries:
-                raise
-        except urllib.error.URLError:
-            if attempt == retries:
-                raise
-        time.sleep(2**attempt)
-    raise AssertionError("unreachable")
+def fetch(session: requests.Session, url: str, accept: str = "application/json") -> bytes:
+    """GET `url` (retried, see clinical_ner/data/http.py); a final HTTP error raises requests.HTTPError."""
+    return http.get(session, url, accept).content
 
 
-def fetch_json(url: str) -> object:
+def fetch_json(session: requests.Session, url: str) -> object:
     """GET and parse a JSON response."""
     try:
-        return json.loads(fetch(url).decode("utf-8"))
+        return json.loads(fetch(session, url).decode("utf-8"))
     except json.JSONDecodeError as err:
         raise UserError(f"{url}: the service answered with something that is not JSON ({err})") from None
 
@@ -67,14 +55,16 @@ def fetch_json(url: str) -> object:
 # ---------------------------------------------------------------------------------------------- DailyMed
 
 
-def dailymed_setids(limit: int, query: str | None, page_size: int = 100) -> Iterator[str]:
+def dailymed_setids(
+    session: requests.Session, limit: int, query: str | None, page_size: int = 100
+) -> Iterator[str]:
     """SPL set ids from the paginated `spls.json` list (optionally `drug_name=query`), at most `limit`."""
     page, seen = 1, 0
     while seen < limit:
         params = {"page": page, "pagesize": min(page_size, 100)}
         if query:
             params["drug_name"] = query
-        listing = fetch_json(f"{DAILYMED_API}/spls.json?{urllib.parse.urlencode(params)}")
+        listing = fetch_json(session, f"{DAILYMED_API}/spls.json?{urllib.parse.urlencode(params)}")
         entries = listing.get("data") or []
         for entry in entries:
             if seen >= limit:
@@ -90,11 +80,13 @@ def dailymed_setids(limit: int, query: str | None, page_size: int = 100) -> Iter
 def download_dailymed(out: Path, limit: int, query: str | None = None, delay: float = 0.2) -> list[Path]:
     """Save up to `limit` SPL XML files as `<out>/<setid>.xml`; returns the files (existing ones kept)."""
     out.mkdir(parents=True, exist_ok=True)
+    session = http.session()
     files = []
-    for setid in dailymed_setids(limit, query):
+    for setid in bar(dailymed_setids(session, limit, query), desc="dailymed", unit="label", total=limit):
         path = out / f"{setid}.xml"
         if not path.exists():
-            xml = fetch(f"{DAILYMED_API}/spls/{urllib.parse.quote(setid)}.xml", accept="application/xml")
+            url = f"{DAILYMED_API}/spls/{urllib.parse.quote(setid)}.xml"
+            xml = fetch(session, url, accept="application/xml")
             atomic_write_text(path, xml.decode("utf-8"))
             time.sleep(delay)  # be polite to a free public service
         files.append(path)
@@ -152,14 +144,14 @@ def html_to_text(html: str) -> str:
     return parser.text()
 
 
-def cima_medicines(limit: int, query: str | None) -> Iterator[dict]:
+def cima_medicines(session: requests.Session, limit: int, query: str | None) -> Iterator[dict]:
     """Medicines from the paginated `medicamentos` search (optionally `nombre=query`), at most `limit`."""
     page, seen = 1, 0
     while seen < limit:
         params = {"pagina": page}
         if query:
             params["nombre"] = query
-        listing = fetch_json(f"{CIMA_API}/medicamentos?{urllib.parse.urlencode(params)}")
+        listing = fetch_json(session, f"{CIMA_API}/medicamentos?{urllib.parse.urlencode(params)}")
         results = listing.get("resultados") or []
         for medicine in results:
             if seen >= limit:
@@ -173,13 +165,13 @@ def cima_medicines(limit: int, query: str | None) -> Iterator[dict]:
         page += 1
 
 
-def cima_document_text(nregistro: str, doc_type: int) -> str:
+def cima_document_text(session: requests.Session, nregistro: str, doc_type: int) -> str:
     """Section titles and text of one segmented document, or "" when the medicine has none of that type."""
     url = f"{CIMA_API}/docSegmentado/contenido/{doc_type}?{urllib.parse.urlencode({'nregistro': nregistro})}"
     try:
-        body = fetch(url)
-    except urllib.error.HTTPError as err:
-        if err.code in (204, 404):
+        body = fetch(session, url)
+    except requests.HTTPError as err:
+        if err.response is not None and err.response.status_code == 404:
             return ""
         raise
     if not body.strip():  # medicines without a segmented document of this type
@@ -210,14 +202,16 @@ def download_cima(
         done = {
             json.loads(line)["id"] for line in path.read_text(encoding="utf-8").splitlines() if line.strip()
         }
+    session = http.session()
+    medicines = bar(cima_medicines(session, limit, query), desc="cima", unit="medicine", total=limit)
     with open(path, "a", encoding="utf-8") as handle:
-        for medicine in cima_medicines(limit, query):
+        for medicine in medicines:
             nregistro = str(medicine["nregistro"])
             for doc in docs:
                 doc_id = f"cima:{nregistro}:{doc}"
                 if doc_id in done:
                     continue
-                text = cima_document_text(nregistro, CIMA_DOC_TYPES[doc])
+                text = cima_document_text(session, nregistro, CIMA_DOC_TYPES[doc])
                 time.sleep(delay)
                 if text:
                     name = medicine.get("nombre")
@@ -260,8 +254,10 @@ def main(argv: list[str] | None = None) -> None:
                 raise UserError(f"--docs must list ft and/or p, got {args.docs!r}")
             path = download_cima(args.out, args.limit, args.query, docs, args.delay)
             print(f"CIMA documents in {path}")
-    except urllib.error.URLError as err:
+    except http.DownloadError as err:
         raise UserError(f"{args.source}: the service could not be reached ({err})") from None
+    except requests.HTTPError as err:
+        raise UserError(f"{args.source}: the service answered {err}") from None
 
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@ Both add BOS (never EOS) on encode, like the real checkpoints' tokenizers.
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import shutil
@@ -17,7 +18,7 @@ from typing import Literal, get_args
 
 from filelock import FileLock
 from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, pre_tokenizers, processors, trainers
-from transformers import AutoTokenizer, PreTrainedTokenizerFast
+from transformers import AutoTokenizer, PreTrainedTokenizerBase, PreTrainedTokenizerFast
 
 from clinical_ner.errors import UserError
 
@@ -215,3 +216,27 @@ def tokenizer_fingerprint(tokenizer: PreTrainedTokenizerFast) -> str:
     specials = [tokenizer.bos_token_id, tokenizer.eos_token_id, tokenizer.pad_token_id, len(tokenizer)]
     digest.update(json.dumps(specials).encode())
     return digest.hexdigest()
+
+
+def standalone_tokenizer(tokenizer: PreTrainedTokenizerBase, max_length: int) -> PreTrainedTokenizerBase:
+    """A copy of a token classifier's tokenizer for use without this project (`transformers.pipeline`).
+
+    Every training window was BOS + sub-tokens, so the copy prepends BOS on its own, also where the checkpoint's
+    tokenizer does not (SmolLM2): the pipeline then feeds what training fed, and an empty input is [BOS] instead
+    of a zero-length sequence that crashes the model. `model_max_length` becomes the training window, so the
+    pipeline's `stride=` cuts long texts into windows of the length the model was trained on.
+    """
+    copied = copy.deepcopy(tokenizer)
+    copied.model_max_length = max_length
+    bos = copied.bos_token_id
+    if bos is None or copied("")["input_ids"][:1] == [bos]:
+        return copied
+    backend = copied.backend_tokenizer
+    template = _bos_template(copied.bos_token, bos)
+    # after the existing post-processor (e.g. ByteLevel offsets), so only BOS is added
+    backend.post_processor = (
+        processors.Sequence([backend.post_processor, template]) if backend.post_processor else template
+    )
+    if copied("")["input_ids"] != [bos] or copied("a")["input_ids"].count(bos) != 1:
+        raise RuntimeError(f"cannot make {type(tokenizer).__name__} prepend its BOS token")
+    return copied

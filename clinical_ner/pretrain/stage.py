@@ -16,8 +16,7 @@ from pathlib import Path
 import hydra
 import lightning as L
 import torch
-from lightning.pytorch.callbacks import RichProgressBar
-from lightning.pytorch.loggers import CSVLogger, Logger
+from lightning.pytorch.loggers import Logger
 from omegaconf import OmegaConf
 from torch.utils.data import DataLoader
 
@@ -38,10 +37,15 @@ from clinical_ner.pretrain.data import (
 from clinical_ner.pretrain.module import CausalLMModule
 from clinical_ner.pretrain.packing import BlockDataset
 from clinical_ner.pretrain.throughput import PackedThroughputMonitor, peak_flops, training_flops
-from clinical_ner.run_folder import CSV_PRETRAIN_DIR, RunFolder
-from clinical_ner.training.callbacks import EpochWeightsSaver, TrainStepTimer
+from clinical_ner.run_folder import RunFolder
+from clinical_ner.training.callbacks import EpochWeightsSaver, TrainStepTimer, progress_bars
 from clinical_ner.training.inputs import RunInputs
-from clinical_ner.training.loggers import finish_logger, make_logger
+from clinical_ner.training.loggers import (
+    ReferenceArtifact,
+    log_reference_artifact,
+    make_pretrain_logger,
+    opened,
+)
 from clinical_ner.training.timings import phase, recording
 
 log = logging.getLogger(__name__)
@@ -61,10 +65,12 @@ NOT_IN_KEY = {
 
 @dataclass
 class PretrainOutcome:
-    """The weights that feed fine-tuning and the `pretrain` section of results.json."""
+    """The weights that feed fine-tuning, the `pretrain` section of results.json, and the cache entry as a
+    W&B reference artifact (the pretraining's output, each fine-tuning's input)."""
 
     weights: Path
     section: dict
+    artifact: ReferenceArtifact
 
 
 def key_material(cfg: TrainConfig, tokenizer, sources: list[CorpusSource]) -> dict:
@@ -105,14 +111,9 @@ def _device_memory(accelerator: str) -> int | None:
     return torch.cuda.get_device_properties(torch.cuda.current_device()).total_memory
 
 
-def _logger(cfg: TrainConfig, run_dir: Path) -> Logger | None:
-    # own CSV folder so fine-tuning's metrics.csv is not overwritten; a W&B run is shared with fine-tuning
-    if cfg.logger.name == "csv":
-        return CSVLogger(save_dir=str(run_dir), name=CSV_PRETRAIN_DIR, version="")
-    return make_logger(cfg, run_dir)
-
-
-def train_causal_lm(cfg: TrainConfig, tokenizer, data: PretrainData, folder: Path, run_dir: Path) -> dict:
+def train_causal_lm(
+    cfg: TrainConfig, tokenizer, data: PretrainData, folder: Path, run_dir: Path, logger: Logger | None
+) -> dict:
     """Pretrain, keep the weights after every epoch in `folder/epoch-<n>/`, and return the stage's metrics."""
     p = cfg.pretrain
     with phase("pretrain_build"):
@@ -150,10 +151,8 @@ def train_causal_lm(cfg: TrainConfig, tokenizer, data: PretrainData, folder: Pat
     peak = peak_flops(p, _device(p.accelerator), precision)
     steps_per_epoch = math.ceil(len(data.train.blocks) / p.batch_size)
     monitor = PackedThroughputMonitor(peak, window_size=min(50, steps_per_epoch))
-    callbacks: list[L.Callback] = [timer, saver, monitor]
-    if p.enable_progress_bar:
-        callbacks.append(RichProgressBar())
-    logger = _logger(cfg, run_dir)
+    shown, bars = progress_bars(p.enable_progress_bar)
+    callbacks: list[L.Callback] = [timer, saver, monitor, *bars]
     trainer = L.Trainer(
         accelerator=p.accelerator,
         devices=p.devices,
@@ -163,7 +162,7 @@ def train_causal_lm(cfg: TrainConfig, tokenizer, data: PretrainData, folder: Pat
         log_every_n_steps=p.log_every_n_steps,
         num_sanity_val_steps=0,
         enable_checkpointing=False,  # the per-epoch weights are the checkpoints
-        enable_progress_bar=p.enable_progress_bar,
+        enable_progress_bar=shown,
         enable_model_summary=False,
         default_root_dir=str(RunFolder(run_dir).pretrain),
         callbacks=callbacks,
@@ -177,14 +176,11 @@ def train_causal_lm(cfg: TrainConfig, tokenizer, data: PretrainData, folder: Pat
         steps_per_epoch,
         precision,
     )
-    try:
-        with phase("pretrain_validate"):  # perplexities before pretraining
-            trainer.validate(module, dataloaders=eval_loaders, verbose=False)
-        with phase("pretrain_fit") as fit:  # saves the weights after each epoch too
-            trainer.fit(module, train_dataloaders=train_loader, val_dataloaders=eval_loaders)
-    except BaseException:
-        finish_logger(logger, exit_code=1)
-        raise
+    # a failure finishes the logger's run as failed (the caller's `opened`)
+    with phase("pretrain_validate"):  # perplexities before pretraining
+        trainer.validate(module, dataloaders=eval_loaders, verbose=False)
+    with phase("pretrain_fit") as fit:  # saves the weights after each epoch too
+        trainer.fit(module, train_dataloaders=train_loader, val_dataloaders=eval_loaders)
     history = module.history
     flops_per_token = module.flops_per_batch / (p.batch_size * p.block_size)
     flops_per_s = flops_per_token * timer.tokens_per_s
@@ -231,8 +227,8 @@ def run_pretrain(cfg: TrainConfig, run_dir: Path, inputs: RunInputs | None = Non
     if not 1 <= p.use_epoch <= p.epochs:
         raise UserError(f"pretrain.use_epoch={p.use_epoch} must be between 1 and pretrain.epochs={p.epochs}")
     with recording() as stage:  # this stage's phases, summed into its `seconds`
-        outcome = _pretrain_or_reuse(cfg, run_dir, inputs)
-    section = _section(*outcome, stage.total)
+        metrics, hit, use_epoch, entry, artifact = _pretrain_or_reuse(cfg, run_dir, inputs)
+    section = _section(metrics, hit, use_epoch, entry, stage.total)
     log.info(
         "pretrain: %s; PharmaCoNER dev ppl %.1f -> %.1f, held-out ppl %.1f -> %.1f (epoch %d)",
         "cache hit"
@@ -244,13 +240,14 @@ def run_pretrain(cfg: TrainConfig, run_dir: Path, inputs: RunInputs | None = Non
         section["val_ppl_after"],
         p.use_epoch,
     )
-    return PretrainOutcome(Path(section["weights"]), section)
+    return PretrainOutcome(Path(section["weights"]), section, artifact)
 
 
 def _pretrain_or_reuse(
     cfg: TrainConfig, run_dir: Path, inputs: RunInputs | None
-) -> tuple[dict, bool, int, PretrainedEntry]:
-    """The cache entry's metrics (training and caching them on a miss): `_section`'s arguments but seconds."""
+) -> tuple[dict, bool, int, PretrainedEntry, ReferenceArtifact]:
+    """The cache entry's metrics (training and caching them on a miss): `_section`'s arguments but seconds,
+    and the weights' artifact reference."""
     p = cfg.pretrain
     with phase("pretrain_prepare"):
         inputs = inputs or RunInputs.load(cfg)
@@ -260,6 +257,7 @@ def _pretrain_or_reuse(
         sources = corpus_sources(cfg.corpus)
         name = f"{cfg.model.family}-{cfg.corpus.name}-{cfg.scale.name}"
         entry = PretrainedEntry(cache, name, key_material(cfg, tokenizer, sources))
+        artifact = ReferenceArtifact(f"pretrained-{name}", entry.folder, entry.digest, entry.material)
     with ExitStack() as locked:
         with phase("pretrain_lock"):  # another job of a sweep may be pretraining the same entry
             locked.enter_context(entry.locked())
@@ -276,6 +274,9 @@ def _pretrain_or_reuse(
                 data = build_pretrain_data(
                     cfg.corpus, p, sources, tokenizer, entry.material["tokenizer"], ner["dev"], cache
                 )
-            metrics = train_causal_lm(cfg, tokenizer, data, entry.folder, run_dir)
-            manifest = entry.write_manifest(p.epochs, metrics)
-    return manifest["metrics"], hit, p.use_epoch, entry
+            # the pretraining's own run (W&B job type `pretrain`), finished here, before fine-tuning's starts
+            with opened(make_pretrain_logger(cfg, run_dir, artifact)) as logger:
+                metrics = train_causal_lm(cfg, tokenizer, data, entry.folder, run_dir, logger)
+                manifest = entry.write_manifest(p.epochs, metrics)
+                log_reference_artifact(logger, artifact)
+    return manifest["metrics"], hit, p.use_epoch, entry, artifact

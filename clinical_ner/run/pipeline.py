@@ -7,6 +7,8 @@ Called by the Hydra entry point (clinical_ner/train.py) in rank 0 and by every o
 
 from __future__ import annotations
 
+import hashlib
+import json
 from pathlib import Path
 
 import lightning as L
@@ -14,10 +16,13 @@ import torch
 from omegaconf import DictConfig
 
 from clinical_ner.config import check_config, public_config
+from clinical_ner.config_compare import comparable
 from clinical_ner.models.backbone import weights_record
 from clinical_ner.pretrain.stage import run_pretrain
 from clinical_ner.run.registry import stage_class
 from clinical_ner.training.inputs import RunInputs
+from clinical_ner.training.loggers import make_logger, opened, report_to_wandb, use_reference_artifact
+from clinical_ner.training.rank_zero import is_global_zero
 from clinical_ner.training.stage import run_stage
 from clinical_ner.training.timings import PhaseTimes, phase, recording
 
@@ -26,11 +31,13 @@ def run(cfg: DictConfig, times: PhaseTimes | None = None) -> dict:
     """Run the configured approach and return the full results record; its phases' seconds go to `times`
     (a new recorder when None) and into the record's `timings`."""
     with recording(times) as times:
-        record = _run(cfg)
+        record = _run(cfg, times)
     return {**record, "timings": times.as_dict()}
 
 
-def _run(cfg: DictConfig) -> dict:
+def _run(cfg: DictConfig, times: PhaseTimes) -> dict:
+    """The record less `timings`. The cell's logger is made once, after pretraining (which logs into a run of
+    its own), and finished here, as failed when a stage raises."""
     check_config(cfg)
     run_dir = Path(cfg.output_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -39,15 +46,34 @@ def _run(cfg: DictConfig) -> dict:
     stage = stage_class(cfg.approach.name)
     with phase("load_corpus"):
         inputs = RunInputs.load(cfg)  # corpus, types and tokenizer, once for both stages
-    pretrain, init_from = None, None
-    if cfg.corpus.name != "none":
-        outcome = run_pretrain(cfg, run_dir, inputs)
-        pretrain, init_from = outcome.section, outcome.weights
+    outcome = run_pretrain(cfg, run_dir, inputs) if cfg.corpus.name != "none" else None
     # seeded after pretraining, so fine-tuning is the same whether the weights were trained or cached
     L.seed_everything(cfg.seed, workers=True, verbose=False)
-    sections = run_stage(cfg, run_dir, stage, inputs, init_from)
-    weights = weights_record(cfg.model, instruct=stage.instruct(cfg)) if cfg.scale.pretrained else None
-    return {"status": "complete", **coordinates(cfg), **sections, "pretrain": pretrain, "weights": weights}
+    with opened(make_logger(cfg, run_dir, cell_run_id(cfg, run_dir))) as logger:
+        if outcome is not None:
+            use_reference_artifact(logger, outcome.artifact)
+        init_from = outcome.weights if outcome is not None else None
+        sections = run_stage(cfg, run_dir, stage, inputs, init_from, logger)
+        weights = weights_record(cfg.model, instruct=stage.instruct(cfg)) if cfg.scale.pretrained else None
+        pretrain = outcome.section if outcome is not None else None
+        results = {
+            "status": "complete",
+            **coordinates(cfg),
+            **sections,
+            "pretrain": pretrain,
+            "weights": weights,
+        }
+        if is_global_zero():
+            report_to_wandb(logger, {**results, "timings": times.as_dict()}, run_dir, cfg.logger.log_text)
+    return results
+
+
+def cell_run_id(cfg: DictConfig, run_dir: Path) -> str:
+    """The cell's W&B run id: the same for every attempt at the same folder and config (a resume changes
+    only `ckpt_path`, which the comparison ignores), another one for another config."""
+    material = {"run_dir": str(Path(run_dir).resolve()), "config": comparable(public_config(cfg))}
+    digest = hashlib.sha256(json.dumps(material, sort_keys=True, default=str).encode()).hexdigest()
+    return f"{cfg.approach.name}-{digest[:16]}"
 
 
 def coordinates(cfg: DictConfig) -> dict:

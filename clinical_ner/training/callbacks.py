@@ -6,6 +6,16 @@ import time
 from pathlib import Path
 
 import lightning as L
+from lightning.pytorch.callbacks import TQDMProgressBar
+
+from clinical_ner import progress
+
+
+def progress_bars(setting: bool | None) -> tuple[bool, list[L.Callback]]:
+    """(`enable_progress_bar`, callbacks) for a Trainer: Lightning's tqdm bar when `progress.wanted(setting)`
+    (named explicitly: with rich installed Lightning would pick its rich bar, unlike every other bar here)."""
+    shown = progress.wanted(setting)
+    return shown, [TQDMProgressBar()] if shown else []
 
 
 class TrainStepTimer(L.Callback):

@@ -16,17 +16,17 @@ from typing import Any
 
 import lightning as L
 import torch
-from lightning.pytorch.callbacks import EarlyStopping, LearningRateMonitor, ModelCheckpoint, RichProgressBar
+from lightning.pytorch.callbacks import EarlyStopping, LearningRateMonitor, ModelCheckpoint
 
+from clinical_ner import progress
 from clinical_ner.config import TrainConfig
 from clinical_ner.errors import UserError
 from clinical_ner.inference_settings import InferenceSettings, write_inference_settings
 from clinical_ner.models import quantize
 from clinical_ner.models.backbone import is_bidirectional, set_attention_direction
 from clinical_ner.run_folder import BEST_CHECKPOINT, RunFolder
-from clinical_ner.training.callbacks import TrainStepTimer
+from clinical_ner.training.callbacks import TrainStepTimer, progress_bars
 from clinical_ner.training.checkpoints import load_trained
-from clinical_ner.training.loggers import finish_logger, make_logger
 from clinical_ner.training.rank_sync import ranks_done, ranks_ready
 from clinical_ner.training.rank_zero import is_global_zero
 from clinical_ner.training.timings import phase
@@ -50,7 +50,8 @@ def make_callbacks(
         filename=BEST_CHECKPOINT,
         monitor="val/f1",
         mode="max",
-        save_last=True,
+        # Lightning 2.6 writes `last` at the end of training even under fast_dev_run, which saves nothing else
+        save_last=not cfg.trainer.fast_dev_run,
         save_top_k=1,
     )
     timer = TrainStepTimer()
@@ -58,8 +59,7 @@ def make_callbacks(
     callbacks.append(QuantizationCheck(quantize.enabled(cfg.quantization)))
     if cfg.logger.name != "none":
         callbacks.append(LearningRateMonitor(logging_interval="step"))
-    if cfg.trainer.enable_progress_bar:
-        callbacks.append(RichProgressBar())
+    callbacks += progress_bars(cfg.trainer.enable_progress_bar)[1]
     if cfg.trainer.early_stopping_patience:
         # checked after each validation only: a run that ends (max_steps) before its first validation has no
         # val/f1 at the end of its training epoch, and Lightning's default check there would crash it
@@ -139,7 +139,8 @@ def make_trainer(cfg: TrainConfig, run_dir: Path, callbacks: list[L.Callback], l
         log_every_n_steps=t.log_every_n_steps,
         deterministic=t.deterministic,
         num_sanity_val_steps=t.num_sanity_val_steps,
-        enable_progress_bar=t.enable_progress_bar,
+        fast_dev_run=t.fast_dev_run,
+        enable_progress_bar=progress.wanted(t.enable_progress_bar),
         default_root_dir=str(run_dir),
         callbacks=callbacks,
         logger=logger if logger is not None else False,
@@ -264,25 +265,20 @@ class Fit:
 
 
 def fit_and_select(
-    cfg: TrainConfig, run_dir: Path, module: L.LightningModule, data: L.LightningDataModule
+    cfg: TrainConfig, run_dir: Path, module: L.LightningModule, data: L.LightningDataModule, logger=None
 ) -> Fit:
-    """Fit `module` with the configured trainer, callbacks and logger (resuming from `cfg.ckpt_path`), then put
-    the best dev-F1 weights back (the final weights, scored, when no validation ran: phases `fit` and
-    `select`); the logger's run is finished as failed if fitting raises. A training split without a single
+    """Fit `module` with the configured trainer and callbacks, logging to the cell's `logger` (resuming from
+    `cfg.ckpt_path`; the caller finishes its run, as failed if fitting raises), then put the best dev-F1
+    weights back (the final weights, scored, when no validation ran: phases `fit` and `select`). A training split without a single
     batch is a UserError: Lightning would skip training and the untrained model would be scored as if it had
     been trained."""
     if len(data.train_dataloader()) == 0:
         raise UserError("nothing to train on: the training split gives no batch (see data.train_limit)")
     callbacks, checkpoint, timer = make_callbacks(cfg, run_dir)
-    logger = make_logger(cfg, run_dir)
     trainer = make_trainer(cfg, run_dir, callbacks, logger)
-    try:
-        ranks_ready()  # a rank that died while loading fails the job here, not after a rendezvous timeout
-        with phase("fit") as fit:
-            trainer.fit(module, datamodule=data, ckpt_path=cfg.ckpt_path)
-    except BaseException:
-        finish_logger(logger, exit_code=1)
-        raise
+    ranks_ready()  # a rank that died while loading fails the job here, not after a rendezvous timeout
+    with phase("fit") as fit:
+        trainer.fit(module, datamodule=data, ckpt_path=cfg.ckpt_path)
     ranks_done()
     with phase("select"):
         score = checkpoint.best_model_score

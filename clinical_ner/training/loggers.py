@@ -1,15 +1,41 @@
-"""Experiment loggers: W&B (offline by default), CSV, or none."""
+"""Experiment loggers: W&B (offline by default), CSV, or none.
+
+W&B conventions (tests/test_wandb.py):
+- A cell's run id comes from its run folder and its config (clinical_ner/run/pipeline.py:`cell_run_id`), with
+  `resume="allow"`: a cell resumed from its checkpoint, or a failed cell run again, continues the same W&B run
+  (offline, each attempt is a folder `offline-run-<time>-<id>` of that one run; `wandb sync` joins them).
+- Pretraining logs into a run of its own (`job_type="pretrain"`, id from the weight-cache key) and records the
+  cached weights as a reference artifact (`file://`, nothing uploaded); a cell fine-tuned from them declares
+  the artifact as its input (`use_artifact`, online; W&B cannot use artifacts offline, so an offline cell
+  records the artifact's name and key digest in its config instead).
+- `opened(logger)` starts a run when its stage starts and finishes it once, as failed when the stage raises.
+"""
 
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from lightning.pytorch.loggers import CSVLogger, Logger, WandbLogger
+from lightning.pytorch.utilities import rank_zero_only
 
 from clinical_ner.config import TrainConfig, public_config
 from clinical_ner.errors import UserError
-from clinical_ner.run_folder import CSV_DIR, RunFolder
+from clinical_ner.run_folder import CSV_DIR, CSV_PRETRAIN_DIR, RunFolder
+
+
+@dataclass(frozen=True)
+class ReferenceArtifact:
+    """Files W&B should know by reference (a `file://` folder), named `name`, versioned by `digest`;
+    `metadata`: what the files depend on (the pretraining run's config, the artifact's metadata)."""
+
+    name: str
+    folder: Path
+    digest: str
+    metadata: dict = field(default_factory=dict)
 
 
 def run_name(cfg: TrainConfig) -> str:
@@ -17,49 +43,102 @@ def run_name(cfg: TrainConfig) -> str:
     return f"{cfg.approach.name}-{cfg.model.family}-{cfg.corpus.name}-{cfg.scale.name}-s{cfg.seed}"
 
 
-def make_logger(cfg: TrainConfig, run_dir: Path) -> Logger | None:
-    """The configured logger; W&B writes its files under the run dir and stays offline unless asked."""
+def _wandb(cfg: TrainConfig, run_dir: Path, run_id: str, name: str, job_type: str, tags: list[str], config):
+    wandb = cfg.logger.wandb
+    return WandbLogger(
+        project=wandb.project,
+        entity=wandb.entity,
+        id=run_id,
+        resume="allow",
+        name=name,
+        group=wandb.group,
+        job_type=job_type,
+        tags=[*tags, *wandb.tags],
+        save_dir=str(run_dir),
+        mode=wandb.mode or os.environ.get("WANDB_MODE") or "offline",
+        config=config,
+    )
+
+
+def make_logger(cfg: TrainConfig, run_dir: Path, run_id: str | None = None) -> Logger | None:
+    """The cell's logger (fine-tuning, scores, predictions); W&B writes under the run dir, offline unless
+    asked, into the run `run_id` (resumed when it exists)."""
     name = cfg.logger.name
     if name == "none":
         return None
     if name == "csv":
         return CSVLogger(save_dir=str(run_dir), name=CSV_DIR, version="")
     if name == "wandb":
-        wandb = cfg.logger.wandb
-        mode = wandb.mode or os.environ.get("WANDB_MODE") or "offline"
-        return WandbLogger(
-            project=wandb.project,
-            entity=wandb.entity,
-            name=run_name(cfg),
-            group=wandb.group,
-            job_type=cfg.approach.name,
-            tags=[
-                cfg.model.family,
-                cfg.corpus.name,
-                cfg.approach.name,
-                cfg.scale.name,
-                f"seed{cfg.seed}",
-                *wandb.tags,
-            ],
-            save_dir=str(run_dir),
-            mode=mode,
-            config=public_config(cfg),
-        )
+        tags = [cfg.model.family, cfg.corpus.name, cfg.approach.name, cfg.scale.name, f"seed{cfg.seed}"]
+        return _wandb(cfg, run_dir, run_id, run_name(cfg), cfg.approach.name, tags, public_config(cfg))
     raise UserError(f"unknown logger '{name}' (expected wandb, csv or none)")
 
 
-def finish_logger(logger: Logger | None, exit_code: int = 0) -> None:
-    """Close a W&B run (marked failed when exit_code != 0) so it never stays 'running'."""
-    if isinstance(logger, WandbLogger) and logger._experiment is not None:
-        logger.experiment.finish(exit_code=exit_code)
+def make_pretrain_logger(cfg: TrainConfig, run_dir: Path, weights: ReferenceArtifact) -> Logger | None:
+    """The pretraining's logger: its own CSV folder, or its own W&B run (job type `pretrain`, id from the
+    weights' key digest, configured with what the weights depend on)."""
+    if cfg.logger.name == "csv":
+        return CSVLogger(save_dir=str(run_dir), name=CSV_PRETRAIN_DIR, version="")
+    if cfg.logger.name != "wandb":
+        return make_logger(cfg, run_dir)
+    tags = [cfg.model.family, cfg.corpus.name, "pretrain", cfg.scale.name]
+    run_id = f"pretrain-{weights.digest[:16]}"
+    return _wandb(cfg, run_dir, run_id, weights.name, "pretrain", tags, weights.metadata)
 
 
-def finish_wandb(exit_code: int) -> None:
-    """Finish the process's active W&B run, if any: every job of a sweep ends its run, even on error."""
+@contextmanager
+def opened(logger: Logger | None) -> Iterator[Logger | None]:
+    """Start the logger's W&B run now and finish it when the block ends: exit code 1 when it raises (the
+    run is then `failed` until a resumed attempt finishes it)."""
+    _wandb_run(logger)  # starts the run: its id, config and tags exist from the first second
+    try:
+        yield logger
+    except BaseException:
+        _finish(logger, exit_code=1)
+        raise
+    _finish(logger, exit_code=0)
+
+
+def _wandb_run(logger: Logger | None):
+    """The logger's W&B run on the rank that writes it (rank 0); None for another logger or another rank."""
+    if not isinstance(logger, WandbLogger) or rank_zero_only.rank > 0:
+        return None
+    return logger.experiment
+
+
+def _finish(logger: Logger | None, exit_code: int) -> None:
+    run = _wandb_run(logger)
+    if run is not None:
+        run.finish(exit_code=exit_code)
+
+
+def _artifact(reference: ReferenceArtifact):
     import wandb
 
-    if wandb.run is not None:
-        wandb.finish(exit_code=exit_code)
+    metadata = {"key_digest": reference.digest, **reference.metadata}
+    artifact = wandb.Artifact(reference.name, type="model", metadata=metadata)
+    # lineage without uploading (or hashing) the files; the folder name holds the key digest
+    artifact.add_reference(reference.folder.as_uri(), checksum=False)
+    return artifact
+
+
+def log_reference_artifact(logger: Logger | None, reference: ReferenceArtifact) -> None:
+    """Record the files as the run's output artifact (W&B only)."""
+    run = _wandb_run(logger)
+    if run is not None:
+        run.log_artifact(_artifact(reference))
+
+
+def use_reference_artifact(logger: Logger | None, reference: ReferenceArtifact) -> None:
+    """Declare the files as the run's input (W&B only; offline: the artifact's name in the config)."""
+    run = _wandb_run(logger)
+    if run is None:
+        return
+    if run.offline:
+        used = {"name": reference.name, "key_digest": reference.digest, "uri": reference.folder.as_uri()}
+        run.config.update({"pretrained_artifact": used}, allow_val_change=True)
+    else:
+        run.use_artifact(_artifact(reference))
 
 
 def _scalars(section: dict, prefix: str) -> dict[str, float]:
@@ -74,20 +153,22 @@ def _scalars(section: dict, prefix: str) -> dict[str, float]:
     return flat
 
 
-def report_to_wandb(results: dict, run_dir: Path, log_text: bool = False) -> None:
-    """Final metrics into the active W&B run's summary, and the test predictions as tables of counts and spans:
-    document ids, types and offsets only; the mention text only when `logger.log_text=true`."""
+def report_to_wandb(logger: Logger | None, results: dict, run_dir: Path, log_text: bool = False) -> None:
+    """Final metrics into the cell's W&B run summary, and the test predictions as tables of counts and spans:
+    document ids, types and offsets only; the mention text only when `logger.log_text=true`. Nothing unless
+    the logger is W&B's."""
+    run = _wandb_run(logger)
+    if run is None:
+        return
     import wandb
 
     from clinical_ner.metrics.span_scorer import parse_official_ann
 
-    if wandb.run is None:
-        return
     summary: dict[str, float] = {}
     for section in ("dev", "selection", "test", "train", "inference", "pretrain", "timings"):
         if isinstance(results.get(section), dict):
             summary.update(_scalars(results[section], section))
-    wandb.run.summary.update(summary)
+    run.summary.update(summary)
     counts = results.get("test", {}).get("per_document", {})
     documents = wandb.Table(columns=["document", "tp", "fp", "fn"], data=[[d, *c] for d, c in counts.items()])
     columns = ["document", "type", "start", "end", *(["text"] if log_text else [])]
@@ -96,7 +177,7 @@ def report_to_wandb(results: dict, run_dir: Path, log_text: bool = False) -> Non
         texts = _mention_texts(path) if log_text else {}
         for label, start, end in sorted(parse_official_ann(path), key=lambda t: (t[1], t[2])):
             spans.add_data(path.stem, label, start, end, *([texts.get((start, end), "")] if log_text else []))
-    wandb.log({"test/documents": documents, "test/spans": spans})
+    run.log({"test/documents": documents, "test/spans": spans})
 
 
 def _mention_texts(path: Path) -> dict[tuple[int, int], str]:

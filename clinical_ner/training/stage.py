@@ -107,6 +107,10 @@ class FineTuneStage(ABC):
     def inference_settings(self) -> InferenceSettings:
         """What `predict` needs besides weights and tokenizer to decode exactly as the run did."""
 
+    def saved_tokenizer(self) -> PreTrainedTokenizerBase:
+        """The tokenizer saved beside the weights (the run's own by default)."""
+        return self.tokenizer
+
     def train_extras(self, data: L.LightningDataModule) -> dict:
         """Approach-specific keys of the `train` section of results.json (none by default)."""
         return {}
@@ -129,10 +133,12 @@ def run_stage(
     stage_class: type[FineTuneStage],
     inputs: RunInputs,
     init_from: Path | None = None,
+    logger=None,
 ) -> dict:
     """Train, select on dev F1, predict and score dev and test, write predictions and the model; return the
     results sections (`dev`, `test`, `inference`, `selection`, `train`). Ranks > 0 of a multi-device job
-    return nothing after training: rank 0 alone predicts, scores and saves."""
+    return nothing after training: rank 0 alone predicts, scores and saves. `logger`: the cell's experiment
+    logger."""
     with phase("load_tokenizer"):
         tokenizer = inputs.tokenizer(stage_class.instruct(cfg))
     stage = stage_class(cfg, tokenizer, inputs.types, limit_splits(inputs.splits, cfg.data))
@@ -154,7 +160,7 @@ def run_stage(
     with phase("encode"):
         data = stage.build_datamodule()
     module = stage.build_module(model, data)
-    fit = fit_and_select(cfg, run_dir, module, data)  # phases `fit` and `select`
+    fit = fit_and_select(cfg, run_dir, module, data, logger)  # phases `fit` and `select`
     if not fit.predicts_here():
         return {}
     stage.after_fit(module, fit)
@@ -181,7 +187,9 @@ def run_stage(
                 {doc.id: (doc.text, predicted.spans[doc.id]) for doc in predicted.docs},
             )
         if cfg.save_model:
-            save_model(module.model, stage.tokenizer, RunFolder(run_dir).model, stage.inference_settings())
+            save_model(
+                module.model, stage.saved_tokenizer(), RunFolder(run_dir).model, stage.inference_settings()
+            )
     sections["selection"] = fit.selection_section(stage.selection_documents(data))
     sections["train"] = {**fit.train_section((trainable, total)), **stage.train_extras(data)}
     log_final(fit.logger, sections)

@@ -21,7 +21,7 @@ chosen on dev).
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 from transformers import DynamicCache, PreTrainedTokenizerBase
@@ -186,8 +186,10 @@ def generate(
     batch_size: int,
     precision: str = "32",
     constraint: SchemaConstraint | None = None,
+    on_done: Callable[[int], object] | None = None,
 ) -> list[list[int]]:
-    """Greedy answers (token ids, stop token excluded) for every prompt, in prompt order.
+    """Greedy answers (token ids, stop token excluded) for every prompt, in prompt order; `on_done(n)` hears
+    of every n answers finished (a progress bar's `update`).
 
     Continuous batching with the KV cache: at most `batch_size` prompts decode together; prompts enter longest
     first, left-padded, whenever the batch falls to half its size; a row leaves at its first stop token or after
@@ -230,6 +232,8 @@ def generate(
                 answers[row].append(token)
                 if len(answers[row]) < max_new_tokens:
                     going.append(line)
+            if on_done is not None and len(going) < len(chosen):
+                on_done(len(chosen) - len(going))
             if not going:
                 batch = None
                 continue

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -20,6 +20,7 @@ from clinical_ner.data.types import Document, Span
 from clinical_ner.inference_settings import InferenceSettings
 from clinical_ner.metrics.span_scorer import score_documents
 from clinical_ner.models.quantize import is_adapter_folder, load_adapter
+from clinical_ner.progress import bar
 
 
 @dataclass
@@ -80,9 +81,14 @@ class Seq2SeqDecoder:
         return self._vocab
 
     def answers(
-        self, model: torch.nn.Module, prompts: Sequence[list[int]], texts: Sequence[str]
+        self,
+        model: torch.nn.Module,
+        prompts: Sequence[list[int]],
+        texts: Sequence[str],
+        on_done: Callable[[int], object] | None = None,
     ) -> list[str]:
-        """The decoded answer to each prompt; `texts` are the units the prompts ask about."""
+        """The decoded answer to each prompt; `texts` are the units the prompts ask about; `on_done(n)` hears
+        of finished answers."""
         constraint = None
         if self.decoding == "constrained":
             constraint = SchemaConstraint(
@@ -104,15 +110,25 @@ class Seq2SeqDecoder:
             self.batch_size,
             self.precision,
             constraint,
+            on_done,
         )
         self.generated_tokens += sum(len(a) for a in ids)
         return [self.tokenizer.decode(a, skip_special_tokens=True) for a in ids]
 
-    def answer_split(self, model: torch.nn.Module, split: PromptSplit, indices: Sequence[int]) -> list[str]:
-        """Answers for some units of a split."""
-        return self.answers(
-            model, [split.prompts[i] for i in indices], [split.units[i].text for i in indices]
-        )
+    def answer_split(
+        self,
+        model: torch.nn.Module,
+        split: PromptSplit,
+        indices: Sequence[int],
+        progress: str | None = None,
+        enabled: bool | None = None,
+    ) -> list[str]:
+        """Answers for some units of a split; with a `progress` description, under a bar (see progress.py)."""
+        prompts, texts = [split.prompts[i] for i in indices], [split.units[i].text for i in indices]
+        if progress is None:
+            return self.answers(model, prompts, texts)
+        with bar(desc=progress, unit="unit", total=len(prompts), enabled=enabled) as shown:
+            return self.answers(model, prompts, texts, shown.update)
 
 
 def spans_from_answers(
@@ -167,5 +183,5 @@ def tag_with_seq2seq(
         settings.earliest,
     )
     split = prompt_split(docs, renderer, str(settings.unit))
-    answers = decoder.answer_split(model, split, range(len(split.units)))
+    answers = decoder.answer_split(model, split, range(len(split.units)), progress="generating")
     return spans_from_answers(split, dict(enumerate(answers)), decoder.types)

@@ -131,7 +131,13 @@ class Seq2seqStage(FineTuneStage):
         """The answers to every prompt of `split` (selection used a sample of dev), and the tokens generated."""
         prompts = self.prompts[split]
         self.decoder.generated_tokens = 0
-        answers = self.decoder.answer_split(model, prompts, range(len(prompts.units)))
+        answers = self.decoder.answer_split(
+            model,
+            prompts,
+            range(len(prompts.units)),
+            f"{split}: generating",
+            self.cfg.trainer.enable_progress_bar,
+        )
         return answers, self.decoder.generated_tokens
 
     def score(self, data: Seq2SeqDataModule, split: str, raw: tuple[list[str], int]) -> SplitPrediction:

@@ -19,6 +19,7 @@ from clinical_ner.metrics.span_scorer import score_documents
 from clinical_ner.metrics.token_metrics import seqeval_f1
 from clinical_ner.models.backbone import load_token_classifier
 from clinical_ner.models.precision import autocast_for
+from clinical_ner.progress import bar
 
 
 @dataclass
@@ -117,7 +118,8 @@ def tag_with_tokencls(
         eval_batch_size=batch_size or settings.eval_batch_size,
         seed=0,
     )
-    predictions = predict_windows(model, data.eval_dataloader("predict"), settings.precision)
+    batches = bar(data.eval_dataloader("predict"), desc="tagging", unit="batch")
+    predictions = predict_windows(model, batches, settings.precision)
     return spans_from_predictions(
         data.encoded["predict"], predictions, id2label, settings.label_position, settings.ill_formed
     )

@@ -9,6 +9,7 @@ from pathlib import Path
 import hydra
 import lightning as L
 import torch
+from transformers import PreTrainedTokenizerBase
 
 from clinical_ner.approaches.tokencls.datamodule import TokenClsDataModule
 from clinical_ner.approaches.tokencls.inference import (
@@ -20,6 +21,8 @@ from clinical_ner.approaches.tokencls.inference import (
 from clinical_ner.approaches.tokencls.module import TokenClsModule
 from clinical_ner.approaches.tokencls.tagging import bio_labels
 from clinical_ner.models.backbone import TOKEN_CLS_HEAD, build_token_classifier
+from clinical_ner.models.tokenizer import standalone_tokenizer
+from clinical_ner.progress import bar
 from clinical_ner.training.stage import FineTuneStage, SplitPrediction
 
 
@@ -89,11 +92,21 @@ class TokenClsStage(FineTuneStage):
         return len(data.encoded["dev"].docs)  # selection scores all of dev
 
     def predict(self, model: torch.nn.Module, data: TokenClsDataModule, split: str) -> dict[int, list[int]]:
-        return predict_windows(model, data.eval_dataloader(split), self.cfg.trainer.precision)
+        batches = bar(
+            data.eval_dataloader(split),
+            desc=f"{split}: tagging",
+            unit="batch",
+            enabled=self.cfg.trainer.enable_progress_bar,
+        )
+        return predict_windows(model, batches, self.cfg.trainer.precision)
 
     def score(self, data: TokenClsDataModule, split: str, raw: dict[int, list[int]]) -> SplitPrediction:
         metrics, spans = self._score(data, split, raw)
         return SplitPrediction(data.encoded[split].docs, spans, metrics)
+
+    def saved_tokenizer(self) -> PreTrainedTokenizerBase:
+        # also serves `transformers.pipeline`: BOS as in training, the training window as model_max_length
+        return standalone_tokenizer(self.tokenizer, self.cfg.approach.max_length)
 
     def inference_settings(self) -> TokenClsInference:
         approach = self.cfg.approach

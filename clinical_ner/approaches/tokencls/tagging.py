@@ -153,8 +153,12 @@ def encode_document(
     sentences = split_sentences(doc.text, doc.spans)
     if not sentences:
         return []
+    # verbose=False: a sentence longer than model_max_length is cut into windows below, not an error
     encoded = tokenizer(
-        [doc.text[s:e] for s, e in sentences], add_special_tokens=False, return_offsets_mapping=True
+        [doc.text[s:e] for s, e in sentences],
+        add_special_tokens=False,
+        return_offsets_mapping=True,
+        verbose=False,
     )
     windows: list[Window] = []
     for number, ((shift, _), ids, raw) in enumerate(
