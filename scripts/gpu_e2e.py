@@ -229,6 +229,9 @@ def run_family(family: str, args, device, env: dict, deadline: float) -> list[Ro
         results = json.loads(path.read_text()) if path.is_file() else {}
         rows.append(measured_row(family, name, status, wall, results, compose_config(overrides), device))
         print(line(rows[-1]), flush=True)
+        if rows[-1].status != "ok":  # the table says that it failed; the run's log says why
+            tail = (run_dir / "cli.log").read_text(errors="replace").splitlines()[-8:]
+            print("\n".join(f"    {text}" for text in tail), flush=True)
         for heavy in (folder_of_run.model, folder_of_run.checkpoints):  # 16 GB copies at real size
             shutil.rmtree(heavy, ignore_errors=True)  # results.json stays
     shutil.rmtree(folder, ignore_errors=True)
