@@ -261,6 +261,8 @@ class TrainerConfig:
     max_epochs: int = 10
     max_steps: int = -1
     accumulate_grad_batches: int = 1
+    # CUDA: train data.batch_size x accumulate_grad_batches in the largest micro-batch the memory plan fits
+    auto_micro_batch: bool = True
     gradient_clip_val: float | None = 1.0
     val_check_interval: Any = 1.0
     check_val_every_n_epoch: int = 1

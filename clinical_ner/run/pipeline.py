@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 from pathlib import Path
 
 import lightning as L
@@ -18,6 +19,7 @@ from omegaconf import DictConfig
 from clinical_ner.config import check_config, public_config
 from clinical_ner.config_compare import comparable
 from clinical_ner.models.backbone import weights_record
+from clinical_ner.planning.setup import micro_batch_for
 from clinical_ner.pretrain.stage import run_pretrain
 from clinical_ner.run.registry import stage_class
 from clinical_ner.training.inputs import RunInputs
@@ -25,6 +27,8 @@ from clinical_ner.training.loggers import make_logger, opened, report_to_wandb, 
 from clinical_ner.training.rank_zero import is_global_zero
 from clinical_ner.training.stage import run_stage
 from clinical_ner.training.timings import PhaseTimes, phase, recording
+
+log = logging.getLogger(__name__)
 
 
 def run(cfg: DictConfig, times: PhaseTimes | None = None) -> dict:
@@ -53,7 +57,11 @@ def _run(cfg: DictConfig, times: PhaseTimes) -> dict:
         if outcome is not None:
             use_reference_artifact(logger, outcome.artifact)
         init_from = outcome.weights if outcome is not None else None
+        fit_micro_batch(cfg)
         sections = run_stage(cfg, run_dir, stage, inputs, init_from, logger)
+        if sections:  # ranks > 0 return nothing
+            sections["train"]["micro_batch"] = int(cfg.data.batch_size)
+            sections["train"]["accumulate_grad_batches"] = int(cfg.trainer.accumulate_grad_batches)
         weights = weights_record(cfg.model, instruct=stage.instruct(cfg)) if cfg.scale.pretrained else None
         pretrain = outcome.section if outcome is not None else None
         results = {
@@ -66,6 +74,24 @@ def _run(cfg: DictConfig, times: PhaseTimes) -> dict:
         if is_global_zero():
             report_to_wandb(logger, {**results, "timings": times.as_dict()}, run_dir, cfg.logger.log_text)
     return results
+
+
+def fit_micro_batch(cfg: DictConfig) -> None:
+    """On CUDA with `trainer.auto_micro_batch`, train the recipe's effective batch in the largest micro-batch the
+    memory plan fits (planning.setup.micro_batch_for); one log line when that changes `cfg`. CPU runs, debug runs
+    and `auto_micro_batch=false` keep the recipe's split."""
+    t = cfg.trainer
+    cuda = t.accelerator in ("auto", "gpu", "cuda") and torch.cuda.is_available()
+    if not (t.auto_micro_batch and cuda and not t.fast_dev_run):
+        return
+    memory = torch.cuda.get_device_properties(torch.cuda.current_device()).total_memory
+    micro, accumulate = micro_batch_for(cfg, memory)
+    if (micro, accumulate) != (cfg.data.batch_size, t.accumulate_grad_batches):
+        log.info(
+            "micro-batch %d x %d accumulation (recipe %d x %d; same effective batch, fits %.0f GiB)",
+            micro, accumulate, cfg.data.batch_size, t.accumulate_grad_batches, memory / 2**30,
+        )  # fmt: skip
+        cfg.data.batch_size, t.accumulate_grad_batches = micro, accumulate
 
 
 def cell_run_id(cfg: DictConfig, run_dir: Path) -> str:

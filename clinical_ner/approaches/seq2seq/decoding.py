@@ -87,23 +87,37 @@ class SchemaConstraint:
 
     def restrict(self, rows: Sequence[int], steps: Sequence[int], scores: torch.Tensor) -> torch.Tensor:
         """`scores` (one line per row in `rows`, `steps` tokens already written) with disallowed tokens -inf."""
-        mask = torch.full_like(scores, float("-inf"))
+        allowed: tuple[list[int], list[int]] = (
+            [],
+            [],
+        )  # (line, token): gathered first, one indexed write each
+        closing: tuple[list[int], list[int]] = (
+            [],
+            [],
+        )  # on a GPU, a write per row would copy and sync per row
         for line, (row, step) in enumerate(zip(rows, steps, strict=True)):
             if row not in self.grammars:
                 self.grammars[row] = SpanGrammar(self.texts[row], self.types, self.whole_words, self.earliest)
             state, grammar = self.states.get(row, START), self.grammars[row]
             if state is None or state == DONE:
                 self.options[row] = {}
-                mask[line, self.stop_ids] = 0.0
+                allowed[0].extend([line] * len(self.stop_ids))
+                allowed[1].extend(self.stop_ids)
                 continue
             # `- 1`: the stop token needs a step of its own after `]`
             finishing = self.max_new_tokens - step - 1 <= grammar.finish_bytes
             options = allowed_tokens(grammar, self.vocab.trie, state, finishing)
             self.options[row] = options
-            mask[line, list(options)] = 0.0
+            allowed[0].extend([line] * len(options))
+            allowed[1].extend(options)
             if self.entity_bias:
-                closing = [token for token, after in options.items() if after == DONE]
-                mask[line, closing] = -self.entity_bias
+                shut = [token for token, after in options.items() if after == DONE]
+                closing[0].extend([line] * len(shut))
+                closing[1].extend(shut)
+        mask = torch.full_like(scores, float("-inf"))
+        mask[torch.tensor(allowed[0]), torch.tensor(allowed[1])] = 0.0
+        if closing[0]:
+            mask[torch.tensor(closing[0]), torch.tensor(closing[1])] = -self.entity_bias
         return scores + mask
 
     def advance(self, rows: Sequence[int], tokens: Sequence[int]) -> None:
