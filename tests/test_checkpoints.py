@@ -118,3 +118,13 @@ def test_lora_checkpoint_holds_only_trained_weights_and_resumes_exactly(tmp_path
         train(tmp_path / "other", "seed=7", f"ckpt_path={last}")
     with pytest.raises(UserError, match="other trained weights"):
         train(tmp_path / "rank", "approach.lora.r=4", f"ckpt_path={last}")
+
+
+def test_last_checkpoint_follows_every_epoch_not_only_the_best(tmp_path):
+    # a learning rate too small to change dev F1: epoch 0 stays the best, the run goes on for two more epochs
+    results = train(tmp_path, "trainer.max_epochs=3", "optim.lr=1e-12")
+    assert results["train"]["best_epoch"] == 0
+    last = torch.load(tmp_path / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+    assert last["epoch"] == 2  # what a resumed run starts after (ModelCheckpoint's save_last kept epoch 0)
+    best = last["callbacks"][next(k for k in last["callbacks"] if k.startswith("ModelCheckpoint"))]
+    assert "epoch=00" in best["best_model_path"]

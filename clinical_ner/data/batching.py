@@ -41,9 +41,11 @@ class LengthGroupedBatchSampler(Sampler[list[int]]):
         self.pool = self.global_batch * mega_batch_factor
         self.group_by_length = group_by_length
         self.epoch = 0
+        self.iterated_epoch: int | None = None  # the epoch of the last pass handed out
 
     def set_epoch(self, epoch: int) -> None:
-        """Lightning calls this at each epoch start so every epoch gets a new, reproducible order."""
+        """The epoch whose order the next pass yields (training/callbacks.py's BatchSamplerEpoch calls it:
+        Lightning calls set_epoch on samplers only, never on batch samplers)."""
         self.epoch = epoch
 
     def global_batches(self) -> list[list[int]]:
@@ -64,6 +66,7 @@ class LengthGroupedBatchSampler(Sampler[list[int]]):
         return [rank_slice(batch, self.rank, self.num_replicas) for batch in self.global_batches()]
 
     def __iter__(self) -> Iterator[list[int]]:
+        self.iterated_epoch = self.epoch
         return iter(self.batches())
 
     def __len__(self) -> int:

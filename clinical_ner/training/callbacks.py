@@ -6,7 +6,8 @@ import time
 from pathlib import Path
 
 import lightning as L
-from lightning.pytorch.callbacks import TQDMProgressBar
+import torch
+from lightning.pytorch.callbacks import Checkpoint, TQDMProgressBar
 
 from clinical_ner import progress
 
@@ -42,6 +43,52 @@ class TrainStepTimer(L.Callback):
     @property
     def tokens_per_s(self) -> float:
         return self.tokens / self.seconds if self.seconds else 0.0
+
+
+class BatchSamplerEpoch(L.Callback):
+    """A new, seeded batch order every epoch: Lightning passes the epoch to samplers (`set_epoch`) but not to
+    batch samplers such as data/batching.py's. A resumed run created its first pass before the checkpoint's
+    epoch was known (`estimated_stepping_batches` sets the data up early), so that pass is made again."""
+
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        sampler = getattr(trainer.train_dataloader, "batch_sampler", None)
+        if not hasattr(sampler, "iterated_epoch"):
+            return
+        sampler.set_epoch(trainer.current_epoch)
+        loop = trainer.fit_loop
+        # what Lightning's epoch loop checks before it makes a new pass itself (training_epoch_loop.on_run_start)
+        lightning_iterates = (
+            trainer.current_epoch > 0 and not loop.is_resuming and not loop.epoch_loop.restarting
+        )
+        stale = sampler.iterated_epoch is not None and sampler.iterated_epoch != trainer.current_epoch
+        done = loop.epoch_loop.batch_progress.current.ready  # a resume at an epoch's end still counts it
+        if stale and not lightning_iterates and done in (0, trainer.num_training_batches):
+            # no public way to make the pass again (Lightning 2.6); a DataLoader pass draws its base seed from
+            # the global RNG, which the stale pass already did: keep the dropout stream of an uninterrupted run
+            with torch.random.fork_rng(devices=[]):
+                iter(loop._data_fetcher)
+
+
+class LastCheckpoint(Checkpoint):
+    """`last.ckpt` (what a run resumes from) after every training epoch. ModelCheckpoint's `save_last` rewrites
+    it only when the best checkpoint changes, so a run killed after an epoch without a dev-F1 gain resumed from an
+    older epoch and trained it again. A `Checkpoint`, so Lightning calls it after the best-checkpoint callback:
+    the saved callback states hold this epoch's best score."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.saved = False
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.save(trainer)  # after the epoch's validation, where ModelCheckpoint saves too
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if not self.saved:  # training ended before any validation: its final state
+            self.save(trainer)
+
+    def save(self, trainer: L.Trainer) -> None:
+        trainer.save_checkpoint(self.path)  # every rank calls it: sharded states are gathered
+        self.saved = True
 
 
 class EpochWeightsSaver(L.Callback):

@@ -25,7 +25,7 @@ from clinical_ner.inference_settings import InferenceSettings, write_inference_s
 from clinical_ner.models import quantize
 from clinical_ner.models.backbone import is_bidirectional, set_attention_direction
 from clinical_ner.run_folder import BEST_CHECKPOINT, RunFolder
-from clinical_ner.training.callbacks import TrainStepTimer, progress_bars
+from clinical_ner.training.callbacks import BatchSamplerEpoch, LastCheckpoint, TrainStepTimer, progress_bars
 from clinical_ner.training.checkpoints import load_trained
 from clinical_ner.training.rank_sync import ranks_done, ranks_ready
 from clinical_ner.training.rank_zero import is_global_zero
@@ -50,12 +50,13 @@ def make_callbacks(
         filename=BEST_CHECKPOINT,
         monitor="val/f1",
         mode="max",
-        # Lightning 2.6 writes `last` at the end of training even under fast_dev_run, which saves nothing else
-        save_last=not cfg.trainer.fast_dev_run,
+        save_last=False,  # LastCheckpoint: after every epoch, not only when the best one changes
         save_top_k=1,
     )
     timer = TrainStepTimer()
-    callbacks: list[L.Callback] = [checkpoint, timer, TokensAcrossRanks(timer)]
+    callbacks: list[L.Callback] = [checkpoint, timer, TokensAcrossRanks(timer), BatchSamplerEpoch()]
+    if not cfg.trainer.fast_dev_run:  # a fast dev run saves nothing
+        callbacks.append(LastCheckpoint(RunFolder(run_dir).last_checkpoint))
     callbacks.append(QuantizationCheck(quantize.enabled(cfg.quantization)))
     if cfg.logger.name != "none":
         callbacks.append(LearningRateMonitor(logging_interval="step"))
@@ -170,11 +171,11 @@ def unsharded_copy(model: torch.nn.Module, state_dict: dict, device: torch.devic
     return fresh.train(model.training)
 
 
-def load_best(module: L.LightningModule, checkpoint: ModelCheckpoint) -> int | None:
+def load_best(module: L.LightningModule, checkpoint: ModelCheckpoint, last: Path) -> int | None:
     """Put the best dev-F1 weights back into the module; returns the best epoch if known. After FSDP the
-    module's model is replaced by an unsharded copy (best checkpoint, else the last one)."""
+    module's model is replaced by an unsharded copy (best checkpoint, else the `last` one)."""
     fsdp_device = _fsdp_device(module)
-    path = checkpoint.best_model_path or (checkpoint.last_model_path if fsdp_device is not None else "")
+    path = checkpoint.best_model_path or (str(last) if fsdp_device is not None and last.is_file() else "")
     if not path:
         return None
     # mmap: a full checkpoint also holds optimizer states, which every rank would otherwise read into memory
@@ -286,7 +287,7 @@ def fit_and_select(
             # training ended (max_steps) before its first validation: score the final weights, which are kept
             trainer.validate(module, datamodule=data, verbose=False)
             score = trainer.callback_metrics.get("val/f1")
-        best_epoch = load_best(module, checkpoint)
+        best_epoch = load_best(module, checkpoint, RunFolder(run_dir).last_checkpoint)
     return Fit(trainer, logger, checkpoint, timer, fit.seconds, best_epoch, _number(score))
 
 
