@@ -13,7 +13,6 @@ On CPU the "peak" column is the measured tensor bytes (parameters, gradients, Ad
 from __future__ import annotations
 
 import argparse
-import gc
 import sys
 import time
 from dataclasses import dataclass
@@ -23,7 +22,16 @@ import torch
 
 from clinical_ner.config import compose_config
 from clinical_ner.planning import GiB, flops_per_token, plan_setup, setup_for
-from clinical_ner.planning.device_check import FAMILIES, device_for, parse_families, peak_flops, report_head
+from clinical_ner.planning.device_check import (
+    FAMILIES,
+    device_for,
+    free,
+    parse_families,
+    peak_flops,
+    report_head,
+    sync,
+    write_report,
+)
 from clinical_ner.planning.measure import build_model, measure_step, random_batch
 from clinical_ner.planning.memory import Setup, plan_generation
 
@@ -46,18 +54,6 @@ class Row:
         return self.measured_gib / self.planned_gib if self.planned_gib else float("nan")
 
 
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-
-
-def _free(device: torch.device) -> None:
-    gc.collect()
-    if device.type == "cuda":
-        torch.cuda.empty_cache()
-        torch.cuda.reset_peak_memory_stats()
-
-
 def overrides(family: str, approach: str, args: argparse.Namespace) -> list[str]:
     """The run config of one check: paper recipe (tiny sizes with --small), LoRA as in the paper, bf16."""
     out = [f"model={family}", f"approach={approach}", f"scale={'tiny' if args.small else 'paper'}"]
@@ -72,7 +68,7 @@ def overrides(family: str, approach: str, args: argparse.Namespace) -> list[str]
 def train_check(cfg, setup: Setup, device: torch.device, steps: int) -> tuple[float, float]:
     """(tokens/s over the steps after the first, measured GiB) of `steps` AdamW steps on random batches."""
     model = build_model(cfg, setup, device)
-    _free(device)  # peak from here: an NF4 build passes through bf16 weights
+    free(device, reset_peak=True)  # peak from here: an NF4 build passes through bf16 weights
     batch = random_batch(setup, device)
     if device.type == "cpu":  # tensor bytes of one step, measured as tests/test_plan.py does
         measured = measure_step(model, setup, batch).total
@@ -81,14 +77,14 @@ def train_check(cfg, setup: Setup, device: torch.device, steps: int) -> tuple[fl
     start = 0.0
     for step in range(steps):
         if step == 1:
-            _sync(device)
+            sync(device)
             start = time.perf_counter()
         with autocast:
             loss = model(**batch).loss
         loss.backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
-    _sync(device)
+    sync(device)
     elapsed = time.perf_counter() - start
     if device.type == "cuda":
         measured = torch.cuda.max_memory_allocated(device)
@@ -103,8 +99,8 @@ def generate_check(cfg, setup: Setup, device: torch.device, batch: int, prompt: 
     model = build_model(cfg, setup, device).eval()
     ids = torch.randint(3, setup.arch.vocab, (batch, prompt), device=device)
     mask = torch.ones_like(ids)
-    _free(device)  # peak from here: the model is resident, generation adds the KV cache
-    _sync(device)
+    free(device, reset_peak=True)  # peak from here: the model is resident, generation adds the KV cache
+    sync(device)
     start = time.perf_counter()
     out = model.generate(
         input_ids=ids,
@@ -114,7 +110,7 @@ def generate_check(cfg, setup: Setup, device: torch.device, batch: int, prompt: 
         do_sample=False,
         pad_token_id=0,
     )
-    _sync(device)
+    sync(device)
     elapsed = time.perf_counter() - start
     made = (out.shape[1] - prompt) * batch
     measured = torch.cuda.max_memory_allocated(device) / GiB if device.type == "cuda" else float("nan")
@@ -142,10 +138,10 @@ def run(args: argparse.Namespace) -> list[Row]:
             rows.append(Row(family, approach, q, shape, tokens_per_s, mfu, measured, planned / GiB))
             print(_line(rows[-1]), flush=True)
             if approach == "seq2seq":
-                _free(device)
+                free(device, reset_peak=True)
                 rows.append(generate_check(cfg, setup, device, args.gen_batch, args.gen_prompt, args.gen_new))
                 print(_line(rows[-1]), flush=True)
-            _free(device)
+            free(device, reset_peak=True)
     return rows
 
 
@@ -194,9 +190,8 @@ def main(argv: list[str] | None = None) -> int:
     device_name = found[1]
     print(markdown([], device_name, argv), end="", flush=True)
     rows = run(args)
+    write_report(args.out, markdown(rows, device_name, argv))
     if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(markdown(rows, device_name, argv))
         print(f"wrote {args.out}")
     return 0
 

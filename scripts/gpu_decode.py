@@ -30,18 +30,13 @@ from clinical_ner.data.batching import PadCollator
 from clinical_ner.data.ner_corpus import corpus_types, load_ner_splits
 from clinical_ner.models.tokenizer import load_or_train_tokenizer
 from clinical_ner.planning import setup_for
-from clinical_ner.planning.device_check import FAMILIES, device_for, report_head
+from clinical_ner.planning.device_check import FAMILIES, device_for, report_head, sync, write_report
 from clinical_ner.planning.measure import build_model
 
 BANDWIDTH = 4.8e12  # H200 HBM3e, datasheet bytes/s
 ENTITY_BIAS = 100.0  # random weights would close the array at once: make them write entities to the budget
 SMALL = ["model.arch.hidden_size=128", "model.arch.intermediate_size=256", "model.arch.num_layers=2"]
 SMALL += ["model.arch.num_heads=4", "model.arch.num_kv_heads=1", "model.arch.vocab_size=1024"]
-
-
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize()
 
 
 def timed(device: torch.device, fn):
@@ -185,9 +180,7 @@ def main(argv: list[str] | None = None) -> int:
             )
             lines.append(row)
             print(row, flush=True)
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text("\n".join(lines) + "\n")
+    write_report(args.out, "\n".join(lines) + "\n")
     return 0
 
 

@@ -17,7 +17,6 @@ a run is stopped when the budget ends. Work folders (checkpoints of 6-16 GB at r
 from __future__ import annotations
 
 import argparse
-import gc
 import json
 import os
 import shutil
@@ -35,7 +34,15 @@ from clinical_ner.data.ner_corpus import load_ner_splits
 from clinical_ner.models.backbone import kv_heads_at
 from clinical_ner.models.tokenizer import load_or_train_tokenizer
 from clinical_ner.planning import GiB, flops_per_token, plan_setup, setup_for
-from clinical_ner.planning.device_check import FAMILIES, device_for, parse_families, peak_flops, report_head
+from clinical_ner.planning.device_check import (
+    FAMILIES,
+    device_for,
+    free,
+    parse_families,
+    peak_flops,
+    report_head,
+    write_report,
+)
 from clinical_ner.planning.measure import build_model
 from clinical_ner.run_folder import RunFolder
 
@@ -124,9 +131,7 @@ def make_checkpoint(family: str, args: argparse.Namespace, folder: Path, device:
     model.save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     del model
-    gc.collect()
-    if device.type == "cuda":
-        torch.cuda.empty_cache()  # the runs are other processes: give them the whole GPU
+    free(device)  # the runs are other processes: give them the whole GPU
     return arch
 
 
@@ -300,9 +305,8 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         if temporary:
             shutil.rmtree(args.work, ignore_errors=True)
+    write_report(args.out, markdown(rows, head, settings))
     if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(markdown(rows, head, settings))
         print(f"wrote {args.out}")
     return 0 if all(r.status in ("ok", "skipped (budget)") for r in rows) else 1
 

@@ -26,7 +26,16 @@ import torch
 from clinical_ner.approaches.seq2seq.module import answer_loss
 from clinical_ner.config import compose_config
 from clinical_ner.planning import flops_per_token, setup_for
-from clinical_ner.planning.device_check import FAMILIES, device_for, parse_families, peak_flops, report_head
+from clinical_ner.planning.device_check import (
+    FAMILIES,
+    device_for,
+    free,
+    parse_families,
+    peak_flops,
+    report_head,
+    sync,
+    write_report,
+)
 from clinical_ner.planning.measure import build_model, random_batch
 
 
@@ -109,19 +118,6 @@ def measure(family: str, case: Case, device: torch.device, steps: int, small: bo
     return tokens_per_s, tokens_per_s * flops / peak if peak else float("nan")
 
 
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-
-
-def free(device: torch.device) -> None:
-    import gc
-
-    gc.collect()
-    if device.type == "cuda":
-        torch.cuda.empty_cache()
-
-
 def main(argv: list[str] | None = None) -> int:
     """Every family x case; prints (and with --out writes) one Markdown table."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -155,9 +151,7 @@ def main(argv: list[str] | None = None) -> int:
                 free(device)
             lines.append(row)
             print(row, flush=True)
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text("\n".join(lines) + "\n")
+    write_report(args.out, "\n".join(lines) + "\n")
     return 0
 
 
