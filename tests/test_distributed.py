@@ -371,7 +371,9 @@ def _rank_main(out: Path, devices: int, batch: int, steps: int) -> None:
     )
     callbacks, _, timer = make_callbacks(cfg, out)
     trainer = make_trainer(cfg, out, callbacks, None)
-    trainer.fit(module, datamodule=Windows())
+    # as the CLI does: destroy the process group before exit (a rank exiting with gloo's threads alive aborts)
+    with ranks.process_group_scope():
+        trainer.fit(module, datamodule=Windows())
     if trainer.is_global_zero:
         batch_all = PadCollator(0)(list(WindowDataset(windows)))
         model.eval()
