@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import functools
 import sys
 from collections.abc import Callable
@@ -28,3 +29,13 @@ def cli(main: Callable[..., T]) -> Callable[..., T]:
             sys.exit(EXIT_USER_ERROR)
 
     return wrapper
+
+
+def disk_full(err: BaseException | None) -> OSError | None:
+    """The `No space left on device` error behind `err` (Lightning and torch re-raise it from deep inside a
+    checkpoint write), or None."""
+    while err is not None:
+        if isinstance(err, OSError) and err.errno == errno.ENOSPC:
+            return err
+        err = err.__cause__ or err.__context__
+    return None

@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+from contextlib import suppress
 from pathlib import Path
 
 import hydra
@@ -16,7 +17,7 @@ from omegaconf import DictConfig, open_dict
 
 from clinical_ner import progress
 from clinical_ner.config import public_config
-from clinical_ner.errors import EXIT_USER_ERROR, UserError
+from clinical_ner.errors import EXIT_USER_ERROR, UserError, disk_full
 from clinical_ner.results import write_results
 from clinical_ner.run import ranks
 from clinical_ner.run.pipeline import coordinates, run
@@ -91,6 +92,18 @@ def main(cfg: DictConfig) -> float | None:
             return None
         sys.exit(1)
     except Exception as err:
+        full = disk_full(err)
+        if full is not None:
+            # the machine, not the cell: one line, and a sweep stops here (every next cell would fail alike)
+            error = "no space left on device" + (f" writing {full.filename}" if full.filename else "")
+            with suppress(OSError):
+                record_failure(error)
+            print(
+                f"error: {run_dir}: {error}; free disk space (run folders, $CLINICAL_NER_CACHE, /tmp) and run the"
+                " same command again: it resumes from the last checkpoint",
+                file=sys.stderr,
+            )
+            sys.exit(1)
         error = f"{type(err).__name__}: {err}"
         record_failure(error)
         if not in_multirun():
