@@ -18,7 +18,8 @@ class UserError(Exception):
 
 
 def cli(main: Callable[..., T]) -> Callable[..., T]:
-    """Wrap a command-line entry point so a UserError prints `error: ...` and exits with code 2."""
+    """Wrap a command-line entry point so a UserError prints `error: ...` and exits with code 2, and a full
+    disk prints one line naming the file and exits with code 1."""
 
     @functools.wraps(main)
     def wrapper(*args, **kwargs):
@@ -27,6 +28,13 @@ def cli(main: Callable[..., T]) -> Callable[..., T]:
         except UserError as err:
             print(f"error: {err}", file=sys.stderr)
             sys.exit(EXIT_USER_ERROR)
+        except Exception as err:
+            full = disk_full(err)
+            if full is None:
+                raise
+            where = f" writing {full.filename}" if full.filename else ""
+            print(f"error: no space left on device{where}; free disk space and run it again", file=sys.stderr)
+            sys.exit(1)
 
     return wrapper
 

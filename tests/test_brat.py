@@ -156,6 +156,23 @@ def test_write_predictions_creates_folder(tmp_path: Path) -> None:
     assert (out / "d2.ann").read_text(encoding="utf-8") == ""
 
 
+def test_write_predictions_is_all_or_nothing(tmp_path: Path, monkeypatch) -> None:
+    import clinical_ner.data.brat as brat
+
+    real, calls = brat.format_ann, []
+
+    def disk_fills_at_the_third(doc_text, spans):
+        calls.append(1)
+        if len(calls) == 3:
+            raise OSError(28, "No space left on device")
+        return real(doc_text, spans)
+
+    monkeypatch.setattr(brat, "format_ann", disk_fills_at_the_third)
+    with pytest.raises(OSError):
+        write_predictions(tmp_path, {f"d{i}": (TEXT, []) for i in range(5)})
+    assert list(tmp_path.iterdir()) == []  # neither two of five predictions nor the staging folder
+
+
 def test_read_split_errors(tmp_path: Path) -> None:
     with pytest.raises(UserError, match="folder not found"):
         read_split(tmp_path / "nope")

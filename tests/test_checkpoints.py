@@ -128,3 +128,6 @@ def test_last_checkpoint_follows_every_epoch_not_only_the_best(tmp_path):
     assert last["epoch"] == 2  # what a resumed run starts after (ModelCheckpoint's save_last kept epoch 0)
     best = last["callbacks"][next(k for k in last["callbacks"] if k.startswith("ModelCheckpoint"))]
     assert "epoch=00" in best["best_model_path"]
+    # the best checkpoint only feeds load_best: weights without optimizer states (a third of a full FT's size)
+    weights = torch.load(best["best_model_path"], map_location="cpu", weights_only=True)
+    assert "optimizer_states" in last and "optimizer_states" not in weights and weights["epoch"] == 0

@@ -38,3 +38,16 @@ def test_a_full_disk_is_one_line_exit_1_and_a_failed_record(tmp_path, monkeypatc
     assert "resumes from the last checkpoint" in lines[0] and "Traceback" not in lines[0]
     record = json.loads((tmp_path / "results.json").read_text())
     assert record["status"] == "failed" and record["error"].startswith("no space left on device")
+
+
+def test_every_other_command_ends_a_full_disk_with_one_line(capsys):
+    from clinical_ner.errors import cli
+
+    with pytest.raises(SystemExit) as ended:
+        cli(_write_fails)()
+    assert ended.value.code == 1
+    assert capsys.readouterr().err.splitlines() == [
+        "error: no space left on device writing /runs/cell/checkpoints/last.ckpt; free disk space and run it again"
+    ]
+    with pytest.raises(ValueError):  # any other error stays a bug report with its traceback
+        cli(lambda: int("x"))()

@@ -6,7 +6,9 @@ Errors and log messages name files, line numbers, mention ids and offsets, never
 from __future__ import annotations
 
 import logging
+import os
 import re
+import tempfile
 from collections.abc import Collection, Iterable, Mapping
 from pathlib import Path
 
@@ -195,11 +197,18 @@ def write_ann(path: Path, doc_text: str, spans: Iterable[Span]) -> None:
 
 
 def write_predictions(folder: Path, predictions: Mapping[str, tuple[str, Iterable[Span]]]) -> None:
-    """Write `<id>.ann` into `folder` (created if needed) for each `id -> (text, spans)`."""
+    """Write `<id>.ann` into `folder` (created if needed) for each `id -> (text, spans)`: all or nothing, as
+    every file is written into a staging folder first and moved in only once all were written (a full disk
+    leaves no partial prediction set to be scored)."""
     folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    for doc_id, (doc_text, spans) in predictions.items():
+    for doc_id in predictions:
         # A doc id is a file stem; anything path-like would write outside the folder.
         if not doc_id or Path(doc_id).name != doc_id or doc_id in (".", ".."):
             raise ValueError(f"document id {doc_id!r} is not a plain file name")
-        write_ann(folder / f"{doc_id}.ann", doc_text, spans)
+    folder.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=folder, prefix=".writing-") as staging:
+        for doc_id, (doc_text, spans) in predictions.items():
+            with open(Path(staging) / f"{doc_id}.ann", "w", encoding="utf-8", newline="") as handle:
+                handle.write(format_ann(doc_text, spans))
+        for doc_id in predictions:  # renames within one file system: no new space needed
+            os.replace(Path(staging) / f"{doc_id}.ann", folder / f"{doc_id}.ann")

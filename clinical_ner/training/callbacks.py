@@ -87,7 +87,8 @@ class LastCheckpoint(Checkpoint):
             self.save(trainer)
 
     def save(self, trainer: L.Trainer) -> None:
-        trainer.save_checkpoint(self.path)  # every rank calls it: sharded states are gathered
+        # with optimizer and loop states: what a resume needs. Every rank calls it: sharded states are gathered
+        trainer.save_checkpoint(self.path, weights_only=False)
         self.saved = True
 
 
