@@ -32,8 +32,7 @@ def cli(main: Callable[..., T]) -> Callable[..., T]:
             full = disk_full(err)
             if full is None:
                 raise
-            where = f" writing {full.filename}" if full.filename else ""
-            print(f"error: no space left on device{where}; free disk space and run it again", file=sys.stderr)
+            print(f"error: {no_space_line(full)}; free disk space and run it again", file=sys.stderr)
             sys.exit(1)
 
     return wrapper
@@ -47,3 +46,8 @@ def disk_full(err: BaseException | None) -> OSError | None:
             return err
         err = err.__cause__ or err.__context__
     return None
+
+
+def no_space_line(full: OSError) -> str:
+    """What a full disk's error says: `no space left on device[ writing <file>]`."""
+    return "no space left on device" + (f" writing {full.filename}" if full.filename else "")

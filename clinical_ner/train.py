@@ -17,7 +17,7 @@ from omegaconf import DictConfig, open_dict
 
 from clinical_ner import progress
 from clinical_ner.config import public_config
-from clinical_ner.errors import EXIT_USER_ERROR, UserError, disk_full
+from clinical_ner.errors import EXIT_USER_ERROR, UserError, disk_full, no_space_line
 from clinical_ner.results import write_results
 from clinical_ner.run import ranks
 from clinical_ner.run.pipeline import coordinates, run
@@ -95,7 +95,7 @@ def main(cfg: DictConfig) -> float | None:
         full = disk_full(err)
         if full is not None:
             # the machine, not the cell: one line, and a sweep stops here (every next cell would fail alike)
-            error = "no space left on device" + (f" writing {full.filename}" if full.filename else "")
+            error = no_space_line(full)
             with suppress(OSError):
                 record_failure(error)
             print(

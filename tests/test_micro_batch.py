@@ -34,7 +34,5 @@ def test_the_largest_fitting_divisor_keeps_the_effective_batch():
 def test_the_recipe_stays_when_nothing_larger_fits():
     cfg = paper_tokencls()
     assert micro_batch_for(cfg, planned(cfg, 16) - 1) == (8, 2)
-    assert micro_batch_for(cfg, 1 * GiB) == (
-        8,
-        2,
-    )  # not even the recipe fits: its own split, the OOM says why
+    # not even the recipe fits: its own split, the OOM says why
+    assert micro_batch_for(cfg, 1 * GiB) == (8, 2)

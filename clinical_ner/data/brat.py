@@ -206,9 +206,9 @@ def write_predictions(folder: Path, predictions: Mapping[str, tuple[str, Iterabl
         if not doc_id or Path(doc_id).name != doc_id or doc_id in (".", ".."):
             raise ValueError(f"document id {doc_id!r} is not a plain file name")
     folder.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=folder, prefix=".writing-") as staging:
+    with tempfile.TemporaryDirectory(dir=folder, prefix=".writing-") as name:
+        staging = Path(name)
         for doc_id, (doc_text, spans) in predictions.items():
-            with open(Path(staging) / f"{doc_id}.ann", "w", encoding="utf-8", newline="") as handle:
-                handle.write(format_ann(doc_text, spans))
+            (staging / f"{doc_id}.ann").write_text(format_ann(doc_text, spans), encoding="utf-8", newline="")
         for doc_id in predictions:  # renames within one file system: no new space needed
-            os.replace(Path(staging) / f"{doc_id}.ann", folder / f"{doc_id}.ann")
+            os.replace(staging / f"{doc_id}.ann", folder / f"{doc_id}.ann")
