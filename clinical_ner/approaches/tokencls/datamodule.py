@@ -37,12 +37,14 @@ def encode_split(
     label_position: str,
     max_length: int,
     stride: int,
+    training: bool = False,
 ) -> EncodedSplit:
-    """Encode every document of a split into windows (labels from the gold char spans)."""
+    """Encode every document of a split into windows (labels from the gold char spans); only `training`
+    splits are cut into sentences with the gold spans (inference inputs never read gold)."""
     windows: list[Window] = []
     doc_windows: dict[str, list[int]] = {}
     for doc in docs:
-        encoded = encode_document(tokenizer, doc, label2id, label_position, max_length, stride)
+        encoded = encode_document(tokenizer, doc, label2id, label_position, max_length, stride, training)
         doc_windows[doc.id] = list(range(len(windows), len(windows) + len(encoded)))
         windows += encoded
     return EncodedSplit(list(docs), windows, doc_windows)
@@ -87,7 +89,7 @@ class TokenClsDataModule(L.LightningDataModule):
     ) -> None:
         super().__init__()
         self.encoded = {
-            name: encode_split(docs, tokenizer, label2id, label_position, max_length, stride)
+            name: encode_split(docs, tokenizer, label2id, label_position, max_length, stride, name == "train")
             for name, docs in splits.items()
         }
         # mention-free training windows kept (a seeded share): ~72% of PharmaCoNER's training tokens have none

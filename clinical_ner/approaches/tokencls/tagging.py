@@ -1,6 +1,7 @@
 """Character spans <-> BIO tags on sub-tokens, through the tokenizer's offset mapping.
 
-A document is cut into sentences (never inside a mention), each sentence is tokenized on its own with BOS
+A document is cut into sentences (training documents never inside a gold mention; inference never reads gold,
+so dev/test/new text is cut the same whatever its annotations), each sentence is tokenized on its own with BOS
 prepended, long sentences become overlapping windows, and every sub-token carries document character
 offsets. Tags are derived from character spans and decoded back to character spans; `word_ids()` is never
 used, so the same code serves SentencePiece and byte-level tokenizers.
@@ -137,8 +138,12 @@ def encode_document(
     label_position: LabelPosition,
     max_length: int,
     stride: int,
+    cut_at_gold: bool = False,
 ) -> list[Window]:
     """Windows of BOS + sentence sub-tokens with gold labels from `doc.spans` (all `O` when it has none).
+
+    With `cut_at_gold` (training only) no sentence boundary falls inside a gold mention; otherwise the cuts
+    ignore `doc.spans`, so the model's inputs never depend on gold (the labels, for scoring, still do).
 
     A sentence longer than `max_length` (BOS included) becomes windows overlapping by `stride` sub-tokens;
     each sub-token is owned by the window where it sits farther from an edge.
@@ -150,7 +155,7 @@ def encode_document(
     unknown = {f"{p}-{s.type}" for s in doc.spans for p in "BI"} - set(label2id)
     if unknown or OUTSIDE not in label2id:
         raise UserError(f"labels missing from label2id in document {doc.id}: {sorted(unknown) or [OUTSIDE]}")
-    sentences = split_sentences(doc.text, doc.spans)
+    sentences = split_sentences(doc.text, doc.spans if cut_at_gold else ())
     if not sentences:
         return []
     # verbose=False: a sentence longer than model_max_length is cut into windows below, not an error
