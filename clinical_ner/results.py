@@ -18,7 +18,9 @@ Schema (version 1; later stages add keys, never rename them):
   `format_compliance_corrected` (definitions in clinical_ner/approaches/seq2seq/metrics.py) and `documents_per_s`
   (generation + parsing); no `seqeval_f1`; `train` adds `skipped_examples` (longer than `approach.max_length`)
 - `train`: `seconds` (fit wall time), `tokens` (real tokens trained on), `tokens_per_s` (inside training steps),
-  `steps`, `epochs`, `best_epoch`, `peak_memory_mb`, `parameters`, `trainable_parameters`, `devices`
+  `steps`, `epochs`, `best_epoch`, `peak_memory_mb`, `parameters`, `trainable_parameters`, `devices`,
+  `micro_batch` and `accumulate_grad_batches` (the split trained with: the recipe's, or on CUDA with
+  `trainer.auto_micro_batch` the planner's; `config` keeps what was asked, so a rerun finds the cell again)
 - `inference`: `documents`, `seconds`, `documents_per_s` (test prediction and decoding); seq2seq adds
   `new_tokens` (answer tokens generated for test, stop tokens excluded) and `new_tokens_per_s` (over `predict_test`)
 - `timings`: wall seconds per phase of the run (clinical_ner/training/timings.py; phases never overlap, so their

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import replace
 
 from clinical_ner.config import compose_config
@@ -36,3 +37,37 @@ def test_the_recipe_stays_when_nothing_larger_fits():
     assert micro_batch_for(cfg, planned(cfg, 16) - 1) == (8, 2)
     # not even the recipe fits: its own split, the OOM says why
     assert micro_batch_for(cfg, 1 * GiB) == (8, 2)
+
+
+def test_a_rerun_after_a_planned_micro_batch_skips_the_finished_cell(tmp_path, monkeypatch, capsys):
+    """The chosen split is recorded under `train`, the config stays as asked, so the next run skips the cell
+    (CPU: the GPU's memory and the planner's choice are patched)."""
+    from clinical_ner.run import pipeline
+    from clinical_ner.train import main
+
+    monkeypatch.setenv("CLINICAL_NER_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(pipeline, "cuda_memory", lambda cfg: int(80 * GiB), raising=False)
+    monkeypatch.setattr(pipeline, "micro_batch_for", lambda cfg, memory: (2, 4))
+    overrides = [
+        "data=synthetic",
+        "logger=none",
+        "save_model=false",
+        "trainer.max_steps=2",
+        "trainer.threads=1",
+    ]
+    overrides += ["data.batch_size=8", "trainer.enable_progress_bar=false", f"output_dir={tmp_path / 'run'}"]
+    overrides += [
+        "scale.hidden_size=32",
+        "scale.num_layers=1",
+        "scale.intermediate_size=64",
+        "data.train_limit=40",
+    ]
+    main.__wrapped__(compose_config(overrides))
+    results = json.loads((tmp_path / "run" / "results.json").read_text())
+    assert results["config"]["data"]["batch_size"] == 8
+    assert results["config"]["trainer"]["accumulate_grad_batches"] == 1
+    assert (results["train"]["micro_batch"], results["train"]["accumulate_grad_batches"]) == (2, 4)
+    capsys.readouterr()
+    main.__wrapped__(compose_config(overrides))
+    assert f"skip: {tmp_path / 'run'} is complete" in capsys.readouterr().out
+    assert not list((tmp_path / "run").glob("stale-*"))

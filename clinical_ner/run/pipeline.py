@@ -7,6 +7,7 @@ Called by the Hydra entry point (clinical_ner/train.py) in rank 0 and by every o
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import logging
@@ -57,16 +58,18 @@ def _run(cfg: DictConfig, times: PhaseTimes) -> dict:
         if outcome is not None:
             use_reference_artifact(logger, outcome.artifact)
         init_from = outcome.weights if outcome is not None else None
-        fit_micro_batch(cfg)
-        sections = run_stage(cfg, run_dir, stage, inputs, init_from, logger)
+        asked = coordinates(cfg)  # the config the user asked for: a rerun must judge the cell by it
+        micro, accumulate = fit_micro_batch(cfg)
+        trained = with_micro_batch(cfg, micro, accumulate)
+        sections = run_stage(trained, run_dir, stage, inputs, init_from, logger)
         if sections:  # ranks > 0 return nothing
-            sections["train"]["micro_batch"] = int(cfg.data.batch_size)
-            sections["train"]["accumulate_grad_batches"] = int(cfg.trainer.accumulate_grad_batches)
+            sections["train"]["micro_batch"] = micro
+            sections["train"]["accumulate_grad_batches"] = accumulate
         weights = weights_record(cfg.model, instruct=stage.instruct(cfg)) if cfg.scale.pretrained else None
         pretrain = outcome.section if outcome is not None else None
         results = {
             "status": "complete",
-            **coordinates(cfg),
+            **asked,
             **sections,
             "pretrain": pretrain,
             "weights": weights,
@@ -76,22 +79,40 @@ def _run(cfg: DictConfig, times: PhaseTimes) -> dict:
     return results
 
 
-def fit_micro_batch(cfg: DictConfig) -> None:
-    """On CUDA with `trainer.auto_micro_batch`, train the recipe's effective batch in the largest micro-batch the
-    memory plan fits (planning.setup.micro_batch_for); one log line when that changes `cfg`. CPU runs, debug runs
-    and `auto_micro_batch=false` keep the recipe's split."""
+def cuda_memory(cfg: DictConfig) -> int | None:
+    """The CUDA device's total memory in bytes when this run trains on one, else None."""
+    cuda = cfg.trainer.accelerator in ("auto", "gpu", "cuda") and torch.cuda.is_available()
+    if not cuda:
+        return None
+    return torch.cuda.get_device_properties(torch.cuda.current_device()).total_memory
+
+
+def fit_micro_batch(cfg: DictConfig) -> tuple[int, int]:
+    """(micro-batch, accumulation) to train with: on CUDA with `trainer.auto_micro_batch`, the recipe's
+    effective batch in the largest micro-batch the memory plan fits (planning.setup.micro_batch_for; one log
+    line when that differs from the recipe). CPU runs, debug runs and `auto_micro_batch=false` keep the
+    recipe's split. `cfg` is left as the user asked (results.json records that, the choice goes to `train`)."""
     t = cfg.trainer
-    cuda = t.accelerator in ("auto", "gpu", "cuda") and torch.cuda.is_available()
-    if not (t.auto_micro_batch and cuda and not t.fast_dev_run):
-        return
-    memory = torch.cuda.get_device_properties(torch.cuda.current_device()).total_memory
+    recipe = (int(cfg.data.batch_size), int(t.accumulate_grad_batches))
+    memory = cuda_memory(cfg) if t.auto_micro_batch and not t.fast_dev_run else None
+    if memory is None:
+        return recipe
     micro, accumulate = micro_batch_for(cfg, memory)
-    if (micro, accumulate) != (cfg.data.batch_size, t.accumulate_grad_batches):
+    if (micro, accumulate) != recipe:
         log.info(
             "micro-batch %d x %d accumulation (recipe %d x %d; same effective batch, fits %.0f GiB)",
-            micro, accumulate, cfg.data.batch_size, t.accumulate_grad_batches, memory / 2**30,
+            micro, accumulate, *recipe, memory / 2**30,
         )  # fmt: skip
-        cfg.data.batch_size, t.accumulate_grad_batches = micro, accumulate
+    return int(micro), int(accumulate)
+
+
+def with_micro_batch(cfg: DictConfig, micro: int, accumulate: int) -> DictConfig:
+    """`cfg` itself when the split is the recipe's, else a copy that trains with the chosen split."""
+    if (micro, accumulate) == (cfg.data.batch_size, cfg.trainer.accumulate_grad_batches):
+        return cfg
+    trained = copy.deepcopy(cfg)
+    trained.data.batch_size, trained.trainer.accumulate_grad_batches = micro, accumulate
+    return trained
 
 
 def cell_run_id(cfg: DictConfig, run_dir: Path) -> str:
