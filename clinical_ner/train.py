@@ -16,6 +16,7 @@ import hydra
 from omegaconf import DictConfig, open_dict
 
 from clinical_ner import progress
+from clinical_ner.code_version import code_version
 from clinical_ner.config import public_config
 from clinical_ner.errors import EXIT_USER_ERROR, UserError, disk_full, no_space_line
 from clinical_ner.results import write_results
@@ -51,7 +52,8 @@ def main(cfg: DictConfig) -> float | None:
     run_dir = Path(cfg.output_dir)
     progress.quiet_libraries(cfg.trainer.enable_progress_bar)
     config = public_config(cfg)
-    done = finished_results(run_dir, config)
+    reuse = bool(cfg.sweep.reuse_other_code)
+    done = finished_results(run_dir, config, reuse)
     if done is not None:
         print(f"skip: {run_dir} is complete (test F1 {done['test'].get('f1', 0):.4f})")
         return objective(done)
@@ -59,7 +61,7 @@ def main(cfg: DictConfig) -> float | None:
     rank_zero = ranks.is_global_zero()
     # another config's results or checkpoints are moved aside; only this config's last checkpoint resumes.
     # An explicit ckpt_path (e.g. `last` with more steps) is the user's choice: the folder is left as it is.
-    last = prepare_run_dir(run_dir, config, writer=rank_zero) if cfg.ckpt_path is None else None
+    last = prepare_run_dir(run_dir, config, rank_zero, reuse) if cfg.ckpt_path is None else None
     if last is not None:
         log.info("resuming %s from %s", run_dir, last)
         with open_dict(cfg):
@@ -71,7 +73,8 @@ def main(cfg: DictConfig) -> float | None:
 
     def record_failure(error: str) -> None:
         if rank_zero:
-            record = {"status": "failed", "error": error, **coordinates(cfg), "timings": times.as_dict()}
+            record = {"status": "failed", "error": error, **coordinates(cfg), "code": code_version()}
+            record["timings"] = times.as_dict()
             write_results(run_dir, record)
 
     try:

@@ -42,6 +42,7 @@ def test_the_recipe_stays_when_nothing_larger_fits():
 def test_a_rerun_after_a_planned_micro_batch_skips_the_finished_cell(tmp_path, monkeypatch, capsys):
     """The chosen split is recorded under `train`, the config stays as asked, so the next run skips the cell
     (CPU: the GPU's memory and the planner's choice are patched)."""
+    from clinical_ner.code_version import code_version
     from clinical_ner.run import pipeline
     from clinical_ner.train import main
 
@@ -67,6 +68,7 @@ def test_a_rerun_after_a_planned_micro_batch_skips_the_finished_cell(tmp_path, m
     assert results["config"]["data"]["batch_size"] == 8
     assert results["config"]["trainer"]["accumulate_grad_batches"] == 1
     assert (results["train"]["micro_batch"], results["train"]["accumulate_grad_batches"]) == (2, 4)
+    assert results["code"] == code_version()  # and which code computed it (a rerun of other code redoes it)
     capsys.readouterr()
     main.__wrapped__(compose_config(overrides))
     assert f"skip: {tmp_path / 'run'} is complete" in capsys.readouterr().out

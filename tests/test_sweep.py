@@ -13,6 +13,7 @@ import pytest
 from hydra import compose, initialize_config_dir
 
 import clinical_ner.config  # noqa: F401  (registers the schema)
+from clinical_ner.code_version import code_version
 from clinical_ner.run.sweep import (
     finished_results,
     prepare_run_dir,
@@ -51,11 +52,11 @@ def test_grid_budget_follows_the_approach(approach, epochs):
     assert single.trainer.max_epochs > epochs  # a single run keeps the recipe's full budget
 
 
-def _results(folder: Path, status: str, config: dict) -> None:
+def _results(folder: Path, status: str, config: dict, code: dict | None = None) -> None:
+    """A results record of this code (or of `code`)."""
     folder.mkdir(parents=True, exist_ok=True)
-    (folder / "results.json").write_text(
-        json.dumps({"status": status, "config": config, "test": {"f1": 0.5}})
-    )
+    record = {"status": status, "config": config, "test": {"f1": 0.5}, "code": code or code_version()}
+    (folder / "results.json").write_text(json.dumps(record))
 
 
 def test_finished_results_need_a_complete_record_of_the_same_config(tmp_path):
@@ -250,7 +251,13 @@ def test_a_skipped_cell_returns_its_dev_f1_to_the_sweeper(tmp_path, capsys):
     cfg = compose_config([f"output_dir={tmp_path}", "logger=none"])
     write_results(
         tmp_path,
-        {"status": "complete", "config": public_config(cfg), "dev": {"f1": 0.3}, "test": {"f1": 0.9}},
+        {
+            "status": "complete",
+            "config": public_config(cfg),
+            "dev": {"f1": 0.3},
+            "test": {"f1": 0.9},
+            "code": code_version(),
+        },
     )
     assert main.__wrapped__(cfg) == 0.3  # a tuning sweeper must never select on test
     assert f"skip: {tmp_path} is complete" in capsys.readouterr().out

@@ -17,6 +17,7 @@ import lightning as L
 import torch
 from omegaconf import DictConfig
 
+from clinical_ner.code_version import code_version
 from clinical_ner.config import check_config, public_config
 from clinical_ner.config_compare import comparable
 from clinical_ner.models.backbone import weights_record
@@ -73,6 +74,7 @@ def _run(cfg: DictConfig, times: PhaseTimes) -> dict:
             **sections,
             "pretrain": pretrain,
             "weights": weights,
+            "code": code_version(),
         }
         if is_global_zero():
             report_to_wandb(logger, {**results, "timings": times.as_dict()}, run_dir, cfg.logger.log_text)

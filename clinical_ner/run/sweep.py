@@ -6,6 +6,10 @@ every cell's folder again: a cell whose `results.json` is complete for the same 
 anything else (failed, never started) is redone. A folder whose results or checkpoints come from another config
 (or from an unknown one) is moved aside into `stale-<time>/` first, with one line saying why, so a new config
 never resumes, or reports, an old run; the tables skip `stale-*` folders.
+
+The code counts like the config: a cell whose results (`code.hash`) or checkpoints (`checkpoints.json`) come
+from another code version (clinical_ner/code_version.py) is moved aside and redone, so a rerun after a code change
+never pools old cells with new ones; `sweep.reuse_other_code=true` keeps and reuses them (one line says so).
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
+from clinical_ner.code_version import code_version
 from clinical_ner.config_compare import changed_keys, comparable, config_hash, flatten, show_value
 from clinical_ner.io_utils import atomic_write_json
 from clinical_ner.run_folder import HYDRA_ENTRIES, STALE_PREFIX, WANDB_DIR, RunFolder
@@ -52,30 +57,53 @@ def same_config(old: dict[str, Any], new: dict[str, Any]) -> bool:
     return _recorded(old, new) == comparable(new)
 
 
-def finished_results(run_dir: Path, config: dict[str, Any]) -> dict[str, Any] | None:
-    """The cell's results when they are complete and were computed with this config, else None."""
+def _code_hash(record: dict[str, Any] | None) -> str | None:
+    code = (record or {}).get("code")
+    return code.get("hash") if isinstance(code, dict) else None
+
+
+def _short(digest: str | None) -> str:
+    return "unknown" if digest is None else digest[:12]
+
+
+def finished_results(
+    run_dir: Path, config: dict[str, Any], reuse_other_code: bool = False
+) -> dict[str, Any] | None:
+    """The cell's results when they are complete and were computed with this config by this code (by any
+    code with `reuse_other_code`, saying so in one line), else None."""
     results = _read_json(RunFolder(run_dir).results)
     if results is None or results.get("status") != "complete" or "test" not in results:
         return None
-    return results if same_config(results.get("config", {}), config) else None
+    if not same_config(results.get("config", {}), config):
+        return None
+    recorded, current = _code_hash(results), code_version()["hash"]
+    if recorded == current:
+        return results
+    if not reuse_other_code:
+        return None
+    log.warning(
+        "reuse: %s was computed by code %s, not this code %s (sweep.reuse_other_code=true)",
+        run_dir, _short(recorded), _short(current),
+    )  # fmt: skip
+    return results
 
 
-def resume_checkpoint(run_dir: Path, config: dict[str, Any]) -> Path | None:
-    """The last checkpoint an interrupted cell left behind, when it was written by this config."""
+def resume_checkpoint(run_dir: Path, config: dict[str, Any], reuse_other_code: bool = False) -> Path | None:
+    """The last checkpoint an interrupted cell left behind, when it was written by this config and this code
+    (any code with `reuse_other_code`)."""
     path = RunFolder(run_dir).last_checkpoint
-    return path if path.is_file() and _checkpoints_hash(run_dir) == config_hash(config) else None
+    record = _read_json(RunFolder(run_dir).checkpoint_config) or {}
+    if not path.is_file() or record.get("config_hash") != config_hash(config):
+        return None
+    return path if reuse_other_code or record.get("code_hash") == code_version()["hash"] else None
 
 
 def record_checkpoint_config(run_dir: Path, config: dict[str, Any]) -> None:
-    """Say which config the checkpoints about to be written belong to (before training starts)."""
+    """Say which config and code the checkpoints about to be written belong to (before training starts)."""
     folder = RunFolder(run_dir)
     folder.root.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(folder.checkpoint_config, {"config_hash": config_hash(config)})
-
-
-def _checkpoints_hash(run_dir: Path) -> str | None:
-    record = _read_json(RunFolder(run_dir).checkpoint_config)
-    return None if record is None else record.get("config_hash")
+    record = {"config_hash": config_hash(config), "code_hash": code_version()["hash"]}
+    atomic_write_json(folder.checkpoint_config, record)
 
 
 def _describe_changes(old: dict[str, Any], new: dict[str, Any], most: int = 3) -> str:
@@ -87,22 +115,32 @@ def _describe_changes(old: dict[str, Any], new: dict[str, Any], most: int = 3) -
     return ", ".join(shown) + more
 
 
-def stale_reason(run_dir: Path, config: dict[str, Any]) -> str | None:
-    """Why what the folder holds belongs to another run (results or checkpoints of another config, or
-    checkpoints of an unknown one); None when nothing in it contradicts `config`."""
+def stale_reason(run_dir: Path, config: dict[str, Any], reuse_other_code: bool = False) -> str | None:
+    """Why what the folder holds belongs to another run (results or checkpoints of another config or another
+    code version, or checkpoints of an unknown one); None when nothing in it contradicts `config` and this
+    code (`reuse_other_code`: the code is not asked about)."""
     folder = RunFolder(run_dir)
+    current = code_version()["hash"]
     results = _read_json(folder.results)
     if results is not None and isinstance(results.get("config"), dict):
         old = results["config"]
+        status = results.get("status", "?")
         if not same_config(old, config):
-            status = results.get("status", "?")
             return f"its {status} results are of another config ({_describe_changes(old, config)})"
+        recorded = _code_hash(results)
+        if recorded != current and not reuse_other_code:
+            return (
+                f"its {status} results are of another code version ({_short(recorded)} -> {_short(current)};"
+                " sweep.reuse_other_code=true keeps them)"
+            )
     if folder.checkpoints.is_dir() and any(folder.checkpoints.iterdir()):
-        recorded = _checkpoints_hash(run_dir)
-        if recorded is None:
+        record = _read_json(folder.checkpoint_config)
+        if record is None or record.get("config_hash") is None:
             return "its checkpoints were written by an unknown config (no record of it)"
-        if recorded != config_hash(config):
+        if record["config_hash"] != config_hash(config):
             return "its checkpoints were written by another config"
+        if record.get("code_hash") != current and not reuse_other_code:
+            return f"its checkpoints were written by another code version ({_short(record.get('code_hash'))})"
     return None
 
 
@@ -123,10 +161,13 @@ def move_aside(run_dir: Path) -> Path:
     return target
 
 
-def prepare_run_dir(run_dir: Path, config: dict[str, Any], writer: bool = True) -> Path | None:
-    """Before a run trains in `run_dir`: move what another config left there aside (the `writer`, rank 0,
-    does; it says why in one line) and return the checkpoint to resume from, if one of this config exists."""
-    reason = stale_reason(run_dir, config)
+def prepare_run_dir(
+    run_dir: Path, config: dict[str, Any], writer: bool = True, reuse_other_code: bool = False
+) -> Path | None:
+    """Before a run trains in `run_dir`: move what another config (or code version) left there aside (the
+    `writer`, rank 0, does; it says why in one line) and return the checkpoint to resume from, if one of this
+    config exists."""
+    reason = stale_reason(run_dir, config, reuse_other_code)
     if reason is not None:
         if not writer:
             return None  # rank 0 moves it; this rank starts from scratch like rank 0
@@ -135,7 +176,7 @@ def prepare_run_dir(run_dir: Path, config: dict[str, Any], writer: bool = True) 
             "rerun: %s: %s; moved its files to %s/, training from scratch", run_dir, reason, target.name
         )
         return None
-    return resume_checkpoint(run_dir, config)
+    return resume_checkpoint(run_dir, config, reuse_other_code)
 
 
 def summarize(sweep_dir: Path) -> dict[str, list[Path]]:
