@@ -17,6 +17,9 @@ Schema (version 1; later stages add keys, never rename them):
   `boundary_accuracy`, `boundary_accuracy_matched`, `boundary_accuracy_micro`, `format_compliance`,
   `format_compliance_corrected` (definitions in clinical_ner/approaches/seq2seq/metrics.py) and `documents_per_s`
   (generation + parsing); no `seqeval_f1`; `train` adds `skipped_examples` (longer than `approach.max_length`)
+  and `prompt_template` (`chat` | `plain`: what `approach.prompt.template` resolved to; `auto` follows the
+  weights, so at paper scale corpus=none is `chat` and pretrained corpora `plain`; scale=small sets `chat` for
+  every corpus)
 - `train`: `seconds` (fit wall time), `tokens` (real tokens trained on), `tokens_per_s` (inside training steps),
   `steps`, `epochs`, `best_epoch`, `peak_memory_mb`, `parameters`, `trainable_parameters`, `devices`,
   `micro_batch` and `accumulate_grad_batches` (the split trained with: the recipe's, or on CUDA with

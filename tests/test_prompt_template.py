@@ -110,3 +110,15 @@ def test_template_and_stop_token_follow_the_weights(tokenizer, monkeypatch, tmp_
     _, labels = renderer.example("Paracetamol 1 g.", "[]")
     assert labels[-1] == renderer.end_id == stop  # trained to end on it ...
     assert stop in renderer.stop_ids  # ... and generation stops on it
+
+
+def test_the_small_corpus_axis_compares_one_prompt_template(tokenizer):
+    """scale=small: every corpus setting prompts with the same template (the recipe's `approach.prompt.template`),
+    so corpus X minus none measures pretraining, not ChatML against plain text as well."""
+    tokenizer.chat_template = TURNS  # the packaged SmolLM2 folder serves base and instruct alike
+    chats = {}
+    for corpus in ("none", "es", "en", "bilingual"):
+        cfg = compose_config(["approach=seq2seq", "model=smollm2", "scale=small", f"corpus={corpus}"])
+        renderer = make_renderer(cfg.approach.prompt, tokenizer, ["DOSIS"], Seq2seqStage.instruct(cfg))
+        chats[corpus] = renderer.chat
+    assert chats == {"none": True, "es": True, "en": True, "bilingual": True}

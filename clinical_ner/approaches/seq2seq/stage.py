@@ -166,4 +166,7 @@ class Seq2seqStage(FineTuneStage):
         )
 
     def train_extras(self, data: Seq2SeqDataModule) -> dict:
-        return {"skipped_examples": data.skipped}  # longer than approach.max_length
+        return {
+            "skipped_examples": data.skipped,  # longer than approach.max_length
+            "prompt_template": "chat" if self.renderer.chat else "plain",  # what auto or the recipe chose
+        }
