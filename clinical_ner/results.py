@@ -20,7 +20,8 @@ Schema (version 1; later stages add keys, never rename them):
   and `prompt_template` (`chat` | `plain`: what `approach.prompt.template` resolved to; `auto` follows the
   weights, so at paper scale corpus=none is `chat` and pretrained corpora `plain`; scale=small sets `chat` for
   every corpus)
-- `train`: `seconds` (fit wall time), `tokens` (real tokens trained on), `tokens_per_s` (inside training steps),
+- `train`: `seconds` (fit wall time), `tokens` (real tokens trained on), `tokens_per_s` (inside training steps;
+  a resumed run's three include the part before the resume, which its checkpoint carries),
   `steps`, `epochs`, `best_epoch`, `peak_memory_mb`, `parameters`, `trainable_parameters`, `devices`,
   `micro_batch` and `accumulate_grad_batches` (the split trained with: the recipe's, or on CUDA with
   `trainer.auto_micro_batch` the planner's; `config` keeps what was asked, so a rerun finds the cell again)

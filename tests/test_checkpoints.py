@@ -32,6 +32,8 @@ LORA = [
     "approach.token_dropout=0",
     "approach.lora.dropout=0",
 ]
+# the resume-equality run draws dropout masks (token dropout on the inputs, LoRA dropout on every adapter)
+DROPOUT = ("approach.token_dropout=0.1", "approach.lora.dropout=0.1")
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -80,7 +82,7 @@ def with_callbacks(make, *extra: L.Callback):
 def test_lora_checkpoint_holds_only_trained_weights_and_resumes_exactly(tmp_path, monkeypatch):
     make_callbacks = finetune.make_callbacks
     monkeypatch.setattr(finetune, "make_callbacks", with_callbacks(make_callbacks, KeepFinal()))
-    whole = train(tmp_path / "whole")
+    whole = train(tmp_path / "whole", *DROPOUT)
     final = KeepFinal.weights
     last = tmp_path / "whole" / "checkpoints" / "last.ckpt"
     saved = torch.load(last, map_location="cpu", weights_only=True)
@@ -102,9 +104,9 @@ def test_lora_checkpoint_holds_only_trained_weights_and_resumes_exactly(tmp_path
     cut = tmp_path / "cut"
     monkeypatch.setattr(finetune, "make_callbacks", with_callbacks(make_callbacks, Crash()))
     with pytest.raises(RuntimeError, match="interrupted"):
-        train(cut)
+        train(cut, *DROPOUT)
     monkeypatch.setattr(finetune, "make_callbacks", with_callbacks(make_callbacks, KeepFinal()))
-    resumed = train(cut, "ckpt_path=last")
+    resumed = train(cut, "ckpt_path=last", *DROPOUT)
     assert resumed["train"]["steps"] == whole["train"]["steps"]
     assert KeepFinal.weights.keys() == final.keys()
     for name, value in final.items():

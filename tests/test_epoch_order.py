@@ -5,13 +5,14 @@ order of the epoch it resumes in (the pipeline's resume: tests/test_checkpoints.
 from __future__ import annotations
 
 import lightning as L
+import pytest
 import torch
 
 from clinical_ner.approaches.tokencls.datamodule import TokenClsDataModule
 from clinical_ner.approaches.tokencls.tagging import bio_labels
 from clinical_ner.data.synthetic import synthetic_splits
 from clinical_ner.models.tokenizer import train_tokenizer
-from clinical_ner.training.callbacks import BatchSamplerEpoch
+from clinical_ner.training.callbacks import BatchSamplerEpoch, LastCheckpoint
 
 
 def datamodule() -> TokenClsDataModule:
@@ -68,3 +69,29 @@ def test_a_resumed_run_sees_the_order_of_the_epoch_it_resumes(tmp_path):
     )
     assert stopped.seen[0] == whole.seen[0]
     assert resumed.seen == {1: whole.seen[1]}
+
+
+@pytest.mark.parametrize("stop", [3, 2 * 4 + 3])  # batches trained before the stop: mid epoch 0, mid epoch 2
+def test_a_run_stopped_mid_epoch_resumes_at_the_next_batch(tmp_path, stop):
+    """`max_steps` ends a run mid-epoch; its last.ckpt resumes with the batch after the last one trained, not
+    with the epoch's first batches again."""
+    data = datamodule()
+    per_epoch = len(data.train_dataloader())
+    assert per_epoch > 4, "the synthetic split must give several batches per epoch"
+    stop = stop if stop < per_epoch else per_epoch + 3
+    whole = Recorder()
+    trainer(tmp_path / "whole", 2, enable_checkpointing=False).fit(whole, datamodule=datamodule())
+    last = tmp_path / "ckpt" / "last.ckpt"
+    stopped = Recorder()
+    trainer(tmp_path / "a", 2, callbacks=[LastCheckpoint(last)], max_steps=stop).fit(
+        stopped, datamodule=datamodule()
+    )
+    resumed = Recorder()
+    trainer(tmp_path / "b", 2, enable_checkpointing=False).fit(
+        resumed, datamodule=datamodule(), ckpt_path=str(last)
+    )
+    epoch, done = divmod(stop, per_epoch)
+    assert resumed.seen[epoch] == whole.seen[epoch][done:]
+    assert [b for e in sorted(stopped.seen) for b in stopped.seen[e]] + [
+        b for e in sorted(resumed.seen) for b in resumed.seen[e]
+    ] == [b for e in sorted(whole.seen) for b in whole.seen[e]]

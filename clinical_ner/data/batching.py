@@ -42,11 +42,17 @@ class LengthGroupedBatchSampler(Sampler[list[int]]):
         self.group_by_length = group_by_length
         self.epoch = 0
         self.iterated_epoch: int | None = None  # the epoch of the last pass handed out
+        self._skip = 0  # batches the next pass leaves out (a resume mid-epoch)
 
     def set_epoch(self, epoch: int) -> None:
         """The epoch whose order the next pass yields (training/callbacks.py's BatchSamplerEpoch calls it:
         Lightning calls set_epoch on samplers only, never on batch samplers)."""
         self.epoch = epoch
+
+    def skip_next(self, batches: int) -> None:
+        """Leave the first `batches` batches out of the next pass only (they were trained before a resume);
+        `len()` stays the epoch's, which is what Lightning counts a resumed epoch against."""
+        self._skip = batches
 
     def global_batches(self) -> list[list[int]]:
         """All global batches of the current epoch (what a single process of `global_batch` would get)."""
@@ -67,7 +73,8 @@ class LengthGroupedBatchSampler(Sampler[list[int]]):
 
     def __iter__(self) -> Iterator[list[int]]:
         self.iterated_epoch = self.epoch
-        return iter(self.batches())
+        skip, self._skip = self._skip, 0
+        return iter(self.batches()[skip:])
 
     def __len__(self) -> int:
         # pools are whole multiples of the global batch, so only the last pool can end in a short batch

@@ -23,13 +23,23 @@ class TrainStepTimer(L.Callback):
     """Seconds spent inside training batches (validation excluded) and the real tokens they held.
 
     Padded batches count their attention mask; packed batches (no mask, no padding) count every position.
+    The counts, and the fit's wall time so far (`earlier_wall`), travel in the checkpoint, so a resumed run
+    reports its whole training, not only the part after the resume.
     """
 
     def __init__(self) -> None:
         self.seconds = 0.0
-        self.tokens = 0
+        self.tokens = 0  # this rank's
         self.steps = 0
+        self.job_tokens: int | None = (
+            None  # the sum over ranks, once training ended (finetune.TokensAcrossRanks)
+        )
+        self.earlier_wall = 0.0  # wall seconds of fit before this process resumed it
         self._start = 0.0
+        self._fit_start: float | None = None
+
+    def on_fit_start(self, trainer, pl_module) -> None:
+        self._fit_start = time.perf_counter()
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
         self._start = time.perf_counter()
@@ -40,15 +50,51 @@ class TrainStepTimer(L.Callback):
         self.tokens += int(mask.sum()) if mask is not None else int(batch["input_ids"].numel())
         self.steps += 1
 
+    def wall_seconds(self) -> float:
+        """The fit's wall seconds so far, earlier attempts included."""
+        running = time.perf_counter() - self._fit_start if self._fit_start is not None else 0.0
+        return self.earlier_wall + running
+
+    def state_dict(self) -> dict:
+        # saved with every checkpoint (rank 0's counts: the sum over ranks is taken again at the end)
+        return {
+            "seconds": self.seconds,
+            "tokens": self.tokens,
+            "steps": self.steps,
+            "wall": self.wall_seconds(),
+        }
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        self.seconds = float(state_dict.get("seconds", 0.0))
+        self.tokens = int(state_dict.get("tokens", 0))
+        self.steps = int(state_dict.get("steps", 0))
+        self.earlier_wall = float(state_dict.get("wall", 0.0))
+
+    @property
+    def total_tokens(self) -> int:
+        """Tokens of the whole job: the sum over ranks once known, else this rank's."""
+        return self.tokens if self.job_tokens is None else self.job_tokens
+
     @property
     def tokens_per_s(self) -> float:
-        return self.tokens / self.seconds if self.seconds else 0.0
+        return self.total_tokens / self.seconds if self.seconds else 0.0
 
 
 class BatchSamplerEpoch(L.Callback):
     """A new, seeded batch order every epoch: Lightning passes the epoch to samplers (`set_epoch`) but not to
     batch samplers such as data/batching.py's. A resumed run created its first pass before the checkpoint's
-    epoch was known (`estimated_stepping_batches` sets the data up early), so that pass is made again."""
+    epoch was known (`estimated_stepping_batches` sets the data up early), so that pass is made again; a run
+    resumed mid-epoch (a `max_steps` stop: LastCheckpoint) makes it without the batches already trained on."""
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        # Lightning calls no on_train_epoch_start for the epoch a mid-epoch restart continues
+        sampler = getattr(trainer.train_dataloader, "batch_sampler", None)
+        loop = trainer.fit_loop
+        if not hasattr(sampler, "skip_next") or not loop.restarted_mid_epoch:
+            return
+        sampler.set_epoch(trainer.current_epoch)
+        sampler.skip_next(loop.epoch_loop.batch_progress.current.ready)
+        _new_pass(loop)
 
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         sampler = getattr(trainer.train_dataloader, "batch_sampler", None)
@@ -63,10 +109,15 @@ class BatchSamplerEpoch(L.Callback):
         stale = sampler.iterated_epoch is not None and sampler.iterated_epoch != trainer.current_epoch
         done = loop.epoch_loop.batch_progress.current.ready  # a resume at an epoch's end still counts it
         if stale and not lightning_iterates and done in (0, trainer.num_training_batches):
-            # no public way to make the pass again (Lightning 2.6); a DataLoader pass draws its base seed from
-            # the global RNG, which the stale pass already did: keep the dropout stream of an uninterrupted run
-            with torch.random.fork_rng(devices=[]):
-                iter(loop._data_fetcher)
+            _new_pass(loop)
+
+
+def _new_pass(loop) -> None:
+    """Make the training data fetcher's pass again (no public way in Lightning 2.6). A DataLoader pass draws its
+    base seed from the global RNG, which the stale pass already did: keep the dropout stream of an uninterrupted
+    run."""
+    with torch.random.fork_rng(devices=[]):
+        iter(loop._data_fetcher)
 
 
 class LastCheckpoint(Checkpoint):
@@ -77,19 +128,35 @@ class LastCheckpoint(Checkpoint):
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        self.saved = False
+        self.saved_step: int | None = None  # the global step of the last save
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self.save(trainer)  # after the epoch's validation, where ModelCheckpoint saves too
+        # after the epoch's validation, where ModelCheckpoint saves too. Lightning also ends an epoch when
+        # max_steps stops it midway: that checkpoint must resume mid-epoch, not as if the epoch were done
+        done = trainer.fit_loop.epoch_loop.batch_progress.current.ready
+        self._mid_epoch = done < trainer.num_training_batches != float("inf")
+        try:
+            self.save(trainer)
+        finally:
+            self._mid_epoch = False
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if not self.saved:  # training ended before any validation: its final state
+        if self.saved_step != trainer.global_step:  # training ended before any epoch end
             self.save(trainer)
+
+    def on_save_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict) -> None:
+        if not getattr(self, "_mid_epoch", False):
+            return
+        # the epoch is marked processed, not completed: Lightning reads that as "ended on the epoch's end".
+        # Unprocessed is its own state for a restart mid-epoch (fit_loop.update_restart_stage)
+        progress = checkpoint["loops"]["fit_loop"]["epoch_progress"]
+        for counts in (progress["total"], progress["current"]):
+            counts["processed"] = counts["completed"] = counts["started"] - 1
 
     def save(self, trainer: L.Trainer) -> None:
         # with optimizer and loop states: what a resume needs. Every rank calls it: sharded states are gathered
         trainer.save_checkpoint(self.path, weights_only=False)
-        self.saved = True
+        self.saved_step = trainer.global_step
 
 
 class EpochWeightsSaver(L.Callback):

@@ -86,7 +86,7 @@ class TokensAcrossRanks(L.Callback):
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if trainer.world_size > 1:
             local = torch.tensor(self.timer.tokens, dtype=torch.int64, device=pl_module.device)
-            self.timer.tokens = int(trainer.strategy.reduce(local, reduce_op="sum").item())
+            self.timer.job_tokens = int(trainer.strategy.reduce(local, reduce_op="sum").item())
 
 
 class QuantizationCheck(L.Callback):
@@ -253,7 +253,7 @@ class Fit:
         """The `train` section of results.json; `parameters` is (trainable, total)."""
         return {
             "seconds": self.seconds,
-            "tokens": self.timer.tokens,
+            "tokens": self.timer.total_tokens,
             "tokens_per_s": self.timer.tokens_per_s,
             "steps": self.trainer.global_step,
             "epochs": self.trainer.current_epoch,
@@ -289,7 +289,9 @@ def fit_and_select(
             trainer.validate(module, datamodule=data, verbose=False)
             score = trainer.callback_metrics.get("val/f1")
         best_epoch = load_best(module, checkpoint, RunFolder(run_dir).last_checkpoint)
-    return Fit(trainer, logger, checkpoint, timer, fit.seconds, best_epoch, _number(score))
+    # a resumed fit adds the wall time its checkpoint recorded (0 when it started from scratch)
+    seconds = fit.seconds + timer.earlier_wall
+    return Fit(trainer, logger, checkpoint, timer, seconds, best_epoch, _number(score))
 
 
 def _number(value) -> float | None:
