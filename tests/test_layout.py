@@ -18,7 +18,7 @@ PACKAGE = Path(__file__).resolve().parent.parent / "clinical_ner"
 LAYERS: list[set[str]] = [
     # "" = the package's own __init__
     {"", "errors", "io_utils", "paths", "progress", "run_folder", "config_compare", "code_version"},
-    {"config", "results", "inference_settings"},
+    {"config", "results", "inference_settings", "cache_check"},
     {"data", "reports"},  # reports read results.json files only
     {"metrics", "models"},
     {"planning", "training"},

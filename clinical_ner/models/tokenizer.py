@@ -10,6 +10,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+import logging
 import shutil
 import tempfile
 from collections.abc import Iterable
@@ -20,12 +21,17 @@ from filelock import FileLock
 from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, pre_tokenizers, processors, trainers
 from transformers import AutoTokenizer, PreTrainedTokenizerBase, PreTrainedTokenizerFast
 
+from clinical_ner.cache_check import broken_file, file_records
 from clinical_ner.errors import UserError
+from clinical_ner.io_utils import atomic_write_json
+
+log = logging.getLogger(__name__)
 
 TokenizerKind = Literal["sentencepiece_bpe", "byte_level_bpe"]
 
 # Bump when the training recipe changes so that stale cached tokenizers are not reused.
 FORMAT_VERSION = 1
+CACHE_MANIFEST = "clinical_ner_cache.json"  # in a cached tokenizer folder: size and sha256 of its files
 MODEL_MAX_LENGTH = 1_000_000_000
 
 SP_UNK, SP_BOS, SP_EOS = "<unk>", "<s>", "</s>"
@@ -186,16 +192,42 @@ def load_or_train_tokenizer(
     root.mkdir(parents=True, exist_ok=True)
     folder = root / f"{kind}-{vocab_size}-{cache_key(kind, vocab_size, texts)[:12]}"
     with FileLock(str(folder) + ".lock"):
+        if folder.is_dir() and not _intact(folder):
+            shutil.rmtree(folder)
         if not folder.is_dir():
             trained = train_tokenizer(kind, vocab_size, texts)
             staging = Path(tempfile.mkdtemp(prefix=folder.name + ".", dir=root))
             try:
                 trained.save_pretrained(staging)
                 _check_same(trained, AutoTokenizer.from_pretrained(staging), texts)
+                atomic_write_json(staging / CACHE_MANIFEST, {"files": file_records(staging)})
                 staging.rename(folder)
             finally:
                 shutil.rmtree(staging, ignore_errors=True)
     return AutoTokenizer.from_pretrained(folder)
+
+
+def _intact(folder: Path) -> bool:
+    """Whether a cached tokenizer folder holds the files its manifest promises (one line when not). A folder
+    cached before manifests existed gets one, if it loads."""
+    manifest = folder / CACHE_MANIFEST
+    try:
+        files = json.loads(manifest.read_text(encoding="utf-8"))["files"]
+    except FileNotFoundError:
+        try:
+            AutoTokenizer.from_pretrained(folder)
+        except Exception as err:  # any failure to load means the entry is damaged: it is retrained
+            log.warning("cached tokenizer %s does not load (%s): training it again", folder, err)
+            return False
+        atomic_write_json(manifest, {"files": file_records(folder, skip=[CACHE_MANIFEST])})
+        return True
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        log.warning("cached tokenizer %s: unreadable manifest (%s): training it again", folder, err)
+        return False
+    why = broken_file(folder, files)
+    if why is not None:
+        log.warning("cached tokenizer %s: %s: training it again", folder, why)
+    return why is None
 
 
 def _check_same(trained: PreTrainedTokenizerFast, loaded: PreTrainedTokenizerFast, texts: list[str]) -> None:

@@ -19,7 +19,8 @@ from typing import Any
 
 from filelock import FileLock, Timeout
 
-from clinical_ner.io_utils import atomic_write_json, file_digest
+from clinical_ner.cache_check import broken_file, file_records
+from clinical_ner.io_utils import atomic_write_json
 
 log = logging.getLogger(__name__)
 
@@ -79,17 +80,10 @@ class PretrainedEntry:
                 "pretrained cache entry %s: manifest of another format or key: rebuilding", self.folder
             )
             return None
-        for rel, expected in files.items():
-            file = self.folder / rel
-            if (
-                not file.is_file()
-                or file.stat().st_size != expected["size"]
-                or file_digest(file) != expected["sha256"]
-            ):
-                log.warning(
-                    "pretrained cache entry %s: %s is missing or altered: rebuilding", self.folder, rel
-                )
-                return None
+        why = broken_file(self.folder, files)
+        if why is not None:
+            log.warning("pretrained cache entry %s: %s: rebuilding", self.folder, why)
+            return None
         return manifest
 
     def clear(self) -> None:
@@ -102,14 +96,7 @@ class PretrainedEntry:
         missing = [e for e in range(1, epochs + 1) if not self.epoch_folder(e).is_dir()]
         if missing:
             raise RuntimeError(f"pretraining produced no weights for epoch(s) {missing} in {self.folder}")
-        files = {
-            path.relative_to(self.folder).as_posix(): {
-                "size": path.stat().st_size,
-                "sha256": file_digest(path),
-            }
-            for path in sorted(self.folder.rglob("*"))
-            if path.is_file() and path.name != MANIFEST
-        }
+        files = file_records(self.folder, skip=[MANIFEST])
         manifest = {
             "format": FORMAT_VERSION,
             "digest": self.digest,

@@ -27,8 +27,9 @@ import torch
 from filelock import FileLock
 from torch.utils.data import Dataset
 
+from clinical_ner.cache_check import broken_file, digest
 from clinical_ner.data.types import Document
-from clinical_ner.io_utils import file_digest
+from clinical_ner.io_utils import atomic_write_json, file_digest
 
 log = logging.getLogger(__name__)
 
@@ -120,17 +121,46 @@ def load_or_tokenize(
 ) -> TokenizedDocs:
     """Token ids cached under `cache/tokenized/<name>-<key>.npz`; `read()` gives the documents on a miss.
 
-    Concurrent jobs wait on a file lock so that only one tokenizes.
+    Concurrent jobs wait on a file lock so that only one tokenizes. `<file>.json` beside it records the file's
+    size and sha256 (written after it); a file that no longer matches is tokenized again.
     """
     folder = Path(cache) / "tokenized"
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"{name}-{key[:20]}.npz"
     with FileLock(str(path) + ".lock"):
-        tokenized = _load(path)
+        tokenized = _load(path) if _intact(path) else None
         if tokenized is None:
             tokenized = tokenize_documents(read(), tokenizer)
             _save(path, tokenized)
+            atomic_write_json(_promise(path), _record(path))
+        elif not _promise(path).is_file():  # cached before the promises were written, and it loads
+            atomic_write_json(_promise(path), _record(path))
     return tokenized
+
+
+def _promise(path: Path) -> Path:
+    return path.with_name(path.name + ".json")
+
+
+def _record(path: Path) -> dict:
+    return {"files": {path.name: {"size": path.stat().st_size, "sha256": digest(path)}}}
+
+
+def _intact(path: Path) -> bool:
+    """False (one line says why) when the cached file breaks its recorded size or sha256."""
+    try:
+        files = json.loads(_promise(path).read_text(encoding="utf-8"))["files"]
+    except FileNotFoundError:
+        return True  # no promise yet: _load's own checks decide
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        log.warning("tokenized corpus cache %s: unreadable record (%s): rebuilding it", path, err)
+        _promise(path).unlink(missing_ok=True)
+        return False
+    why = broken_file(path.parent, files)
+    if why is not None:
+        log.warning("tokenized corpus cache %s: %s: rebuilding it", path, why)
+        _promise(path).unlink(missing_ok=True)
+    return why is None
 
 
 @dataclass
