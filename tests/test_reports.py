@@ -200,7 +200,7 @@ def test_seq2seq_generative_columns_and_failed_cell(sweep, tmp_path):
     text = (out / "seq2seq.md").read_text("utf-8")
     assert "| Format Comp. | Format Comp. (corrected) |" in text
     failed_row = next(r for r in header if r[0] == "Llama 3.1")
-    assert failed_row[1] == "0 (1 failed)" and failed_row[2:5] == ["failed"] * 3
+    assert failed_row[1:3] == ["free", "0 (1 failed)"] and failed_row[3:6] == ["failed"] * 3
     failed = (out / "failed.md").read_text("utf-8")
     assert "RuntimeError: CUDA out of memory" in failed and "traceback line" not in failed
     assert read_csv(out / "failed.csv")[0]["model"] == "llama3_1"
