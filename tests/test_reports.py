@@ -321,7 +321,7 @@ def test_same_seed_same_bytes_other_seed_other_intervals(sweep, tmp_path):
     first = run_tables(sweep, tmp_path / "a", "--seed", "3")
     second = run_tables(sweep, tmp_path / "b", "--seed", "3")
     names = sorted(p.name for p in first.iterdir())
-    assert names == sorted(p.name for p in second.iterdir()) and len(names) == 15
+    assert names == sorted(p.name for p in second.iterdir()) and len(names) == 20
     for name in names:
         assert (first / name).read_bytes() == (second / name).read_bytes(), name
     other = run_tables(sweep, tmp_path / "c", "--seed", "4")
