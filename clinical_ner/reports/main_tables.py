@@ -227,6 +227,11 @@ def _generative_csv(key: CellKey, name: str, summary) -> list[str]:
     return [csv_percent(summary.mean), csv_percent(summary.std)]
 
 
+def output_format(key: CellKey) -> str:
+    """The seq2seq output format the cell asked for (`approach.format`; older records: the JSON list)."""
+    return dict(key.config).get("approach.format", "json (no approach.format recorded)")
+
+
 def seq2seq_table(cells: Sequence[CellScores], n_resamples: int, seed: int) -> Table:
     """One row per seq2seq cell: P/R/F1, the original generative metrics and their corrected variants."""
     with_corpus = any(s.cell.key.corpus != "none" for s in cells)
@@ -285,6 +290,8 @@ def seq2seq_table(cells: Sequence[CellScores], n_resamples: int, seed: int) -> T
         "format compliance (1) and boundary accuracy (the decoder places the offsets) hold whatever the model "
         "learned, so they are measured only where decoding is free."
     )
+    formats = sorted({output_format(s.cell.key) for s in cells})
+    what += f" Output format: {', '.join(formats) or 'none'}."
     return Table(
         title="Seq2seq",
         caption=caption(what, [s.cell for s in cells], score_format(n_resamples, seed)),
