@@ -38,9 +38,11 @@ def corpus_pairs(cells: Sequence[Cell]) -> list[tuple[Cell, Cell]]:
     return found
 
 
-def corpus_comparisons(cells: Sequence[Cell], n_resamples: int, seed: int) -> list[Comparison]:
+def corpus_comparisons(
+    cells: Sequence[Cell], n_resamples: int, seed: int, warn: bool = True
+) -> list[Comparison]:
     """Every continued cell against its baseline (`difference.compare`)."""
-    return [compare(cell, base, n_resamples, seed) for cell, base in corpus_pairs(cells)]
+    return [compare(cell, base, n_resamples, seed, warn) for cell, base in corpus_pairs(cells)]
 
 
 def corpus_effect_table(cells: Sequence[Cell], n_resamples: int, seed: int) -> Table:

@@ -83,12 +83,13 @@ class Comparison:
         return self.interval.low > 0 or self.interval.high < 0
 
 
-def compare(first: Cell, second: Cell, n_resamples: int, seed: int) -> Comparison:
-    """The paired comparison of two cells' test F1 (refused, with a warning, over different documents)."""
+def compare(first: Cell, second: Cell, n_resamples: int, seed: int, warn: bool = True) -> Comparison:
+    """The paired comparison of two cells' test F1 (refused over different documents, with a warning unless
+    `warn` is false: the summary repeats comparisons a table has already warned about)."""
     get_f1 = metric("test", "f1")
     a, b = first.summary(get_f1), second.summary(get_f1)
     refused = refusal(first, second)
-    if refused is not None:
+    if refused is not None and warn:
         log.warning("difference %s vs %s refused: %s", first.key.label, second.key.label, refused)
     delta = None if a.mean is None or b.mean is None or refused else a.mean - b.mean
     interval = None if refused else pair_interval(first, second, n_resamples, seed)

@@ -28,6 +28,7 @@ from clinical_ner.reports.labels import (
     family_name,
     rank,
 )
+from clinical_ner.reports.main_tables import decoding
 from clinical_ner.reports.paper_results import PAPER_ROWS
 from clinical_ner.reports.render import atomic_write_bytes
 from clinical_ner.reports.scores import CellScores
@@ -217,6 +218,10 @@ def _decision_points(scores: Sequence[CellScores], x_of) -> list[tuple[Cell, flo
     return points
 
 
+def _free(cell: Cell) -> bool:
+    return cell.key.approach == "seq2seq" and decoding(cell.key) == "free"
+
+
 def _corpus_color(corpus: str) -> str:
     return f"C{rank(corpus, CORPUS_ORDER)[0] % 10}"
 
@@ -240,6 +245,7 @@ def decision(scores: Sequence[CellScores], path: Path) -> Path:
                 yerr=[[below], [above]],
                 marker=_marker(cell.key.approach),
                 color=_corpus_color(cell.key.corpus),
+                mfc="none" if _free(cell) else None,  # hollow: seq2seq with free decoding
                 linestyle="",
                 capsize=2,
             )
@@ -260,6 +266,10 @@ def decision(scores: Sequence[CellScores], path: Path) -> Path:
     handles += [
         Patch(color=_corpus_color(c), label=CORPUS_SHORT.get(c, c) or "not continued") for c in corpora
     ]
+    if any(_free(cell) for cell in cells):
+        handles.append(
+            Line2D([], [], marker="s", mfc="none", color="0.3", linestyle="", label="seq2seq, free decoding")
+        )
     if handles:
         axes[1].legend(handles=handles, fontsize=7, loc="best")
     fig.suptitle("Accuracy against cost, per approach")

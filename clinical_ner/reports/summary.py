@@ -44,8 +44,8 @@ def summary_table(scores: Sequence[CellScores], n_resamples: int, seed: int) -> 
     """Rows: every paired comparison with its verdict; notes: the headline F1 of every cell."""
     cells = [score.cell for score in scores]
     setting = settings(cell.key for cell in cells)
-    approach = [compare(a, b, n_resamples, seed) for a, b in pairs(cells)]
-    corpus = corpus_comparisons(cells, n_resamples, seed)
+    approach = [compare(a, b, n_resamples, seed, warn=False) for a, b in pairs(cells)]
+    corpus = corpus_comparisons(cells, n_resamples, seed, warn=False)
     rows, csv_rows = [], []
     for kind, found in (("tokencls - seq2seq", approach), ("corpus X - none", corpus)):
         for c in found:
