@@ -6,7 +6,10 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -311,3 +314,44 @@ def test_tables_rebuild_byte_for_byte_from_committed_results(tmp_path, monkeypat
     assert all(
         b"Software" not in data and b"Creation" not in data for n, data in first.items() if n.endswith(".png")
     )
+
+
+@pytest.mark.slow
+def test_a_study_sweep_exports_and_then_skips_its_committed_cells(tmp_path):
+    """Two cells of experiment=study (narrowed to a tiny model on synthetic data): sweep, export, then a sweep
+    from an empty folder (a fresh clone) trains nothing and says which committed file each cell stands on."""
+    from tests.test_all_configs import ROOT, SMALL
+
+    sweep, committed = tmp_path / "sweep", tmp_path / "committed"
+    command = [
+        sys.executable,
+        "-m",
+        "clinical_ner.train",
+        "-m",
+        "experiment=study",
+        "debug=fdr",
+        "model=llama2",
+        "scale=tiny",
+        "corpus=none",
+        "seed=42",
+        "approach=tokencls,seq2seq",
+        *SMALL,
+        f"committed_dir={committed}",
+        f"hydra.sweep.dir={sweep}",
+    ]
+    env = {**os.environ, "CLINICAL_NER_CACHE": str(tmp_path / "cache")}
+    first = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert first.returncode == 0, first.stderr[-2000:]
+    assert "is committed" not in first.stdout
+    report = export(sweep, committed)
+    assert len(report["written"]) == 2 and not report["left out"]
+    for path in report["written"]:
+        record = json.loads(path.read_text())
+        # results.json records the code version (`code`, the correct branch); older records get it here
+        record.setdefault("code", {"hash": package_hash(), "commit": None, "dirty": True})
+        path.write_text(canonical_json(record))
+    shutil.rmtree(sweep)
+    again = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert again.stdout.count("is committed in") == 2, again.stdout
+    assert not list(sweep.rglob("results.json"))
