@@ -367,6 +367,7 @@ def test_a_study_sweep_exports_and_then_skips_its_committed_cells(tmp_path):
     again = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     assert again.returncode == 0, again.stderr[-2000:]
     assert again.stdout.count("is committed in") == 2, again.stdout
+    assert "0 complete, 0 failed, 0 unfinished, 2 committed (skipped)" in again.stdout
     assert not list(sweep.rglob("results.json"))
 
 
