@@ -360,7 +360,7 @@ def test_a_study_sweep_exports_and_then_skips_its_committed_cells(tmp_path):
     assert len(report["written"]) == 2 and not report["left out"]
     for path in report["written"]:
         record = json.loads(path.read_text())
-        # results.json records the code version (`code`, the correct branch); older records get it here
+        # a run records its code version as `code`; records from before that get the current one here
         record.setdefault("code", {"hash": package_hash(), "commit": None, "dirty": True})
         path.write_text(canonical_json(record))
     shutil.rmtree(sweep)

@@ -1,9 +1,8 @@
 """Which code computed a run: a digest of the package's Python files and its configs (README, docs and test
 edits do not count), to tell whether a committed result still stands for the current code.
 
-The `correct` branch records the same in results.json as `code` = {"hash", "commit", "dirty"}; `package_hash`
-is the one place the hash is defined, so the skip of committed cells (clinical_ner/run/committed.py) and the
-record agree.
+results.json records it as `code.hash` (beside the commit and dirty flag); `package_hash` is the one
+definition, so the record and the skip of committed cells (clinical_ner/run/committed.py) agree.
 """
 
 from __future__ import annotations
