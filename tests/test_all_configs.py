@@ -43,6 +43,9 @@ def selection(path: Path) -> tuple[str, list[str]]:
     if group == "debug_approach":  # selected automatically: ${debug}_${approach}
         debug, approach = name.split("_")
         return group, [f"debug={debug}", f"approach={approach}"]
+    if group == "experiment_approach":  # selected automatically: ${experiment}_${approach}
+        experiment, approach = name.split("_")
+        return group, [f"experiment={experiment}", f"approach={approach}"]
     if group == "pretrain":  # selected automatically: ${scale}
         return group, [f"scale={name}"]
     if group == "budget" and name != "full":  # <approach>_grid_<scale>
@@ -72,6 +75,7 @@ def test_every_group_is_covered() -> None:
         "debug",
         "debug_approach",
         "experiment",
+        "experiment_approach",
         "hydra/launcher",
     }
     expected |= {"logger"}

@@ -200,7 +200,7 @@ def test_seq2seq_generative_columns_and_failed_cell(sweep, tmp_path):
     text = (out / "seq2seq.md").read_text("utf-8")
     assert "| Format Comp. | Format Comp. (corrected) |" in text
     failed_row = next(r for r in header if r[0] == "Llama 3.1")
-    assert failed_row[1] == "0 (1 failed)" and failed_row[2:5] == ["failed"] * 3
+    assert failed_row[1:3] == ["free", "0 (1 failed)"] and failed_row[3:6] == ["failed"] * 3
     failed = (out / "failed.md").read_text("utf-8")
     assert "RuntimeError: CUDA out of memory" in failed and "traceback line" not in failed
     assert read_csv(out / "failed.csv")[0]["model"] == "llama3_1"
@@ -321,7 +321,7 @@ def test_same_seed_same_bytes_other_seed_other_intervals(sweep, tmp_path):
     first = run_tables(sweep, tmp_path / "a", "--seed", "3")
     second = run_tables(sweep, tmp_path / "b", "--seed", "3")
     names = sorted(p.name for p in first.iterdir())
-    assert names == sorted(p.name for p in second.iterdir()) and len(names) == 15
+    assert names == sorted(p.name for p in second.iterdir()) and len(names) == 20
     for name in names:
         assert (first / name).read_bytes() == (second / name).read_bytes(), name
     other = run_tables(sweep, tmp_path / "c", "--seed", "4")

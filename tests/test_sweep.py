@@ -159,10 +159,12 @@ def test_grid_folders_name_every_coordinate_but_the_seed():
         "-s42"
     )
     assert constrained == _grid_folder(["approach.decoding=constrained", "approach=seq2seq"])
-    # the real-weights grid too
-    real = _grid_folder([], "real_weights")
-    assert real == "multirun/real_weights/tokencls/smollm2-none-small-s42"
-    assert _grid_folder(["optim.lr=0.002"], "real_weights") != real
+    # the real-weights study too; its free-decoding cells get their own folders
+    real = _grid_folder([], "study")
+    assert real == "multirun/study/tokencls/smollm2-none-small-s42"
+    assert _grid_folder(["optim.lr=0.002"], "study") != real
+    free = _grid_folder(["approach=seq2seq", "approach.decoding=free"], "study")
+    assert free.startswith("multirun/study/seq2seq/smollm2-none-small-") and free.endswith("-s42")
 
 
 def test_wandb_sync_hint_globs_every_cell(tmp_path):

@@ -8,6 +8,7 @@ from collections.abc import Sequence
 
 from clinical_ner.reports.cells import Cell, config_differences
 from clinical_ner.reports.collect import Run
+from clinical_ner.reports.identity import identity_line
 from clinical_ner.reports.labels import APPROACH_ORDER, approach_name, rank
 
 
@@ -82,8 +83,12 @@ def seeds_line(cells: Sequence[Cell]) -> str:
 def caption(what: str, cells: Sequence[Cell], cells_format: str) -> list[str]:
     """Caption lines: what the table shows, scale and data, budget, seeds, and how a cell reads."""
     differences = differences_line(cells)
-    lines = [what, scale_line(cells), budget_line(cells), *([differences] if differences else [])]
-    return [*lines, seeds_line(cells), cells_format]
+    lines = [what, scale_line(cells), identity_line(*_identities(cells)), budget_line(cells)]
+    return [*lines, *([differences] if differences else []), seeds_line(cells), cells_format]
+
+
+def _identities(cells: Sequence[Cell]) -> tuple[list[str], list[str]]:
+    return [cell.key.code for cell in cells], [cell.key.weights for cell in cells]
 
 
 def score_format(n_resamples: int, seed: int) -> str:

@@ -18,11 +18,18 @@ from dataclasses import dataclass, field, fields
 from clinical_ner.config import APPROACH_SCHEMAS
 from clinical_ner.config_compare import comparable, flatten, show_value
 from clinical_ner.reports.collect import Run
+from clinical_ner.reports.identity import (
+    RANDOM_WEIGHTS,
+    UNKNOWN_CODE,
+    code_of,
+    weights_of,
+    weights_source,
+)
 from clinical_ner.reports.labels import APPROACH_ORDER, CORPUS_ORDER, FAMILY_ORDER, rank
 
 log = logging.getLogger(__name__)
 
-SETTING_FIELDS = ("scale", "data", "budget", "pretrain_budget")
+SETTING_FIELDS = ("scale", "data", "budget", "pretrain_budget", "code", "weights")
 # config keys already shown through the budget fields
 BUDGET_KEYS = (
     "trainer.max_epochs",
@@ -32,7 +39,7 @@ BUDGET_KEYS = (
     "pretrain.max_tokens",
 )
 # cells whose config differences are listed: the same coordinates, settings apart
-_GROUP_FIELDS = ("approach", "model", "corpus", "epoch", "scale", "data")
+_GROUP_FIELDS = ("approach", "model", "corpus", "epoch", "scale", "data", "code", "weights")
 
 
 @dataclass(frozen=True)
@@ -49,6 +56,9 @@ class CellKey:
     pretrain_budget: str = ""
     # the rest of the resolved config, flat and sorted: ((dotted key, value as text), ...)
     config: tuple[tuple[str, str], ...] = ()
+    # what the run computed with beyond its config: never pooled across (clinical_ner/reports/identity.py)
+    code: str = UNKNOWN_CODE
+    weights: str = RANDOM_WEIGHTS
 
     @property
     def sort_key(self) -> tuple:
@@ -62,6 +72,8 @@ class CellKey:
             self.budget,
             self.pretrain_budget,
             self.config,
+            self.code,
+            self.weights,
         )
 
     @property
@@ -70,7 +82,9 @@ class CellKey:
         epoch = "-" if self.epoch is None else str(self.epoch)
         fields = (self.approach, self.model, self.corpus, epoch, self.scale, self.data, self.budget)
         config = hashlib.sha256(repr(self.config).encode("utf-8")).hexdigest()[:12] if self.config else ""
-        return "|".join((*fields, self.pretrain_budget, *([config] if config else [])))
+        # code and weights join the label only when known, so older reports keep their bootstrap seeds
+        identity = [part for part in (self.code, self.weights) if part not in (UNKNOWN_CODE, RANDOM_WEIGHTS)]
+        return "|".join((*fields, self.pretrain_budget, *([config] if config else []), *identity))
 
     @property
     def group(self) -> tuple:
@@ -80,7 +94,15 @@ class CellKey:
     @property
     def pairing(self) -> tuple:
         """What two approaches' cells share to be compared (budgets differ between approaches by design)."""
-        return (self.model, self.corpus, self.epoch, self.scale, self.data)
+        return (
+            self.model,
+            self.corpus,
+            self.epoch,
+            self.scale,
+            self.data,
+            self.code,
+            weights_source(self.weights),
+        )
 
 
 @dataclass
@@ -177,6 +199,8 @@ def key_of(run: Run) -> CellKey:
         run.budget,
         run.pretrain_budget,
         config_items(run),
+        code_of(run),
+        weights_of(run),
     )
 
 
@@ -196,6 +220,11 @@ def config_differences(keys: Iterable[CellKey]) -> dict[str, list[str]]:
     return {approach: sorted(names) for approach, names in found.items()}
 
 
+def _setting_text(name: str, value: object) -> str:
+    """A Setting-column part: budgets as they are, code versions and weights named."""
+    return f"{name}={value}" if name in ("code", "weights") else str(value)
+
+
 def settings(keys: Iterable[CellKey]) -> dict[CellKey, str]:
     """Per cell, the scale / data / budget values and the config keys (`config_differences`) that differ between
     cells of the same approach ("" when none does): the Setting column that keeps apart rows which would
@@ -213,7 +242,7 @@ def settings(keys: Iterable[CellKey]) -> dict[CellKey, str]:
         ]
         for k in mine:
             config = dict(k.config)
-            parts = [str(getattr(k, name)) for name in varying if getattr(k, name)]
+            parts = [_setting_text(name, getattr(k, name)) for name in varying if getattr(k, name)]
             parts += [f"{name}={config.get(name, 'unset')}" for name in differences.get(approach, [])]
             labels[k] = ", ".join(parts)
     return labels

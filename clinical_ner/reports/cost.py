@@ -28,6 +28,12 @@ def total_seconds(run: Run) -> float | None:
     return train + (pretrain_seconds(run) or 0.0)
 
 
+def total_minutes(run: Run) -> float | None:
+    """`total_seconds` in minutes (the study's training-cost axis)."""
+    seconds = total_seconds(run)
+    return None if seconds is None else seconds / 60.0
+
+
 def run_seconds(run: Run) -> float | None:
     """The run's wall time in phases (the sum of its `timings`); None for runs recorded before timings."""
     timings = run.section("timings")
@@ -41,6 +47,9 @@ COLUMNS = (
     ("pretrain_seconds", "Pretrain (s)", pretrain_seconds, 1),
     ("pretrain_stage_seconds", "Pretrain stage (s)", metric("pretrain", "seconds"), 1),
     ("total_seconds", "Total (s)", total_seconds, 1),
+    ("total_minutes", "Total (min)", total_minutes, 1),
+    ("train_tokens", "Train tokens", metric("train", "tokens"), 0),
+    ("pretrain_tokens", "Pretrain tokens", metric("pretrain", "tokens"), 0),
     ("predict_test_seconds", "Predict test (s)", metric("timings", "predict_test"), 1),
     ("run_seconds", "Run (s)", run_seconds, 1),
     ("inference_documents_per_s", "Inference (docs/s)", metric("inference", "documents_per_s"), 1),
@@ -93,6 +102,7 @@ def cost_table(cells: Sequence[Cell]) -> Table:
         "Cost per cell. Train: fine-tuning fit wall time. Pretrain: the continual pretraining that produced the "
         "starting weights (`pretrain.fit_seconds`, counted even when this run found them cached); Pretrain stage: "
         "what this run spent in the stage (a cache hit costs only the lookup). Total = Train + Pretrain. "
+        "Train tokens: real tokens fine-tuned on; Pretrain tokens: those of the continual pretraining (all epochs). "
         "Predict test: the model's passes over the test set (generation for seq2seq); Run: every phase of the run "
         "(results.json `timings`: loading, fit, selection, prediction, scoring, saving, pretraining). "
         "Inference: test documents per second (prediction and decoding). Peak memory: GPU peak allocated on CUDA, "

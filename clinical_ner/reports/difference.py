@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 from clinical_ner.reports.bootstrap import Interval, cell_rng, paired_difference
 from clinical_ner.reports.captions import caption
-from clinical_ner.reports.cells import Cell, metric, settings
+from clinical_ner.reports.cells import Cell, Summary, metric, settings
 from clinical_ner.reports.labels import corpus_name, family_name
 from clinical_ner.reports.render import MISSING, Table, csv_percent, mean_std
 from clinical_ner.reports.scores import seeds_text
@@ -62,23 +63,69 @@ def pair_interval(first: Cell, second: Cell, n_resamples: int, seed: int) -> Int
     return paired_difference(first.per_documents, second.per_documents, n_resamples, rng)
 
 
+@dataclass(frozen=True)
+class Comparison:
+    """first F1 - second F1 (seed means), its paired interval, or why the two cannot be compared."""
+
+    first: Cell
+    second: Cell
+    a: Summary
+    b: Summary
+    delta: float | None
+    interval: Interval | None
+    refused: str | None
+
+    @property
+    def resolved(self) -> bool | None:
+        """Whether the interval excludes 0 (None without an interval)."""
+        if self.interval is None:
+            return None
+        return self.interval.low > 0 or self.interval.high < 0
+
+
+def compare(first: Cell, second: Cell, n_resamples: int, seed: int, warn: bool = True) -> Comparison:
+    """The paired comparison of two cells' test F1 (refused over different documents, with a warning unless
+    `warn` is false: the summary repeats comparisons a table has already warned about)."""
+    get_f1 = metric("test", "f1")
+    a, b = first.summary(get_f1), second.summary(get_f1)
+    refused = refusal(first, second)
+    if refused is not None and warn:
+        log.warning("difference %s vs %s refused: %s", first.key.label, second.key.label, refused)
+    delta = None if a.mean is None or b.mean is None or refused else a.mean - b.mean
+    interval = None if refused else pair_interval(first, second, n_resamples, seed)
+    return Comparison(first, second, a, b, delta, interval, refused)
+
+
+def delta_text(comparison: Comparison) -> str:
+    """ "12.34" percentage points, or `refused: why`."""
+    if comparison.refused:
+        return f"{REFUSED}: {comparison.refused}"
+    return MISSING if comparison.delta is None else f"{100 * comparison.delta:.2f}"
+
+
+def interval_text(interval: Interval | None) -> str:
+    """ "[1.20, 3.40]" percentage points."""
+    return MISSING if interval is None else f"[{100 * interval.low:.2f}, {100 * interval.high:.2f}]"
+
+
 def difference_table(cells: Sequence[Cell], n_resamples: int, seed: int) -> Table:
     """A row per pair: both seed-mean F1s, their difference and its paired 95% interval."""
     found = pairs(cells)
     setting = settings(cell.key for pair in found for cell in pair)
     show = any(setting.values())
-    get_f1 = metric("test", "f1")
     rows, csv_rows = [], []
     refused_any = False
     for first, second in found:
         key = first.key
-        a, b = first.summary(get_f1), second.summary(get_f1)
-        refused = refusal(first, second)
-        if refused is not None:
-            refused_any = True
-            log.warning("difference %s vs %s refused: %s", first.key.label, second.key.label, refused)
-        delta = None if a.mean is None or b.mean is None or refused else a.mean - b.mean
-        interval = None if refused else pair_interval(first, second, n_resamples, seed)
+        comparison = compare(first, second, n_resamples, seed)
+        a, b, delta, interval, refused = (
+            comparison.a,
+            comparison.b,
+            comparison.delta,
+            comparison.interval,
+            comparison.refused,
+        )
+        refused_any = refused_any or refused is not None
         both = (
             f"{setting[first.key]} / {setting[second.key]}"
             if setting[first.key] != setting[second.key]
@@ -93,8 +140,8 @@ def difference_table(cells: Sequence[Cell], n_resamples: int, seed: int) -> Tabl
                 f"{seeds_text(first)} / {seeds_text(second)}",
                 mean_std(a),
                 mean_std(b),
-                f"{REFUSED}: {refused}" if refused else MISSING if delta is None else f"{100 * delta:.2f}",
-                MISSING if interval is None else f"[{100 * interval.low:.2f}, {100 * interval.high:.2f}]",
+                delta_text(comparison),
+                interval_text(interval),
                 MISSING if interval is None else str(interval.documents),
             ]
         )

@@ -3,7 +3,13 @@
 from __future__ import annotations
 
 APPROACH_NAMES = {"tokencls": "Token classification", "seq2seq": "Seq2seq"}
-FAMILY_NAMES = {"llama2": "Llama 2", "llama3": "Llama 3", "llama3_1": "Llama 3.1", "llama3_2": "Llama 3.2"}
+FAMILY_NAMES = {
+    "llama2": "Llama 2",
+    "llama3": "Llama 3",
+    "llama3_1": "Llama 3.1",
+    "llama3_2": "Llama 3.2",
+    "smollm2": "SmolLM2-135M",
+}
 CORPUS_NAMES = {
     "none": "Not continued",
     "bilingual": "Spanish + English",

@@ -1,6 +1,8 @@
-"""Report figures (PNG, Agg, no pyplot state): precision vs recall, F1 by model x corpus, cost vs F1.
+"""Report figures (PNG, Agg, no pyplot state): precision vs recall, F1 by model x corpus, cost vs F1, and the
+decision view (F1 with its interval against training and inference cost, per approach).
 
-Figures are drawn on a bare `Figure` and saved without a Software stamp, so the same runs give the same bytes.
+Figures are drawn on a bare `Figure` with fixed rc settings and saved without a Software stamp (no time or
+version in the file), so the same runs give the same bytes.
 """
 
 from __future__ import annotations
@@ -9,6 +11,7 @@ import io
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+import matplotlib
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
@@ -16,7 +19,7 @@ from matplotlib.patches import Patch
 from matplotlib.ticker import NullFormatter
 
 from clinical_ner.reports.cells import Cell, CellKey, metric, settings
-from clinical_ner.reports.cost import total_seconds
+from clinical_ner.reports.cost import total_minutes, total_seconds
 from clinical_ner.reports.labels import (
     APPROACH_ORDER,
     CORPUS_ORDER,
@@ -25,8 +28,10 @@ from clinical_ner.reports.labels import (
     family_name,
     rank,
 )
+from clinical_ner.reports.main_tables import decoding
 from clinical_ner.reports.paper_results import PAPER_ROWS
 from clinical_ner.reports.render import atomic_write_bytes
+from clinical_ner.reports.scores import CellScores
 
 MARKERS = {"tokencls": "o", "seq2seq": "s"}
 CORPUS_SHORT = {"none": "", "es": "es", "en": "en", "bilingual": "es+en"}
@@ -84,9 +89,14 @@ def _legend(ax: Axes, cells: Sequence[Cell], paper: bool = False) -> None:
         ax.legend(handles=handles, fontsize=7, loc="best")
 
 
+# settings that would otherwise come from the user's matplotlibrc; hashsalt fixes ids of vector backends
+RC = {"svg.hashsalt": "clinical_ner", "path.simplify": True, "font.family": "DejaVu Sans"}
+
+
 def _save(fig: Figure, path: Path) -> Path:
     buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=DPI, metadata={"Software": None})
+    with matplotlib.rc_context(RC):
+        fig.savefig(buffer, format="png", dpi=DPI, metadata={"Software": None})
     atomic_write_bytes(path, buffer.getvalue())
     return path
 
@@ -194,10 +204,86 @@ def cost_vs_f1(cells: Sequence[Cell], path: Path) -> Path:
     return _save(fig, path)
 
 
-def write_plots(cells: Sequence[Cell], out: Path) -> list[Path]:
-    """All report figures into `out`; returns their paths."""
-    return [
+def _decision_points(scores: Sequence[CellScores], x_of) -> list[tuple[Cell, float, float, float, float]]:
+    """(cell, x, F1, F1 - interval low, interval high - F1) in percent, for cells with both numbers."""
+    points = []
+    for score in scores:
+        cell = score.cell
+        x, f1 = cell.summary(x_of).mean, score.summaries["f1"].mean
+        if not cell.ok or x is None or f1 is None:
+            continue
+        interval = score.interval("f1")
+        low, high = (f1, f1) if interval is None else (interval.low, interval.high)
+        points.append((cell, x, 100 * f1, 100 * max(0.0, f1 - low), 100 * max(0.0, high - f1)))
+    return points
+
+
+def _free(cell: Cell) -> bool:
+    return cell.key.approach == "seq2seq" and decoding(cell.key) == "free"
+
+
+def _corpus_color(corpus: str) -> str:
+    return f"C{rank(corpus, CORPUS_ORDER)[0] % 10}"
+
+
+def decision(scores: Sequence[CellScores], path: Path) -> Path:
+    """The deployment view: test F1 (error bars: 95% bootstrap interval over documents) against training cost
+    (minutes, continual pretraining included) and inference speed (test documents/s), a marker per approach
+    and a colour per corpus; a log axis where values span more than 20x."""
+    fig = Figure(figsize=(10.4, 4.6))
+    axes = fig.subplots(1, 2, sharey=True)
+    panels = (
+        (total_minutes, "Training cost (min, incl. continual pretraining)"),
+        (metric("inference", "documents_per_s"), "Inference speed (test documents/s)"),
+    )
+    for ax, (x_of, label) in zip(axes, panels, strict=True):
+        points = _decision_points(scores, x_of)
+        for cell, x, f1, below, above in points:
+            ax.errorbar(
+                x,
+                f1,
+                yerr=[[below], [above]],
+                marker=_marker(cell.key.approach),
+                color=_corpus_color(cell.key.corpus),
+                mfc="none" if _free(cell) else None,  # hollow: seq2seq with free decoding
+                linestyle="",
+                capsize=2,
+            )
+            _annotate(ax, _tag(cell), x, f1)
+        xs = [x for _, x, *_ in points]
+        if xs and min(xs) > 0 and max(xs) / min(xs) > 20:
+            ax.set_xscale("log")
+            ax.xaxis.set_minor_formatter(NullFormatter())
+        ax.set(xlabel=label, ylim=(0, 100))
+    axes[0].set_ylabel("Test F1 (%), 95% interval over documents")
+    cells = [score.cell for score in scores]
+    approaches = sorted({c.key.approach for c in cells}, key=lambda a: rank(a, APPROACH_ORDER))
+    corpora = sorted({c.key.corpus for c in cells}, key=lambda c: rank(c, CORPUS_ORDER))
+    handles = [
+        Line2D([], [], marker=_marker(a), color="0.3", linestyle="", label=approach_name(a))
+        for a in approaches
+    ]
+    handles += [
+        Patch(color=_corpus_color(c), label=CORPUS_SHORT.get(c, c) or "not continued") for c in corpora
+    ]
+    if any(_free(cell) for cell in cells):
+        handles.append(
+            Line2D([], [], marker="s", mfc="none", color="0.3", linestyle="", label="seq2seq, free decoding")
+        )
+    if handles:
+        axes[1].legend(handles=handles, fontsize=7, loc="best")
+    fig.suptitle("Accuracy against cost, per approach")
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def write_plots(cells: Sequence[Cell], out: Path, scores: Sequence[CellScores] = ()) -> list[Path]:
+    """All report figures into `out` (the decision view when `scores` are given); returns their paths."""
+    written = [
         precision_recall(cells, out / "precision_recall.png"),
         f1_by_model_corpus(cells, out / "f1_by_model_corpus.png"),
         cost_vs_f1(cells, out / "cost_vs_f1.png"),
     ]
+    if scores:
+        written.append(decision(scores, out / "decision.png"))
+    return written

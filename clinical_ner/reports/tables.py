@@ -2,8 +2,10 @@
 
 Reads every results.json below the folders (a Hydra sweep folder holds one sub-folder per cell) and writes into
 `--out`: tokencls.md/.csv and seq2seq.md/.csv (the paper's tables, its numbers beside), per_type, cost,
-difference (token classification minus seq2seq F1, paired bootstrap) and failed (.md/.csv), plus the figures of
-`clinical_ner.reports.plots`. Unreadable or partial results files are skipped with a warning naming them.
+difference (token classification minus seq2seq F1, paired bootstrap), corpus_effect (corpus X minus none per
+approach, paired bootstrap), summary (every comparison and whether its interval resolves it) and failed
+(.md/.csv), plus the figures of `clinical_ner.reports.plots`. Runs of different code versions or weights are
+never pooled (one warning line says so when both are present). Unreadable or partial results files are skipped with a warning naming them.
 """
 
 from __future__ import annotations
@@ -17,15 +19,18 @@ from pathlib import Path
 from clinical_ner.errors import UserError, cli
 from clinical_ner.reports.cells import Cell, group_cells, metric, settings
 from clinical_ner.reports.collect import Collection, collect
+from clinical_ner.reports.corpus_effect import corpus_effect_table
 from clinical_ner.reports.cost import cost_table
 from clinical_ner.reports.difference import difference_table
 from clinical_ner.reports.failed import failed_table
+from clinical_ner.reports.identity import identity_line
 from clinical_ner.reports.labels import corpus_name, family_name
 from clinical_ner.reports.main_tables import seq2seq_table, tokencls_table
 from clinical_ner.reports.per_type import per_type_table
 from clinical_ner.reports.plots import write_plots
 from clinical_ner.reports.render import mean_std, write_table
 from clinical_ner.reports.scores import score_cells, seeds_text
+from clinical_ner.reports.summary import summary_table
 
 log = logging.getLogger(__name__)
 
@@ -36,21 +41,23 @@ def write_reports(
     """Every table (and figure) of the collected runs into `out`; returns the cells and the written paths."""
     out.mkdir(parents=True, exist_ok=True)
     cells = group_cells(collection.runs)
-    tokencls = [c for c in cells if c.key.approach == "tokencls"]
-    seq2seq = [c for c in cells if c.key.approach == "seq2seq"]
+    codes, weights = {c.key.code for c in cells}, {c.key.weights for c in cells}
+    if len(codes) > 1 or len(weights) > 1:
+        log.warning("%s", identity_line(codes, weights))
+    scores = score_cells(cells, n_resamples, seed)
+    tokencls = [s for s in scores if s.cell.key.approach == "tokencls"]
+    seq2seq = [s for s in scores if s.cell.key.approach == "seq2seq"]
     written = []
-    written += write_table(
-        out, "tokencls", tokencls_table(score_cells(tokencls, n_resamples, seed), n_resamples, seed)
-    )
-    written += write_table(
-        out, "seq2seq", seq2seq_table(score_cells(seq2seq, n_resamples, seed), n_resamples, seed)
-    )
+    written += write_table(out, "tokencls", tokencls_table(tokencls, n_resamples, seed))
+    written += write_table(out, "seq2seq", seq2seq_table(seq2seq, n_resamples, seed))
     written += write_table(out, "per_type", per_type_table(cells))
     written += write_table(out, "cost", cost_table(cells))
     written += write_table(out, "difference", difference_table(cells, n_resamples, seed))
+    written += write_table(out, "corpus_effect", corpus_effect_table(cells, n_resamples, seed))
+    written += write_table(out, "summary", summary_table(scores, n_resamples, seed))
     written += write_table(out, "failed", failed_table(cells, collection.skipped))
     if plots:
-        written += write_plots(cells, out)
+        written += write_plots(cells, out, scores)
     return cells, written
 
 

@@ -179,17 +179,25 @@ def prepare_run_dir(
     return resume_checkpoint(run_dir, config, reuse_other_code)
 
 
-def summarize(sweep_dir: Path) -> dict[str, list[Path]]:
-    """Cell folders of a sweep by status: complete, failed, unfinished (no results.json)."""
+def summarize(sweep_dir: Path, committed_dir: Path | None = None) -> dict[str, list[Path]]:
+    """Cell folders of a sweep by status: complete, failed, unfinished (no results.json), and, with
+    `committed_dir`, committed (no results.json here, a complete one at the same path there: skipped)."""
     cells: dict[str, list[Path]] = {"complete": [], "failed": [], "unfinished": []}
     for config in sorted(Path(sweep_dir).rglob(".hydra/config.yaml")):
         cell = config.parent.parent
-        try:
-            status = json.loads(RunFolder(cell).results.read_text()).get("status", "unfinished")
-        except (OSError, ValueError):
-            status = "unfinished"
+        status = _status(RunFolder(cell).results)
+        if status == "unfinished" and committed_dir is not None:
+            there = Path(committed_dir) / cell.relative_to(sweep_dir) / RunFolder(cell).results.name
+            status = "committed" if _status(there) == "complete" else status
         cells.setdefault(status, []).append(cell)
     return cells
+
+
+def _status(results: Path) -> str:
+    try:
+        return json.loads(results.read_text()).get("status", "unfinished")
+    except (OSError, ValueError):
+        return "unfinished"
 
 
 def wandb_sync_hint(folder: Path) -> str | None:
@@ -206,10 +214,12 @@ class SweepSummary(Callback):
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         sweep_dir = Path(config.hydra.sweep.dir)
-        cells = summarize(sweep_dir)
+        committed = config.get("committed_dir")
+        cells = summarize(sweep_dir, None if committed is None else Path(committed))
+        skipped = f", {len(cells['committed'])} committed (skipped)" if cells.get("committed") else ""
         print(
             f"sweep {sweep_dir}: {len(cells['complete'])} complete, {len(cells['failed'])} failed, "
-            f"{len(cells['unfinished'])} unfinished"
+            f"{len(cells['unfinished'])} unfinished{skipped}"
         )
         for cell in cells["failed"]:
             error = json.loads(RunFolder(cell).results.read_text()).get("error", "?")

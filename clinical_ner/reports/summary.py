@@ -1,0 +1,68 @@
+"""The study's summary, to quote in the README: test F1 per approach x corpus (mean ± std over seeds, 95%
+interval over documents), then every paired comparison (approach difference per corpus, corpus effect per
+approach) with whether its interval resolves it (excludes 0)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from clinical_ner.reports.captions import caption, score_format
+from clinical_ner.reports.cells import Cell, settings
+from clinical_ner.reports.corpus_effect import corpus_comparisons
+from clinical_ner.reports.difference import Comparison, compare, delta_text, interval_text, pairs
+from clinical_ner.reports.labels import approach_name, corpus_name, family_name
+from clinical_ner.reports.render import FAILED, Table, markdown_table, with_interval
+from clinical_ner.reports.scores import CellScores, seeds_text
+
+
+def verdict(comparison: Comparison) -> str:
+    """resolved (the interval excludes 0), not resolved, or why there is no interval."""
+    if comparison.refused:
+        return "refused"
+    resolved = comparison.resolved
+    if resolved is None:
+        return "no interval"
+    return "resolved" if resolved else "not resolved"
+
+
+def _where(cell: Cell, setting: dict) -> str:
+    key = cell.key
+    extra = f" {{{setting[key]}}}" if setting.get(key) else ""
+    return f"{approach_name(key.approach)}, {family_name(key.model)}, {corpus_name(key.corpus)}{extra}"
+
+
+def _headline(scores: Sequence[CellScores], setting: dict) -> str:
+    rows = []
+    for score in scores:
+        cell = score.cell
+        f1 = with_interval(score.summaries["f1"], score.interval("f1")) if cell.ok else FAILED
+        rows.append([_where(cell, setting), seeds_text(cell), f1])
+    return markdown_table(["Cell", "Seeds", "Test F1"], rows)
+
+
+def summary_table(scores: Sequence[CellScores], n_resamples: int, seed: int) -> Table:
+    """Rows: every paired comparison with its verdict; notes: the headline F1 of every cell."""
+    cells = [score.cell for score in scores]
+    setting = settings(cell.key for cell in cells)
+    approach = [compare(a, b, n_resamples, seed, warn=False) for a, b in pairs(cells)]
+    corpus = corpus_comparisons(cells, n_resamples, seed, warn=False)
+    rows, csv_rows = [], []
+    for kind, found in (("tokencls - seq2seq", approach), ("corpus X - none", corpus)):
+        for c in found:
+            what = f"{_where(c.first, setting)} vs {_where(c.second, setting)}"
+            rows.append([kind, what, delta_text(c), interval_text(c.interval), verdict(c)])
+            csv_rows.append([kind, c.first.key.label, c.second.key.label, delta_text(c), verdict(c)])
+    what = (
+        "Summary: every paired comparison of test F1 (percentage points, first minus second; paired 95% "
+        "bootstrap over test documents and seeds). `resolved`: the interval excludes 0; `not resolved`: the "
+        "test set cannot tell the two apart."
+    )
+    return Table(
+        title="Summary",
+        caption=caption(what, cells, score_format(n_resamples, seed)),
+        header=["Comparison", "Cells", "Δ F1", "95% paired CI", "Verdict"],
+        rows=rows,
+        csv_header=["comparison", "first", "second", "f1_difference", "verdict"],
+        csv_rows=csv_rows,
+        notes=["## Test F1 per cell", _headline(scores, setting)],
+    )
