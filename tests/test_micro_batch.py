@@ -69,6 +69,9 @@ def test_a_rerun_after_a_planned_micro_batch_skips_the_finished_cell(tmp_path, m
     assert results["config"]["trainer"]["accumulate_grad_batches"] == 1
     assert (results["train"]["micro_batch"], results["train"]["accumulate_grad_batches"]) == (2, 4)
     assert results["code"] == code_version()  # and which code computed it (a rerun of other code redoes it)
+    assert results["machine"]["threads"] == 1 and results["machine"]["cpu_capability"]  # and on which CPU
+    # 2 steps end before the first epoch's validation: the final weights are scored once, nothing is selected
+    assert results["selection"]["validations"] == 1 and results["selection"]["epoch"] is None
     capsys.readouterr()
     main.__wrapped__(compose_config(overrides))
     assert f"skip: {tmp_path / 'run'} is complete" in capsys.readouterr().out

@@ -11,6 +11,8 @@ import copy
 import hashlib
 import json
 import logging
+import platform
+from contextlib import suppress
 from pathlib import Path
 
 import lightning as L
@@ -75,6 +77,7 @@ def _run(cfg: DictConfig, times: PhaseTimes) -> dict:
             "pretrain": pretrain,
             "weights": weights,
             "code": code_version(),
+            "machine": machine_record(),
         }
         if is_global_zero():
             report_to_wandb(logger, {**results, "timings": times.as_dict()}, run_dir, cfg.logger.log_text)
@@ -115,6 +118,23 @@ def with_micro_batch(cfg: DictConfig, micro: int, accumulate: int) -> DictConfig
     trained = copy.deepcopy(cfg)
     trained.data.batch_size, trained.trainer.accumulate_grad_batches = micro, accumulate
     return trained
+
+
+def machine_record() -> dict:
+    """The CPU and kernels this run computed with: bf16 results differ across CPUs (README, "Same seed")."""
+    cpu = platform.processor() or platform.machine()
+    with suppress(OSError):
+        names = [
+            line for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("model name")
+        ]
+        cpu = names[0].split(":", 1)[1].strip() if names else cpu
+    return {
+        "cpu": cpu,
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),  # the ATen kernels in use (AVX2, AVX512, ...)
+        "threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "cuda": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
+    }
 
 
 def cell_run_id(cfg: DictConfig, run_dir: Path) -> str:

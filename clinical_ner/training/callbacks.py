@@ -35,6 +35,7 @@ class TrainStepTimer(L.Callback):
             None  # the sum over ranks, once training ended (finetune.TokensAcrossRanks)
         )
         self.earlier_wall = 0.0  # wall seconds of fit before this process resumed it
+        self.validations = 0  # dev validations during fit (sanity checks excluded): 1 selects nothing
         self._start = 0.0
         self._fit_start: float | None = None
 
@@ -49,6 +50,10 @@ class TrainStepTimer(L.Callback):
         mask = batch.get("attention_mask")
         self.tokens += int(mask.sum()) if mask is not None else int(batch["input_ids"].numel())
         self.steps += 1
+
+    def on_validation_end(self, trainer, pl_module) -> None:
+        if not trainer.sanity_checking:
+            self.validations += 1
 
     def wall_seconds(self) -> float:
         """The fit's wall seconds so far, earlier attempts included."""
@@ -69,6 +74,7 @@ class TrainStepTimer(L.Callback):
         self.tokens = int(state_dict.get("tokens", 0))
         self.steps = int(state_dict.get("steps", 0))
         self.earlier_wall = float(state_dict.get("wall", 0.0))
+        self.validations = int(state_dict.get("validations", 0))
 
     @property
     def total_tokens(self) -> int:

@@ -238,8 +238,15 @@ class Fit:
 
     def selection_section(self, documents: int) -> dict:
         """The `selection` section of results.json: the dev F1 the kept weights were chosen on (`documents`
-        dev documents; null when nothing was validated) and their epoch (null: the final weights)."""
-        return {"f1": self.selection_f1, "documents": documents, "epoch": self.best_epoch}
+        dev documents; null when nothing was validated), their epoch (null: the final weights) and how many
+        validations competed (`validations`: with 1, e.g. one epoch, nothing was selected)."""
+        validations = self.timer.validations
+        return {
+            "f1": self.selection_f1,
+            "documents": documents,
+            "epoch": self.best_epoch,
+            "validations": validations,
+        }
 
     def predicts_here(self) -> bool:
         """True on rank 0, which alone predicts, scores and saves after training (no collective follows); the
