@@ -10,11 +10,11 @@ from pathlib import Path
 
 import pytest
 
+from clinical_ner.analysis import error_page
+from clinical_ner.analysis.error_marks import marked_html
 from clinical_ner.data.brat import write_ann
 from clinical_ner.data.types import Span
-from clinical_ner.metrics.span_scorer import score_sets
-from clinical_ner.reports import error_page
-from clinical_ner.reports.error_categories import (
+from clinical_ner.metrics.error_categories import (
     BOUNDARY,
     EXACT,
     MISSED,
@@ -26,7 +26,7 @@ from clinical_ner.reports.error_categories import (
     classify_document,
     totals,
 )
-from clinical_ner.reports.error_marks import marked_html
+from clinical_ner.metrics.span_scorer import score_sets
 
 TYPES = ["NORMALIZABLES", "PROTEINAS", "NO_NORMALIZABLES", "UNCLEAR"]
 
@@ -110,7 +110,7 @@ def test_each_category_on_a_small_document():
 
 
 def test_marks_nest_split_where_they_cross_and_escape():
-    from clinical_ner.reports.error_categories import Outcome
+    from clinical_ner.metrics.error_categories import Outcome
 
     text = '<b>Dosis & 5 mg</b> de "ácido" fólico'
     outcomes = [

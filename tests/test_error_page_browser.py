@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 from headless import chromium, dump_dom, screenshot
 
-from clinical_ner.reports import error_page
+from clinical_ner.analysis import error_page
 
 ROOT = Path(__file__).resolve().parent.parent
 SMALL = ["scale.hidden_size=64", "scale.num_layers=2", "scale.intermediate_size=128"]

@@ -196,7 +196,7 @@ def _error_categories(gold: list, predicted: dict, rule: str, log_text: bool):
     """(category counts for the summary, the categorised mentions with their text or None unless `log_text`)."""
     import wandb
 
-    from clinical_ner.reports.error_categories import category_counts, classify, flat_counts
+    from clinical_ner.metrics.error_categories import category_counts, classify, flat_counts
 
     texts = {doc.id: doc.text for doc in gold}
     triples = {doc.id: {(s.type, s.start, s.end) for s in doc.spans} for doc in gold}

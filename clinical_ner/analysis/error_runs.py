@@ -22,9 +22,9 @@ from clinical_ner.data.pharmaconer import SPLITS, locate_corpus
 from clinical_ner.data.synthetic import synthetic_splits
 from clinical_ner.data.types import Document
 from clinical_ner.errors import UserError
+from clinical_ner.metrics.error_categories import Outcome, category_counts, classify
 from clinical_ner.metrics.span_scorer import Scores, Triple, read_ann_dir, score_sets
 from clinical_ner.paths import cache_dir
-from clinical_ner.reports.error_categories import Outcome, category_counts, classify
 from clinical_ner.run_folder import RunFolder
 
 

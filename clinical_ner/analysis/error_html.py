@@ -6,9 +6,11 @@ from __future__ import annotations
 from collections import Counter
 from html import escape
 
+from clinical_ner.analysis.error_assets import SCRIPT, stylesheet
+from clinical_ner.analysis.error_marks import marked_html
+from clinical_ner.analysis.error_runs import RunErrors
 from clinical_ner.data.types import Document
-from clinical_ner.reports.error_assets import SCRIPT, stylesheet
-from clinical_ner.reports.error_categories import (
+from clinical_ner.metrics.error_categories import (
     BOTH,
     CATEGORIES,
     EXACT,
@@ -19,8 +21,6 @@ from clinical_ner.reports.error_categories import (
     Outcome,
     totals,
 )
-from clinical_ner.reports.error_marks import marked_html
-from clinical_ner.reports.error_runs import RunErrors
 
 CONTEXT = 40  # characters of text shown either side of an example
 # The rows of a counts table: (category, side); exact matches are TPs, the error categories have two sides.

@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections import defaultdict
 from html import escape
 
-from clinical_ner.reports.error_categories import LABELS, Outcome
+from clinical_ner.metrics.error_categories import LABELS, Outcome
 
 
 def mark_title(outcome: Outcome) -> str:

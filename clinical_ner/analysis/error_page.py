@@ -1,10 +1,10 @@
 """CLI: an error-analysis page for one run, or several runs side by side, as one static HTML file.
 
-python -m clinical_ner.reports.error_page RUN [RUN_B ...] [--split test] [--out report.html] [--gold DIR]
+python -m clinical_ner.analysis.error_page RUN [RUN_B ...] [--split test] [--out report.html] [--gold DIR]
     [--rule codalab|standalone]
 
 The page holds clinical text, so it is written beside the first run (or to --out), readable by its owner only,
-and never sent anywhere; the categories are defined in clinical_ner/reports/error_categories.py.
+and never sent anywhere; the categories are defined in clinical_ner/metrics/error_categories.py.
 """
 
 from __future__ import annotations
@@ -14,12 +14,12 @@ import os
 import sys
 from pathlib import Path
 
+from clinical_ner.analysis.error_html import render_page
+from clinical_ner.analysis.error_runs import RunErrors, load_runs
 from clinical_ner.errors import UserError, cli
 from clinical_ner.io_utils import atomic_write_text
+from clinical_ner.metrics.error_categories import totals
 from clinical_ner.metrics.span_scorer import RULES
-from clinical_ner.reports.error_categories import totals
-from clinical_ner.reports.error_html import render_page
-from clinical_ner.reports.error_runs import RunErrors, load_runs
 
 PAGE_MODE = 0o600  # clinical text: the owner's eyes only
 
@@ -31,7 +31,7 @@ def default_out(first_run: Path, split: str, runs: int) -> Path:
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m clinical_ner.reports.error_page",
+        prog="python -m clinical_ner.analysis.error_page",
         description="One static HTML page of a run's errors (several runs: side by side); opens from disk.",
     )
     parser.add_argument(
