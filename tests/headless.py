@@ -48,10 +48,11 @@ class Loaded:
     console: list[str]
 
 
-def _browse(page: Path, *extra: str, timeout: float = 180) -> subprocess.CompletedProcess:
+def _browse(page: Path, *extra: str, query: str = "", timeout: float = 180) -> subprocess.CompletedProcess:
+    address = Path(page).resolve().as_uri() + (f"?{query}" if query else "")
     with tempfile.TemporaryDirectory(prefix="chromium-profile-") as profile:
         return subprocess.run(
-            [chromium(), *FLAGS, f"--user-data-dir={profile}", *extra, Path(page).resolve().as_uri()],
+            [chromium(), *FLAGS, f"--user-data-dir={profile}", *extra, address],
             capture_output=True,
             text=True,
             timeout=timeout,
@@ -59,9 +60,9 @@ def _browse(page: Path, *extra: str, timeout: float = 180) -> subprocess.Complet
         )
 
 
-def dump_dom(page: Path) -> Loaded:
-    """Open `page` from disk, let its scripts run, return the DOM and every console line."""
-    done = _browse(page, "--dump-dom")
+def dump_dom(page: Path, query: str = "") -> Loaded:
+    """Open `page` from disk (with `?query`), let its scripts run, return the DOM and every console line."""
+    done = _browse(page, "--dump-dom", query=query)
     return Loaded(done.stdout, [m.group(1) for m in CONSOLE.finditer(done.stderr)])
 
 

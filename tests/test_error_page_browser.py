@@ -73,6 +73,7 @@ class Page(HTMLParser):
         super().__init__(convert_charrefs=True)
         self.body: dict = {}
         self.docs: dict[str, dict[str, dict]] = {}
+        self.hidden: dict[str, bool] = {}
         self.stack: list[tuple[str, dict]] = []
 
     def _inside(self, key: str) -> str | None:
@@ -84,12 +85,16 @@ class Page(HTMLParser):
             self.body = attrs
         if tag == "article" and "data-doc" in attrs:
             self.docs[attrs["data-doc"]] = {}
+            self.hidden[attrs["data-doc"]] = "hidden" in attrs
         if tag == "div" and "col" in attrs.get("class", "").split():
-            self.docs[self._inside("data-doc")][attrs["data-run"]] = {"marks": [], "text": ""}
+            column = {"marks": [], "text": "", "hidden": "hidden" in attrs, "shown": []}
+            self.docs[self._inside("data-doc")][attrs["data-run"]] = column
         classes = attrs.get("class", "").split()
         if tag == "span" and "m" in classes and "mc" not in classes and self._inside("data-doc"):
             side = next(c[2:] for c in classes if c.startswith("s-"))
             self._column()["marks"].append((attrs["data-c"], side))
+            if "off" not in classes:  # not dimmed by a filter
+                self._column()["shown"].append(attrs["data-c"])
         if tag not in VOID:
             self.stack.append((tag, attrs))
 
@@ -134,5 +139,20 @@ def test_the_page_of_two_real_runs_in_chromium(runs, pharmaconer_dir, tmp_path):
         # (an HTML parser turns CR LF into LF: the one change a browser makes to text)
         text = (pharmaconer_dir / "test" / f"{doc_id}.txt").read_bytes().decode().replace("\r\n", "\n")
         assert columns["0"]["text"] == text == columns["1"]["text"]
+    # the filters, set from the address: run 1's missed mentions, then also one document searched by id
+    filtered = Page()
+    filtered.feed(dump_dom(page, "cat=missed&hide=2").dom)
+    assert filtered.body.get("data-selfcheck") == "ok"
+    assert all(columns["1"]["hidden"] and not columns["0"]["hidden"] for columns in filtered.docs.values())
+    for doc_id, columns in filtered.docs.items():
+        assert set(columns["0"]["shown"]) <= {"missed"}  # every other mention dimmed
+        assert filtered.hidden[doc_id] == (
+            "missed" not in columns["0"]["shown"]
+        )  # documents without one hidden
+    with_missed = [doc_id for doc_id, hidden in filtered.hidden.items() if not hidden]
+    assert with_missed
+    searched = Page()
+    searched.feed(dump_dom(page, f"cat=missed&hide=2&doc={with_missed[-1].lower()}").dom)
+    assert [doc_id for doc_id, hidden in searched.hidden.items() if not hidden] == [with_missed[-1]]
     png = screenshot(page, tmp_path / "errors.png")
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000

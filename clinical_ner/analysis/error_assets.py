@@ -1,8 +1,9 @@
 """The error page's inline style sheet and script (no external asset, font or request: the page opens from disk).
 
-The script filters by run, type and category, searches document ids, and checks itself on load: the marked
-mentions per run, category and side must equal the counts tables, else `body[data-selfcheck]` says which differ;
-a script error is written into `body[data-jserror]`. Both are what the headless-browser test reads.
+The script filters by run, type and category and searches document ids (also from the address:
+`?type=T&cat=C&doc=ID&errors=1&hide=2`, hide taking run numbers as the page shows them). It checks itself on
+load: the marked mentions per run, category and side must equal the counts table, else `body[data-selfcheck]`
+says which differ; a script error is written into `body[data-jserror]`. The headless-browser test reads both.
 """
 
 from __future__ import annotations
@@ -40,8 +41,8 @@ article.doc{background:#fff;border:1px solid #ddd;border-radius:4px;margin:10px 
 .text{white-space:pre-wrap;line-height:1.9}
 .note{color:#777;font-style:italic}
 .m,.x{border-radius:2px}
-.m.s-fn,.x.s-fn{background:none;border-bottom:3px solid}
-.m.s-ignored{background:none;border-bottom:2px dotted #757575}
+.m.s-fn,.x.s-fn{background:none;border-bottom-width:3px;border-bottom-style:solid}
+.m.s-ignored{background:none;border-bottom-width:2px;border-bottom-style:dotted}
 .m.off{background:none!important;border-color:transparent!important}
 .m:empty::after{content:"\\2205";font-size:10px}
 [hidden]{display:none!important}
@@ -142,8 +143,21 @@ SCRIPT = r"""
     if (target && target.tagName === "DETAILS") { target.hidden = false; target.open = true; }
     if (target && target.hidden) { target.hidden = false; }
   }
+  // filters can come with the address too: page.html?type=PROTEINAS&cat=missed&doc=S0004&errors=1&hide=1
+  function fromAddress() {
+    var query = new URLSearchParams(location.search);
+    if (query.has("type")) { byId("f-type").value = query.get("type"); }
+    if (query.has("cat")) { byId("f-cat").value = query.get("cat"); }
+    if (query.has("doc")) { byId("f-doc").value = query.get("doc"); }
+    byId("f-errors").checked = query.get("errors") === "1";
+    var hidden = (query.get("hide") || "").split(",");
+    all("input.runbox").forEach(function (b) {  // runs numbered as on the page, from 1
+      b.checked = hidden.indexOf(String(Number(b.dataset.run) + 1)) < 0;
+    });
+  }
   window.addEventListener("hashchange", reveal);
   selfcheck();
+  fromAddress();
   apply();
   reveal();
 })();

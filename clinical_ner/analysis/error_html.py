@@ -13,6 +13,7 @@ from clinical_ner.data.types import Document
 from clinical_ner.metrics.error_categories import (
     BOTH,
     CATEGORIES,
+    DROPPED,
     EXACT,
     GOLD,
     IGNORED,
@@ -31,6 +32,12 @@ ROWS = [(EXACT, BOTH)] + [
     if (category, side) not in (("spurious", GOLD), ("missed", PREDICTED))
 ]
 SIDE_NAMES = {BOTH: "TP", PREDICTED: "FP (predicted)", GOLD: "FN (gold)"}
+# What each category means, under the counts table.
+MEANINGS = (
+    "wrong type: same offsets, another type; boundary: overlaps a mention of its type; overlap + wrong type: "
+    "overlaps only mentions of other types; spurious / missed: overlaps nothing on the other side. Each FP and FN "
+    "of the scorer is in exactly one category; a wrong type or boundary error is usually one FP and one FN."
+)
 SCORER_KEYS = {BOTH: "tp", PREDICTED: "fp", GOLD: "fn"}
 
 
@@ -60,31 +67,43 @@ def _count_cell(index: int, category: str, side: str, label: str, count: int) ->
     )
 
 
-def _category_table(index: int, run: RunErrors, types: list[str]) -> str:
+def _by_type_table(index: int, run: RunErrors, types: list[str]) -> str:
+    """One run's category counts per entity type (each linking to its examples of that type)."""
     by_type = Counter(
         (o.category, o.side, o.type) for doc in run.outcomes.values() for o in doc if o.category != IGNORED
     )
-    counts = run.counts
     head = "".join(f"<th>{escape(t)}</th>" for t in types)
-    lines = [f"<table><tr><th>category</th><th>side</th><th>all</th>{head}</tr>"]
+    lines = [f"<table><tr><th>category</th><th>side</th>{head}</tr>"]
     for category, side in ROWS:
-        cells = _count_cell(index, category, side, "", counts[category].get(side, 0))
-        cells += "".join(_count_cell(index, category, side, t, by_type[(category, side, t)]) for t in types)
-        lines.append(
-            f'<tr><td class="k-{category}">{LABELS[category]}</td><td class="side">{SIDE_NAMES[side]}</td>'
-            f"{cells}</tr>"
+        cells = "".join(_count_cell(index, category, side, t, by_type[(category, side, t)]) for t in types)
+        lines.append(_row_head(category, side) + f"{cells}</tr>")
+    return "".join(lines) + "</table>"
+
+
+def _row_head(category: str, side: str) -> str:
+    return f'<tr><td class="k-{category}">{LABELS[category]}</td><td class="side">{SIDE_NAMES[side]}</td>'
+
+
+def _compare_table(runs: list[RunErrors]) -> str:
+    """Category counts, one column per run; the totals are checked against each run's scorer TP/FP/FN."""
+    head = "".join(f'<th data-run="{i}">run {i + 1}</th>' for i in range(len(runs)))
+    lines = [f"<table><tr><th>category</th><th>side</th>{head}</tr>"]
+    counts = [run.counts for run in runs]
+    for category, side in ROWS:
+        cells = "".join(
+            _count_cell(i, category, side, "", c[category].get(side, 0)) for i, c in enumerate(counts)
         )
-    sums = totals(counts)
+        lines.append(_row_head(category, side) + f"{cells}</tr>")
     for side, key in SCORER_KEYS.items():  # the category counts add up to the scorer's TP, FP and FN
-        scorer = getattr(run.scores, key)
-        verdict = (
-            '<span class="ok">= scorer</span>'
-            if sums[side] == scorer
-            else f'<span class="bad">scorer {scorer}</span>'
-        )
+        cells = []
+        for index, (run, c) in enumerate(zip(runs, counts, strict=True)):
+            total, scorer = totals(c)[side], getattr(run.scores, key)
+            verdict = (
+                '<span class="ok">✓</span>' if total == scorer else f'<span class="bad">≠ {scorer}</span>'
+            )
+            cells.append(f'<td data-run="{index}">{total} {verdict}</td>')
         lines.append(
-            f'<tr class="total"><td>total {key.upper()}</td><td class="side">{verdict}</td><td>{sums[side]}</td>'
-            f'<td colspan="{len(types)}"></td></tr>'
+            f'<tr class="total"><td>total {key.upper()}</td><td class="side">= scorer</td>{"".join(cells)}</tr>'
         )
     return "".join(lines) + "</table>"
 
@@ -95,7 +114,8 @@ def _run_summary(index: int, run: RunErrors, types: list[str]) -> str:
     return (
         f'<section class="runsum" data-run="{index}"><h3>run {index + 1}: {escape(run.label)}</h3>'
         f'<div class="note">{escape(str(run.folder))}: {run.scores.documents} documents scored{note}</div>'
-        f"{_type_table(run)}{_category_table(index, run, types)}</section>"
+        f"{_type_table(run)}<details><summary>error categories by type</summary>"
+        f"{_by_type_table(index, run, types)}</details></section>"
     )
 
 
@@ -175,22 +195,24 @@ def _filters(runs: list[RunErrors], types: list[str]) -> str:
 
 
 def _legend() -> str:
-    items = "".join(f'<span class="m s-fp c-{c}">{LABELS[c]}</span>' for c in (*CATEGORIES[1:5],))
+    def marks(side: str, categories) -> str:
+        return " ".join(f'<span class="m s-{side} c-{c}">{LABELS[c]}</span>' for c in categories)
+
     return (
-        '<p class="legend">Filled: predicted mention; underlined: gold mention; '
-        f'<span class="m s-tp c-exact">exact match</span>(both). Predicted: {items} '
-        f'Gold: <span class="m s-fn c-missed">missed</span><span class="m s-fn c-boundary">boundary</span>… '
-        '<span class="m s-ignored c-ignored">not scored (rule)</span>. Hover a mention for its offsets and partner.</p>'
+        f'<p class="legend">Predicted mentions are filled: {marks(PREDICTED, CATEGORIES[1:5])}; gold mentions '
+        f"underlined: {marks(GOLD, (*CATEGORIES[1:4], CATEGORIES[5]))}; both: {marks(BOTH, CATEGORIES[:1])}; "
+        f"{marks(DROPPED, (IGNORED,))}. Hover a mention for its offsets and the mention it was judged against.</p>"
     )
 
 
 def render_page(docs: list[Document], runs: list[RunErrors], split: str, rule: str) -> str:
     """The whole page: header, filters, per-run summaries, examples per category, documents side by side."""
-    types = sorted({t for run in runs for t in run.scores.per_type} | {s.type for d in docs for s in d.spans})
+    scored_types = sorted({t for run in runs for t in run.scores.per_type})
+    types = sorted(set(scored_types) | {s.type for d in docs for s in d.spans})  # the filter's: ignored too
     scored = {doc_id for run in runs for doc_id in run.outcomes}
     shown = [doc for doc in docs if doc.id in scored]  # what no run scored has nothing to show
     title = f"Errors on {split}: " + " vs ".join(run.label for run in runs)
-    summaries = "".join(_run_summary(i, run, types) for i, run in enumerate(runs))
+    summaries = "".join(_run_summary(i, run, scored_types) for i, run in enumerate(runs))
     examples = "".join(_examples(i, run, shown) for i, run in enumerate(runs))
     documents = "".join(_document(i, doc, runs) for i, doc in enumerate(shown))
     rule_note = "UNCLEAR ignored on both sides" if rule == "codalab" else "every type scored"
@@ -203,7 +225,8 @@ def render_page(docs: list[Document], runs: list[RunErrors], split: str, rule: s
         f"<p>Split <b>{escape(split)}</b>, rule <b>{escape(rule)}</b> ({rule_note}), strict span match; "
         f"{len(shown)} documents. Every TP, FP and FN of the scorer is in exactly one category.</p>"
         f"{_legend()}</header>{_filters(runs, types)}<main>"
-        f'<h2>Scores and error categories</h2><div class="sums">{summaries}</div>'
+        f'<h2>Error categories</h2>{_compare_table(runs)}<p class="note">{MEANINGS}</p>'
+        f'<h2>Scores</h2><div class="sums">{summaries}</div>'
         f'<h2 id="examples">Examples per category</h2>{examples}'
         f'<h2 id="docs">Documents</h2>{documents}</main><script>{SCRIPT}</script></body></html>'
     )

@@ -29,12 +29,12 @@ SPURIOUS, MISSED, IGNORED = "spurious", "missed", "ignored"
 CATEGORIES = (EXACT, WRONG_TYPE, BOUNDARY, OVERLAP_WRONG_TYPE, SPURIOUS, MISSED)
 LABELS = {
     EXACT: "exact match",
-    WRONG_TYPE: "wrong type (same span)",
-    BOUNDARY: "boundary overlap, right type",
-    OVERLAP_WRONG_TYPE: "overlap, wrong type",
+    WRONG_TYPE: "wrong type",
+    BOUNDARY: "boundary",
+    OVERLAP_WRONG_TYPE: "overlap + wrong type",
     SPURIOUS: "spurious",
     MISSED: "missed",
-    IGNORED: "ignored by the rule",
+    IGNORED: "not scored (rule)",
 }
 # Sides of a mention: in both gold and predictions (a TP), predictions only (FP), gold only (FN), dropped by the rule.
 BOTH, PREDICTED, GOLD, DROPPED = "tp", "fp", "fn", "ignored"
