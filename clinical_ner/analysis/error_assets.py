@@ -42,7 +42,6 @@ article.doc{background:#fff;border:1px solid #ddd;border-radius:4px;margin:10px 
 .note{color:#777;font-style:italic}
 .m,.x{border-radius:2px}
 .m.s-fn,.x.s-fn{background:none;border-bottom-width:3px;border-bottom-style:solid}
-.m.s-ignored{background:none;border-bottom-width:2px;border-bottom-style:dotted}
 .m.off{background:none!important;border-color:transparent!important}
 .m:empty::after{content:"\\2205";font-size:10px}
 [hidden]{display:none!important}
@@ -78,8 +77,7 @@ SCRIPT = r"""
     var seen = {};
     all("article.doc .col").forEach(function (col) {
       all(".m:not(.mc)", col).forEach(function (m) {
-        var side = m.classList.contains("s-tp") ? "tp" : m.classList.contains("s-fp") ? "fp" :
-          m.classList.contains("s-fn") ? "fn" : "ignored";
+        var side = m.classList.contains("s-tp") ? "tp" : m.classList.contains("s-fp") ? "fp" : "fn";
         var key = col.dataset.run + "/" + m.dataset.c + "/" + side;
         seen[key] = (seen[key] || 0) + 1;
       });

@@ -13,7 +13,6 @@ from clinical_ner.data.types import Document
 from clinical_ner.metrics.error_categories import (
     BOTH,
     CATEGORIES,
-    DROPPED,
     EXACT,
     GOLD,
     IGNORED,
@@ -153,10 +152,10 @@ def _examples(index: int, run: RunErrors, docs: list[Document]) -> str:
     for category, items in by_category.items():
         parts.append(
             f'<details class="ex" id="ex-{index}-{category}" data-run="{index}" data-c="{category}">'
-            f'<summary><span class="k-{category}">{LABELS[category]}</span>, run {index + 1} '
-            f"({len(items)})</summary><ol>{''.join(items)}</ol></details>"
+            f'<summary><span class="k-{category}">{LABELS[category]}</span> ({len(items)})</summary>'
+            f"<ol>{''.join(items)}</ol></details>"
         )
-    return "".join(parts)
+    return f'<section data-run="{index}"><h3>run {index + 1}</h3>{"".join(parts)}</section>'
 
 
 def _document(doc_index: int, doc: Document, runs: list[RunErrors]) -> str:
@@ -195,13 +194,13 @@ def _filters(runs: list[RunErrors], types: list[str]) -> str:
 
 
 def _legend() -> str:
-    def marks(side: str, categories) -> str:
-        return " ".join(f'<span class="m s-{side} c-{c}">{LABELS[c]}</span>' for c in categories)
+    def marks(side: str, categories, text: str = "") -> str:
+        return " ".join(f'<span class="m s-{side} c-{c}">{text or LABELS[c]}</span>' for c in categories)
 
     return (
         f'<p class="legend">Predicted mentions are filled: {marks(PREDICTED, CATEGORIES[1:5])}; gold mentions '
         f"underlined: {marks(GOLD, (*CATEGORIES[1:4], CATEGORIES[5]))}; both: {marks(BOTH, CATEGORIES[:1])}; "
-        f"{marks(DROPPED, (IGNORED,))}. Hover a mention for its offsets and the mention it was judged against.</p>"
+        f"not scored by the rule: {marks(PREDICTED, (IGNORED,), 'predicted')} {marks(GOLD, (IGNORED,), 'gold')}. Hover a mention for its offsets and the mention it was judged against.</p>"
     )
 
 
@@ -227,6 +226,6 @@ def render_page(docs: list[Document], runs: list[RunErrors], split: str, rule: s
         f"{_legend()}</header>{_filters(runs, types)}<main>"
         f'<h2>Error categories</h2>{_compare_table(runs)}<p class="note">{MEANINGS}</p>'
         f'<h2>Scores</h2><div class="sums">{summaries}</div>'
-        f'<h2 id="examples">Examples per category</h2>{examples}'
+        f'<h2 id="examples">Examples per category</h2><div class="sums">{examples}</div>'
         f'<h2 id="docs">Documents</h2>{documents}</main><script>{SCRIPT}</script></body></html>'
     )

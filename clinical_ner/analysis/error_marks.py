@@ -12,7 +12,7 @@ from clinical_ner.metrics.error_categories import LABELS, Outcome
 
 def mark_title(outcome: Outcome) -> str:
     """The tooltip of a mark: side, type, offsets, category and the partner it was judged against (no text)."""
-    side = {"tp": "gold = predicted", "fp": "predicted", "fn": "gold", "ignored": "not scored"}[outcome.side]
+    side = {"tp": "gold = predicted", "fp": "predicted", "fn": "gold"}[outcome.side]
     title = f"{side} {outcome.type} {outcome.start}-{outcome.end}: {LABELS[outcome.category]}"
     if outcome.partner is not None:
         other = "gold" if outcome.side == "fp" else "predicted"

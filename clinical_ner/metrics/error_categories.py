@@ -36,8 +36,9 @@ LABELS = {
     MISSED: "missed",
     IGNORED: "not scored (rule)",
 }
-# Sides of a mention: in both gold and predictions (a TP), predictions only (FP), gold only (FN), dropped by the rule.
-BOTH, PREDICTED, GOLD, DROPPED = "tp", "fp", "fn", "ignored"
+# Sides of a mention: in both gold and predictions (a TP), predictions only (FP), gold only (FN); a mention the rule
+# drops keeps its side (predicted or gold) with the category `ignored`.
+BOTH, PREDICTED, GOLD = "tp", "fp", "fn"
 
 
 @dataclass(frozen=True)
