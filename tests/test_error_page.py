@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from clinical_ner.analysis import error_page
+from clinical_ner.analysis import error_page, error_pairs
 from clinical_ner.analysis.error_marks import marked_html
 from clinical_ner.data.brat import write_ann
 from clinical_ner.data.types import Span
@@ -131,7 +131,9 @@ def test_marks_nest_split_where_they_cross_and_escape():
     assert unescape(re.sub(r"</?span[^>]*>", "", html)) == text
 
 
-def write_run(folder: Path, gold_dir: Path, predictions: dict[str, list[Span]], split: str = "test") -> Path:
+def write_run(
+    folder: Path, gold_dir: Path, predictions: dict[str, list[Span]], split: str = "test", **coordinates
+) -> Path:
     """A run folder as training leaves it: results.json and predictions/<split>/<id>.ann."""
     (folder / "predictions" / split).mkdir(parents=True)
     for doc_id, spans in predictions.items():
@@ -139,13 +141,16 @@ def write_run(folder: Path, gold_dir: Path, predictions: dict[str, list[Span]], 
         write_ann(folder / "predictions" / split / f"{doc_id}.ann", text, spans)
     record = {
         "status": "complete",
-        "approach": "tokencls",
-        "model": "llama2",
-        "corpus": "none",
-        "scale": "tiny",
-        "seed": 42,
+        **{
+            "approach": "tokencls",
+            "model": "llama2",
+            "corpus": "none",
+            "scale": "tiny",
+            "seed": 42,
+            **coordinates,
+        },
         "config": {"data": {"name": "pharmaconer", "root": str(gold_dir.parent)}},
-        split: {"rule": "codalab", "f1": 0.5},
+        split: {"rule": "codalab", "precision": 0.5, "recall": 0.5, "f1": 0.5},
     }
     (folder / "results.json").write_text(json.dumps(record), encoding="utf-8")
     return folder
@@ -214,3 +219,17 @@ def test_mistakes_end_with_one_line(tmp_path, corpus, capsys, make, message):
     err = capsys.readouterr().err
     assert err.startswith("error: ") and message in err and err.count("\n") == 1
     assert not (tmp_path / "page.html").exists()
+
+
+def test_one_page_per_cell_that_two_approaches_completed(tmp_path, corpus, capsys):
+    sweep = tmp_path / "sweep"
+    write_run(sweep / "seq2seq" / "llama2", corpus, {"a": [], "b": []}, approach="seq2seq")
+    write_run(sweep / "tokencls" / "llama2", corpus, {"a": [], "b": [Span(0, 19, "PROTEINAS")]})
+    write_run(sweep / "tokencls" / "llama3", corpus, {"a": [], "b": []}, model="llama3")  # no pair
+    assert error_pairs.main([str(sweep)]) == 0
+    (page,) = (sweep / "errors").glob("*.html")
+    assert page.name == "errors-llama2-none-tiny-s42.html"
+    html = page.read_text(encoding="utf-8")
+    assert html.index("run 1: tokencls/llama2") < html.index("run 2: seq2seq/llama2")  # token cls first
+    printed = capsys.readouterr().out
+    assert "TP 1 FP 0 FN 2" in printed and "TP 0 FP 0 FN 3" in printed
