@@ -233,3 +233,40 @@ def test_one_page_per_cell_that_two_approaches_completed(tmp_path, corpus, capsy
     assert html.index("run 1: tokencls/llama2") < html.index("run 2: seq2seq/llama2")  # token cls first
     printed = capsys.readouterr().out
     assert "TP 1 FP 0 FN 2" in printed and "TP 0 FP 0 FN 3" in printed
+
+
+def perturbed_runs(root: Path, corpus: Path, runs: int = 2) -> list[Path]:
+    """Runs whose test predictions are the gold mentions of all documents with many errors of every kind (half
+    of the mentions changed, plus spurious ones): a page at least as large as a weak real run's."""
+    from clinical_ner.data.brat import read_split
+
+    docs = read_split(corpus / "test")
+    types = sorted({s.type for d in docs for s in d.spans} - {"UNCLEAR"})
+    folders = []
+    for index in range(runs):
+        rng = random.Random(index)
+        predictions = {}
+        for doc in docs:
+            spans = []
+            for span in doc.spans:
+                roll = rng.random()
+                if roll < 0.5:
+                    spans.append(span)
+                elif roll < 0.65:
+                    spans.append(Span(span.start, span.end, rng.choice(types)))
+                elif roll < 0.8 and span.end - span.start > 2:
+                    spans.append(Span(span.start + 1, span.end, span.type))
+            for _ in range(3):
+                start = rng.randrange(len(doc.text) - 8)
+                if "\n" not in doc.text[start : start + 8]:
+                    spans.append(Span(start, start + 8, rng.choice(types)))
+            predictions[doc.id] = spans
+        folders.append(write_run(root / f"run{index}", corpus / "test", predictions, seed=index))
+    return folders
+
+
+def test_a_two_run_page_of_the_whole_test_set_stays_under_5_mb(tmp_path, pharmaconer_dir):
+    runs = perturbed_runs(tmp_path, pharmaconer_dir)
+    path, loaded = error_page.write_page(runs, out=tmp_path / "page.html")
+    assert all(run.scores.documents == 250 and run.scores.fp > 1000 for run in loaded)
+    assert path.stat().st_size < 5 * 2**20, path.stat().st_size

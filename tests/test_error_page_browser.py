@@ -156,3 +156,25 @@ def test_the_page_of_two_real_runs_in_chromium(runs, pharmaconer_dir, tmp_path):
     assert [doc_id for doc_id, hidden in searched.hidden.items() if not hidden] == [with_missed[-1]]
     png = screenshot(page, tmp_path / "errors.png")
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
+
+
+def test_the_whole_test_set_side_by_side_opens_cleanly(tmp_path, pharmaconer_dir):
+    """250 documents x 2 runs with many errors: under 5 MB, no console error, the self-check passes."""
+    from test_error_page import perturbed_runs
+
+    chromium()
+    path, loaded = error_page.write_page(
+        perturbed_runs(tmp_path, pharmaconer_dir), out=tmp_path / "page.html"
+    )
+    assert path.stat().st_size < 5 * 2**20
+    opened = dump_dom(path)
+    assert opened.console == []
+    parsed = Page()
+    parsed.feed(opened.dom)
+    assert parsed.body.get("data-selfcheck") == "ok" and "data-jserror" not in parsed.body
+    assert len(parsed.docs) == 250
+    for index, run in enumerate(loaded):
+        sides = Counter(
+            s for columns in parsed.docs.values() for c, s in columns[str(index)]["marks"] if c != "ignored"
+        )
+        assert (sides["tp"], sides["fp"], sides["fn"]) == (run.scores.tp, run.scores.fp, run.scores.fn)
