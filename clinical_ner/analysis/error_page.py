@@ -20,13 +20,14 @@ from clinical_ner.errors import UserError, cli
 from clinical_ner.io_utils import atomic_write_text
 from clinical_ner.metrics.error_categories import totals
 from clinical_ner.metrics.span_scorer import RULES
+from clinical_ner.run_folder import RunFolder
 
 PAGE_MODE = 0o600  # clinical text: the owner's eyes only
 
 
 def default_out(first_run: Path, split: str, runs: int) -> Path:
     """`<first run>/errors-<split>.html`, or `errors-<split>-compare.html` for several runs."""
-    return Path(first_run) / (f"errors-{split}.html" if runs == 1 else f"errors-{split}-compare.html")
+    return RunFolder(first_run).error_page(split, compare=runs > 1)
 
 
 def _parser() -> argparse.ArgumentParser:
