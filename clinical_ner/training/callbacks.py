@@ -68,7 +68,8 @@ class EpochLine(L.Callback):
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         loss = outputs.get("loss") if isinstance(outputs, dict) else outputs
         if isinstance(loss, torch.Tensor):
-            self._loss += float(loss.detach())
+            # Lightning hands over the loss divided by the accumulation steps (what backward saw): undo it
+            self._loss += float(loss.detach()) * trainer.accumulate_grad_batches
             self._batches += 1
 
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
