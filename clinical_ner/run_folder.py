@@ -11,6 +11,7 @@
   pretrain/                 RunFolder.pretrain          the continual-pretraining Trainer's root folder
   csv/, csv_pretrain/       CSV_DIR, CSV_PRETRAIN_DIR   logger=csv metrics of fine-tuning / pretraining
   wandb/                    RunFolder.wandb             the W&B run (offline unless asked)
+  errors-<split>[-compare].html RunFolder.error_page(s)  the error-analysis page (clinical_ner.analysis.error_page)
   ranks/rank-<n>.log        RunFolder.rank_log(n)       what ranks > 0 of a multi-device job printed
   train.log, .hydra/        (Hydra's own)
 ```
@@ -36,6 +37,8 @@ RANK_LOGS = "ranks"  # <run dir>/ranks/rank-<n>.log: what ranks > 0 printed
 RANK_LOG = "rank-{rank}.log"
 CHECKPOINT_CONFIG = "checkpoints.json"  # beside checkpoints/: a resume must match the config hash it holds
 STALE_PREFIX = "stale-"  # <run dir>/stale-<time>/: never read by reports
+ERROR_PAGE = "errors-{split}.html"  # written on request only: it holds clinical text
+ERROR_PAGE_COMPARE = "errors-{split}-compare.html"  # this run beside others
 HYDRA_ENTRIES = (".hydra", "train.log")  # Hydra's own, of the job now running in the folder
 
 
@@ -86,6 +89,10 @@ class RunFolder:
 
     def rank_log(self, rank: int) -> Path:
         return self.ranks / RANK_LOG.format(rank=rank)
+
+    def error_page(self, split: str, compare: bool = False) -> Path:
+        """The error-analysis page of `split` (`compare`: this run beside others)."""
+        return self.root / (ERROR_PAGE_COMPARE if compare else ERROR_PAGE).format(split=split)
 
     @property
     def checkpoint_config(self) -> Path:

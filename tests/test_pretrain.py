@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import csv
 import json
+import logging
+import re
 import threading
 from pathlib import Path
 
@@ -130,7 +132,8 @@ def tiny_cfg(tmp_path):
     return make
 
 
-def test_stage_caches_and_rebuilds_corrupt_entries(tiny_cfg, tmp_path, monkeypatch):
+def test_stage_caches_and_rebuilds_corrupt_entries(tiny_cfg, tmp_path, monkeypatch, caplog):
+    caplog.set_level(logging.INFO, logger="clinical_ner.training.callbacks")
     trained = []
     real_train = pretrain_run.train_causal_lm
     monkeypatch.setattr(
@@ -146,6 +149,12 @@ def test_stage_caches_and_rebuilds_corrupt_entries(tiny_cfg, tmp_path, monkeypat
     assert section["pharmaconer_dev_ppl_after"] < section["pharmaconer_dev_ppl_before"]
     assert section["val_ppl_after"] < section["val_ppl_before"]
     assert section["documents"]["en_train"] + section["documents"]["en_val"] == 4  # 2 sections x 2 files
+    # one log line per epoch, for a run whose progress bar is not drawn
+    pattern = r"pretraining epoch (\d)/2: train loss \d+\.\d+, (\w+) perplexity (\d+\.\d+), \d+\.\d min"
+    lines = re.findall(pattern, caplog.text)
+    assert [epoch for epoch, _, _ in lines] == ["1", "2"]
+    for epoch, name, perplexity in lines:  # the held-out perplexity measured after that epoch
+        assert perplexity == f"{section['perplexity_by_epoch'][int(epoch)][name]:.4f}"
     # throughput and MFU went through Lightning's ThroughputMonitor to the logger
     with open(tmp_path / "run" / "csv_pretrain" / "metrics.csv", encoding="utf-8") as handle:
         columns = next(csv.reader(handle))

@@ -220,3 +220,43 @@ def test_report_to_wandb_does_nothing_unless_wandb_is_the_logger(tmp_path):
         assert active.summary["test/f1"] == 0.5
     finally:
         active.finish()
+
+
+@pytest.mark.parametrize("log_text", [False, True])
+def test_wandb_gets_error_category_counts_and_text_only_when_asked(tmp_path, log_text):
+    import wandb
+
+    from clinical_ner.data.brat import write_ann
+    from clinical_ner.data.types import Document, Span
+    from clinical_ner.metrics.span_scorer import score_documents
+
+    text = "Se pautó omeprazol y ferritina sérica baja."
+    gold = [Document("d1", text, [Span(9, 18, "NORMALIZABLES"), Span(21, 30, "PROTEINAS")])]
+    predicted = [Span(9, 18, "NORMALIZABLES"), Span(21, 37, "PROTEINAS"), Span(0, 8, "NORMALIZABLES")]
+    folder = tmp_path / "predictions" / "test"
+    folder.mkdir(parents=True)
+    write_ann(folder / "d1.ann", text, predicted)
+    scores = score_documents(gold, {"d1": predicted})
+    active = wandb.init(mode="offline", dir=str(tmp_path), project="errors")
+    try:
+        report_to_wandb(
+            WandbLogger(experiment=active), {"test": scores.to_dict()}, tmp_path, log_text, gold=gold
+        )
+        summary = dict(active.summary)
+    finally:
+        active.finish()
+    errors = {key: value for key, value in summary.items() if key.startswith("test/errors/")}
+    assert errors == {
+        "test/errors/exact/tp": 1,
+        "test/errors/boundary/fp": 1,
+        "test/errors/boundary/fn": 1,
+        "test/errors/spurious/fp": 1,
+    }
+    for side, count in (("tp", scores.tp), ("fp", scores.fp), ("fn", scores.fn)):
+        assert sum(v for k, v in errors.items() if k.endswith(f"/{side}")) == count
+    wandb.teardown()  # the W&B service writes the finished run's records out
+    # every file of the offline run (its record and its tables' media files)
+    logged = b"".join(p.read_bytes() for p in (tmp_path / "wandb").rglob("*") if p.is_file())
+    assert (b"ferritina s\xc3\xa9rica" in logged) is log_text  # the clinical text leaves only when asked
+    assert (b"omeprazol" in logged) is log_text
+    assert b"test/errors" in logged

@@ -105,7 +105,7 @@ def _check_rule(rule: str) -> None:
         raise UserError(f"unknown scoring rule {rule!r}; expected one of {', '.join(RULES)}")
 
 
-def _apply_rule(triples: Iterable[Triple], rule: str) -> set[Triple]:
+def apply_rule(triples: Iterable[Triple], rule: str) -> set[Triple]:
     """The CodaLab scorer drops UNCLEAR on both sides; the standalone one keeps everything."""
     if rule == "codalab":
         return {triple for triple in triples if triple[0] != UNCLEAR}
@@ -127,8 +127,8 @@ def score_sets(
     scored = _scored_ids(gold, system)
     per_document: dict[str, list[int]] = {}
     for doc_id in scored:
-        gold_set = _apply_rule(gold[doc_id], rule)
-        system_set = _apply_rule(system[doc_id], rule)
+        gold_set = apply_rule(gold[doc_id], rule)
+        system_set = apply_rule(system[doc_id], rule)
         hits = gold_set & system_set
         per_document[doc_id] = [len(hits), len(system_set) - len(hits), len(gold_set) - len(hits)]
         tp_by_type.update(label for label, _, _ in gold_set & system_set)
@@ -209,8 +209,8 @@ def error_report(
     _check_rule(rule)
     report: dict[str, dict[str, list[list[str | int]]]] = {}
     for doc_id in _scored_ids(gold, system):
-        gold_set = _apply_rule(gold[doc_id], rule)
-        system_set = _apply_rule(system[doc_id], rule)
+        gold_set = apply_rule(gold[doc_id], rule)
+        system_set = apply_rule(system[doc_id], rule)
         false_positives, false_negatives = system_set - gold_set, gold_set - system_set
         if false_positives or false_negatives:
             report[doc_id] = {

@@ -38,7 +38,7 @@ from clinical_ner.pretrain.module import CausalLMModule
 from clinical_ner.pretrain.packing import BlockDataset
 from clinical_ner.pretrain.throughput import PackedThroughputMonitor, peak_flops, training_flops
 from clinical_ner.run_folder import RunFolder
-from clinical_ner.training.callbacks import EpochWeightsSaver, TrainStepTimer, progress_bars
+from clinical_ner.training.callbacks import EpochLine, EpochWeightsSaver, TrainStepTimer, progress_bars
 from clinical_ner.training.inputs import RunInputs
 from clinical_ner.training.loggers import (
     ReferenceArtifact,
@@ -152,7 +152,9 @@ def train_causal_lm(
     steps_per_epoch = math.ceil(len(data.train.blocks) / p.batch_size)
     monitor = PackedThroughputMonitor(peak, window_size=min(50, steps_per_epoch))
     shown, bars = progress_bars(p.enable_progress_bar)
-    callbacks: list[L.Callback] = [timer, saver, monitor, *bars]
+    first = names[0] if names else "val"  # the held-out perplexity named in each epoch's log line
+    line = EpochLine(f"pretrain/{first}_ppl", f"{first} perplexity", "pretraining epoch")
+    callbacks: list[L.Callback] = [timer, saver, monitor, line, *bars]
     trainer = L.Trainer(
         accelerator=p.accelerator,
         devices=p.devices,

@@ -80,7 +80,8 @@ def _run(cfg: DictConfig, times: PhaseTimes) -> dict:
             "machine": machine_record(),
         }
         if is_global_zero():
-            report_to_wandb(logger, {**results, "timings": times.as_dict()}, run_dir, cfg.logger.log_text)
+            record = {**results, "timings": times.as_dict()}
+            report_to_wandb(logger, record, run_dir, cfg.logger.log_text, gold=inputs.splits["test"])
     return results
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from pathlib import Path
 
@@ -10,6 +11,8 @@ import torch
 from lightning.pytorch.callbacks import Checkpoint, TQDMProgressBar
 
 from clinical_ner import progress
+
+log = logging.getLogger(__name__)
 
 
 def progress_bars(setting: bool | None) -> tuple[bool, list[L.Callback]]:
@@ -84,6 +87,48 @@ class TrainStepTimer(L.Callback):
     @property
     def tokens_per_s(self) -> float:
         return self.total_tokens / self.seconds if self.seconds else 0.0
+
+
+class EpochLine(L.Callback):
+    """One log line per training epoch: mean train loss, the epoch's validation metric, minutes since the fit
+    started (`epoch 3/15: train loss 0.4123, dev F1 0.7012, 4.2 min`), so a run without a progress bar (nohup,
+    a sweep, CI) says where it is. `metric` is the logged validation key, `label` its name in the line."""
+
+    def __init__(self, metric: str = "val/f1", label: str = "dev F1", stage: str = "epoch") -> None:
+        self.metric, self.label, self.stage = metric, label, stage
+        self._start = time.perf_counter()
+        self._loss, self._batches = 0.0, 0
+        self._validated: float | None = None
+
+    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._start = time.perf_counter()
+
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._loss, self._batches, self._validated = 0.0, 0, None
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        loss = outputs.get("loss") if isinstance(outputs, dict) else outputs
+        if isinstance(loss, torch.Tensor):
+            # Lightning hands over the loss divided by the accumulation steps (what backward saw): undo it
+            self._loss += float(loss.detach()) * trainer.accumulate_grad_batches
+            self._batches += 1
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        value = trainer.callback_metrics.get(self.metric)
+        if not trainer.sanity_checking and value is not None:
+            self._validated = float(value)
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.is_global_zero:
+            log.info("%s", self.line(trainer.current_epoch, trainer.max_epochs))
+
+    def line(self, epoch: int, max_epochs: int | None) -> str:
+        """The log line of 0-based `epoch` (of `max_epochs`, when positive)."""
+        of = f"/{max_epochs}" if max_epochs and max_epochs > 0 else ""
+        loss = f"{self._loss / self._batches:.4f}" if self._batches else "-"
+        metric = f"{self._validated:.4f}" if self._validated is not None else "not validated"
+        minutes = (time.perf_counter() - self._start) / 60
+        return f"{self.stage} {epoch + 1}{of}: train loss {loss}, {self.label} {metric}, {minutes:.1f} min"
 
 
 class BatchSamplerEpoch(L.Callback):

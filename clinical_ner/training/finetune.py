@@ -25,7 +25,13 @@ from clinical_ner.inference_settings import InferenceSettings, write_inference_s
 from clinical_ner.models import quantize
 from clinical_ner.models.backbone import is_bidirectional, set_attention_direction
 from clinical_ner.run_folder import BEST_CHECKPOINT, RunFolder
-from clinical_ner.training.callbacks import BatchSamplerEpoch, LastCheckpoint, TrainStepTimer, progress_bars
+from clinical_ner.training.callbacks import (
+    BatchSamplerEpoch,
+    EpochLine,
+    LastCheckpoint,
+    TrainStepTimer,
+    progress_bars,
+)
 from clinical_ner.training.checkpoints import load_trained
 from clinical_ner.training.rank_sync import ranks_done, ranks_ready
 from clinical_ner.training.rank_zero import is_global_zero
@@ -55,7 +61,13 @@ def make_callbacks(
         save_weights_only=True,  # only load_best reads it; resuming uses last.ckpt (SmolLM2 full FT: 0.5 vs 1.6 GB)
     )
     timer = TrainStepTimer()
-    callbacks: list[L.Callback] = [checkpoint, timer, TokensAcrossRanks(timer), BatchSamplerEpoch()]
+    callbacks: list[L.Callback] = [
+        checkpoint,
+        timer,
+        TokensAcrossRanks(timer),
+        BatchSamplerEpoch(),
+        EpochLine(),
+    ]
     if not cfg.trainer.fast_dev_run:  # a fast dev run saves nothing
         callbacks.append(LastCheckpoint(RunFolder(run_dir).last_checkpoint))
     callbacks.append(QuantizationCheck(quantize.enabled(cfg.quantization)))

@@ -153,10 +153,13 @@ def _scalars(section: dict, prefix: str) -> dict[str, float]:
     return flat
 
 
-def report_to_wandb(logger: Logger | None, results: dict, run_dir: Path, log_text: bool = False) -> None:
+def report_to_wandb(
+    logger: Logger | None, results: dict, run_dir: Path, log_text: bool = False, gold: list | None = None
+) -> None:
     """Final metrics into the cell's W&B run summary, and the test predictions as tables of counts and spans:
-    document ids, types and offsets only; the mention text only when `logger.log_text=true`. Nothing unless
-    the logger is W&B's."""
+    document ids, types and offsets only; the mention text only when `logger.log_text=true`. With the `gold`
+    test documents, the error categories' counts (`test/errors/<category>/<tp|fp|fn>`) join the summary; their
+    mentions with text (`test/errors` table) only with `log_text`. Nothing unless the logger is W&B's."""
     run = _wandb_run(logger)
     if run is None:
         return
@@ -168,16 +171,44 @@ def report_to_wandb(logger: Logger | None, results: dict, run_dir: Path, log_tex
     for section in ("dev", "selection", "test", "train", "inference", "pretrain", "timings"):
         if isinstance(results.get(section), dict):
             summary.update(_scalars(results[section], section))
-    run.summary.update(summary)
     counts = results.get("test", {}).get("per_document", {})
     documents = wandb.Table(columns=["document", "tp", "fp", "fn"], data=[[d, *c] for d, c in counts.items()])
     columns = ["document", "type", "start", "end", *(["text"] if log_text else [])]
     spans = wandb.Table(columns=columns)
+    predicted = {}
     for path in sorted(RunFolder(run_dir).predictions("test").glob("*.ann")):
         texts = _mention_texts(path) if log_text else {}
-        for label, start, end in sorted(parse_official_ann(path), key=lambda t: (t[1], t[2])):
+        predicted[path.stem] = parse_official_ann(path)
+        for label, start, end in sorted(predicted[path.stem], key=lambda t: (t[1], t[2])):
             spans.add_data(path.stem, label, start, end, *([texts.get((start, end), "")] if log_text else []))
-    run.log({"test/documents": documents, "test/spans": spans})
+    tables = {"test/documents": documents, "test/spans": spans}
+    if gold is not None:
+        rule = results.get("test", {}).get("rule", "codalab")
+        errors, table = _error_categories(gold, predicted, rule, log_text)
+        summary.update(errors)
+        if table is not None:
+            tables["test/errors"] = table
+    run.summary.update(summary)
+    run.log(tables)
+
+
+def _error_categories(gold: list, predicted: dict, rule: str, log_text: bool):
+    """(category counts for the summary, the categorised mentions with their text or None unless `log_text`)."""
+    import wandb
+
+    from clinical_ner.metrics.error_categories import category_counts, classify, flat_counts
+
+    texts = {doc.id: doc.text for doc in gold}
+    triples = {doc.id: {(s.type, s.start, s.end) for s in doc.spans} for doc in gold}
+    outcomes = classify(triples, predicted, rule)
+    counts = flat_counts(category_counts(outcomes), "test/errors")
+    if not log_text:
+        return counts, None
+    table = wandb.Table(columns=["document", "category", "side", "type", "start", "end", "text"])
+    for doc_id, mentions in outcomes.items():
+        for o in mentions:
+            table.add_data(doc_id, o.category, o.side, o.type, o.start, o.end, texts[doc_id][o.start : o.end])
+    return counts, table
 
 
 def _mention_texts(path: Path) -> dict[tuple[int, int], str]:

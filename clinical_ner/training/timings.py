@@ -1,5 +1,5 @@
 """Phase timings of a run: `with phase("fit"):` adds the wall seconds of a phase to the active recorders and
-logs `phase fit: 123.4 s` when it ends; `results.json` keeps the run's recorder as its `timings` section.
+logs `phase fit: 123.4 s` when it ends (and `phase fit started` when it starts, if stderr is no terminal); `results.json` keeps the run's recorder as its `timings` section.
 
 `run.pipeline.run` opens one recorder for the whole run (`recording`); a stage may open its own inside it (continual
 pretraining sums its phases that way), and phases record into every open recorder, so nothing passes a timer
@@ -16,6 +16,8 @@ from contextvars import ContextVar
 from dataclasses import dataclass, field
 
 import torch
+
+from clinical_ner import progress
 
 log = logging.getLogger(__name__)
 
@@ -70,6 +72,8 @@ def phase(name: str) -> Iterator[Elapsed]:
     if outer is not None:
         raise RuntimeError(f"phase {name!r} started inside phase {outer!r}: phases do not nest")
     token = _active.set(name)
+    if not progress.wanted():  # no bar will show this phase is running (nohup, a sweep, CI): a line does
+        log.info("phase %s started", name)
     elapsed = Elapsed()
     start = time.perf_counter()
     try:
