@@ -382,7 +382,7 @@ def _rank_main(out: Path, devices: int, batch: int, steps: int) -> None:
         result = {
             "loss": loss,
             "steps": trainer.global_step,
-            "tokens": timer.tokens,
+            "tokens": timer.total_tokens,
             "world": trainer.world_size,
         }
         (out / "result.json").write_text(json.dumps(result))
