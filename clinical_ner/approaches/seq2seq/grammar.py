@@ -158,6 +158,10 @@ class SpanGrammar:
                 out[written[len(digits)]] = ("num", written[: len(digits) + 1], starts, nchars)
         return list(out.items())
 
+    def closes(self, state: State) -> bool:
+        """Whether `state` is the closed array (what `entity_bias` discourages reaching)."""
+        return state == DONE
+
     def advance(self, state: State, data: bytes) -> State | None:
         """The state after `data`, or None when the schema does not allow it."""
         for byte in data:

@@ -1,0 +1,206 @@
+"""Answer formats of seq2seq (approach.format): round trips, parsers, constrained decoding with jump-forward."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from clinical_ner.approaches.seq2seq.decoding import SchemaConstraint, TokenVocab, _Batch, generate
+from clinical_ner.approaches.seq2seq.formats import FORMATS, answer_format
+from clinical_ner.approaches.seq2seq.formats.roundtrip import round_trip
+from clinical_ner.approaches.seq2seq.metrics import Sample
+from clinical_ner.approaches.seq2seq.units import TextUnit, make_units
+from clinical_ner.data.brat import read_split
+from clinical_ner.data.synthetic import synthetic_splits
+from clinical_ner.data.types import Span
+from clinical_ner.models.tokenizer import train_tokenizer
+from tests.test_seq2seq import PHARMA, TYPES, tiny_model
+
+COPY = ("inline", "words")
+TEXT = "Se pautó paracetamol 1 g cada 8 h por fiebre, y ácido fólico."
+GOLD = [Span(9, 20, "FARMACO"), Span(21, 24, "DOSIS"), Span(38, 44, "SINTOMA"), Span(48, 60, "FARMACO")]
+
+
+@pytest.fixture(scope="module", params=["byte_level_bpe", "sentencepiece_bpe"])
+def tokenizer(request):
+    return train_tokenizer(request.param, 700, [d.text for d in synthetic_splits()["train"][:60]])
+
+
+def unit(text: str) -> TextUnit:
+    return TextUnit("d", 0, len(text), text)
+
+
+def test_targets_are_the_text_with_markers_or_labels():
+    assert answer_format("inline").target(unit(TEXT), GOLD) == (
+        "Se pautó {FARMACO paracetamol} {DOSIS 1 g} cada 8 h por {SINTOMA fiebre}, y {FARMACO ácido fólico}."
+    )
+    words = answer_format("words").target(unit("con ácido fólico, 1 g"), [Span(4, 16, "FARMACO")])
+    assert words == "con|O ácido|B-FARMACO fólico|I,|O 1|O g|O"
+
+
+@pytest.mark.parametrize("name", sorted(FORMATS))
+def test_gold_round_trip_on_synthetic_documents(name):
+    docs = synthetic_splits()["train"][:80]
+    counts = round_trip(answer_format(name), docs, TYPES, "sentence")
+    assert counts.mentions > 100 and counts.document_share == 1.0
+
+
+@pytest.mark.corpus
+@pytest.mark.parametrize("name", sorted(FORMATS))
+def test_gold_round_trip_on_every_pharmaconer_training_document(pharmaconer_dir, name):
+    docs = read_split(pharmaconer_dir / "train")
+    counts = round_trip(answer_format(name), docs, PHARMA, "sentence")
+    assert counts.documents == 500
+    if name == "words":  # 14 mentions start or end inside a word: the word is labelled whole
+        assert counts.mention_share > 0.997 and counts.exact_documents >= 490
+    else:
+        assert counts.document_share == 1.0 and counts.mention_share == 1.0
+
+
+@pytest.mark.parametrize("name", COPY)
+def test_free_answers_with_copy_errors_keep_the_spans_they_still_copied(name):
+    answer = answer_format(name)
+    target = answer.target(unit(TEXT), GOLD)
+    changed = target.replace("pautó", "indicó").replace("cada", "cad")  # copy errors away from mentions
+    assert sorted(answer.parse(changed, TEXT, TYPES)) == GOLD
+    broken = target.replace("fiebre", "fiebres")  # a mention copied wrong is lost, the others stay
+    assert sorted(answer.parse(broken, TEXT, TYPES)) == [g for g in GOLD if g.type != "SINTOMA"]
+    samples = [Sample(target, TEXT), Sample(changed, TEXT), Sample(target + "{", TEXT)]
+    metrics = answer.metrics(samples, TYPES)
+    assert metrics["copy_mismatch_rate"] == pytest.approx(2 / 3)
+    assert metrics["unparseable_rate"] == pytest.approx(1 / 3)  # the stray `{` (or a word without a label)
+
+
+def test_unknown_types_and_stray_markers_are_unparseable():
+    inline, words = answer_format("inline"), answer_format("words")
+    assert inline.metrics([Sample("Se {VIRUS gripe}.", "Se gripe.")], TYPES)["unparseable_rate"] == 1.0
+    assert words.metrics([Sample("Se|O gripe|I.|O", "Se gripe.")], TYPES)["unparseable_rate"] == 1.0
+    assert words.parse("Se|O gripe|B-SINTOMA.|O", "Se gripe.", TYPES) == [Span(3, 8, "SINTOMA")]
+
+
+def random_constrained_answer(
+    name: str, text: str, vocab: TokenVocab, rng: random.Random, jump: bool, budget: int
+) -> tuple[str, int]:
+    """Decode `text` with random logits through the real constraint (and jump-forward); (answer, steps)."""
+    stop = vocab.tokenizer.eos_token_id
+    constraint = SchemaConstraint(
+        vocab,
+        [text],
+        TYPES,
+        [stop],
+        budget,
+        whole_words=rng.random() < 0.5,
+        answer=answer_format(name),
+        jump_forward=jump,
+    )
+    ids: list[int] = []
+    steps = 0
+    while len(ids) < budget:
+        scores = torch.tensor([[rng.gauss(0, 3) for _ in range(len(vocab.pieces))]])
+        token = int(constraint.restrict([0], [len(ids)], scores).argmax())
+        steps += 1
+        if token == stop:
+            break
+        constraint.advance([0], [token])
+        ids += constraint.jump(0, token, budget - len(ids))
+    return vocab.tokenizer.decode(ids, skip_special_tokens=True), steps
+
+
+_VOCABS: dict[str, TokenVocab] = {}
+
+
+def vocab_of(kind: str) -> TokenVocab:
+    if kind not in _VOCABS:
+        texts = [d.text for d in synthetic_splits()["train"][:60]]
+        _VOCABS[kind] = TokenVocab(train_tokenizer(kind, 700, texts))
+    return _VOCABS[kind]
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    text=st.text(st.sampled_from(list("ab ácido,.1{}|\nñ-ÁZ€")), min_size=1, max_size=30).filter(str.strip),
+    name=st.sampled_from(COPY),
+    kind=st.sampled_from(["byte_level_bpe", "sentencepiece_bpe"]),
+    seed=st.integers(0, 2**16),
+    jump=st.booleans(),
+)
+def test_constrained_decoding_with_random_logits_copies_the_input_and_parses(text, name, kind, seed, jump):
+    text = text.strip()
+    answer = answer_format(name)
+    raw, _ = random_constrained_answer(name, text, vocab_of(kind), random.Random(seed), jump, 400)
+    spans = answer.aligned(raw, text, TYPES)
+    assert spans is not None, raw  # in the format's language: well-formed, and the copy is the input
+    copy, read_spans, _ = answer.read(raw, TYPES)
+    if "{" not in text and "}" not in text and "|" not in text:  # marker characters only copy, never confuse
+        lead = len(copy) - len(text)  # SentencePiece's dummy prefix, when the first token wrote it
+        assert copy[lead:] == text and lead in (0, 1)
+        assert sorted(Span(s.start - lead, s.end - lead, s.type) for s in read_spans) == sorted(spans)
+    assert answer.metrics([Sample(raw, text)], TYPES) == {
+        "samples": 1,
+        "unparseable_rate": 0.0,
+        "copy_mismatch_rate": 0.0,
+    }
+    for span in spans:
+        assert span.type in TYPES and 0 <= span.start < span.end <= len(text)
+
+
+@pytest.mark.parametrize("name", COPY)
+def test_jump_forward_takes_fewer_steps_for_the_same_kind_of_answer(name):
+    vocab = vocab_of("byte_level_bpe")
+    texts = [u.text for d in synthetic_splits()["test"][:4] for u in make_units(d, "sentence")][:6]
+    stepped = sum(random_constrained_answer(name, t, vocab, random.Random(1), False, 600)[1] for t in texts)
+    jumped = sum(random_constrained_answer(name, t, vocab, random.Random(1), True, 600)[1] for t in texts)
+    assert jumped < stepped
+
+
+def test_feeding_a_run_gives_the_logits_of_stepping_through_it(tokenizer):
+    model = tiny_model(tokenizer)
+    prompts = [tokenizer("Paciente con fiebre")["input_ids"], tokenizer("Dosis")["input_ids"]]
+    runs = [[40, 41, 42], [43]]
+
+    def start() -> _Batch:
+        width = max(map(len, prompts))
+        ids = torch.tensor([[0] * (width - len(p)) + p for p in prompts])
+        mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts])
+        return _Batch(model, ids, mask, [0, 1])
+
+    with torch.inference_mode():
+        fed = start()
+        fed.feed(runs)
+        for line, run in enumerate(runs):
+            alone = _Batch(
+                model, torch.tensor([prompts[line]]), torch.ones(1, len(prompts[line]), dtype=torch.long), [0]
+            )
+            for token in run:
+                alone.step(torch.tensor([token]))
+            torch.testing.assert_close(fed.logits[line], alone.logits[0], atol=1e-4, rtol=1e-4)
+        fed.step(torch.tensor([44, 45]))  # and decoding goes on from there as usual
+        assert fed.logits.shape[0] == 2
+
+
+@pytest.mark.parametrize("name", COPY)
+def test_generate_with_jump_forward_copies_every_unit(tokenizer, name):
+    model = tiny_model(tokenizer)
+    texts = [u.text for d in synthetic_splits()["test"][:3] for u in make_units(d, "sentence")][:5]
+    prompts = [tokenizer(t)["input_ids"] for t in texts]
+    calls = []
+    model.register_forward_hook(lambda *args: calls.append(1))
+    answer = answer_format(name)
+    vocab = TokenVocab(tokenizer)
+    counts = {}
+    for jump in (False, True):
+        calls.clear()
+        constraint = SchemaConstraint(
+            vocab, texts, TYPES, [tokenizer.eos_token_id], 400, answer=answer, jump_forward=jump
+        )
+        ids = generate(
+            model, prompts, tokenizer.pad_token_id, [tokenizer.eos_token_id], 400, 3, constraint=constraint
+        )
+        for text, row in zip(texts, ids, strict=True):
+            assert answer.aligned(tokenizer.decode(row, skip_special_tokens=True), text, TYPES) is not None
+        counts[jump] = len(calls)
+    assert counts[True] < counts[False]
