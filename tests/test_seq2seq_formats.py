@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
+import json
+import os
 import random
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from hydra import compose, initialize_config_dir
 
+import clinical_ner.config  # noqa: F401  (registers the schema)
 from clinical_ner.approaches.seq2seq.decoding import SchemaConstraint, TokenVocab, _Batch, generate
 from clinical_ner.approaches.seq2seq.formats import FORMATS, answer_format
 from clinical_ner.approaches.seq2seq.formats.roundtrip import round_trip
@@ -19,7 +26,9 @@ from clinical_ner.data.synthetic import synthetic_splits
 from clinical_ner.data.types import Span
 from clinical_ner.models.tokenizer import train_tokenizer
 from tests.test_seq2seq import PHARMA, TYPES, tiny_model
+from tests.test_seq2seq_e2e import TINY
 
+CONF = Path(__file__).resolve().parent.parent / "conf"
 COPY = ("inline", "words")
 TEXT = "Se pautó paracetamol 1 g cada 8 h por fiebre, y ácido fólico."
 GOLD = [Span(9, 20, "FARMACO"), Span(21, 24, "DOSIS"), Span(38, 44, "SINTOMA"), Span(48, 60, "FARMACO")]
@@ -204,3 +213,54 @@ def test_generate_with_jump_forward_copies_every_unit(tokenizer, name):
             assert answer.aligned(tokenizer.decode(row, skip_special_tokens=True), text, TYPES) is not None
         counts[jump] = len(calls)
     assert counts[True] < counts[False]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("decoding", ["constrained", "free"])
+@pytest.mark.parametrize("name", COPY)
+def test_cli_run_per_copy_format(tmp_path, name, decoding):
+    """`python -m clinical_ner.train approach=seq2seq approach.format=...` end to end (tiny, synthetic)."""
+    run_dir = tmp_path / "run"
+    command = [
+        sys.executable,
+        "-m",
+        "clinical_ner.train",
+        "approach=seq2seq",
+        f"approach.format={name}",
+        f"approach.decoding={decoding}",
+        "approach.max_new_tokens=40",
+        "approach.val_limit=1",
+        "data=synthetic",
+        "data.train_limit=12",
+        "data.eval_limit=3",
+        "trainer.max_steps=3",
+        "data.batch_size=8",
+        "logger=none",
+        "trainer.enable_progress_bar=false",
+        "trainer.threads=1",
+        f"output_dir={run_dir}",
+        *TINY,
+    ]
+    env = {**os.environ, "CLINICAL_NER_CACHE": str(tmp_path / "cache")}
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    results = json.loads((run_dir / "results.json").read_text())
+    test = results["test"]
+    assert results["status"] == "complete" and results["config"]["approach"]["format"] == name
+    assert {"unparseable_rate", "copy_mismatch_rate"} <= set(test) and "json_parse_rate" not in test
+    if decoding == "constrained":  # by construction, and said so
+        assert test["unparseable_rate"] == 0.0 and test["copy_mismatch_rate"] == 0.0
+        assert test["guaranteed_by_decoder"] == ["unparseable_rate", "copy_mismatch_rate"]
+    else:
+        assert test["guaranteed_by_decoder"] == []
+    settings_file = json.loads((run_dir / "model" / "clinical_ner.json").read_text())
+    assert settings_file["format"] == name and settings_file["jump_forward"] is True
+    assert len(list((run_dir / "predictions" / "test").glob("*.ann"))) == 3
+
+
+def test_format_is_checked_at_compose_time():
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        with pytest.raises(Exception, match="format"):
+            compose("train", overrides=["approach=seq2seq", "approach.format=xml"])
+        cfg = compose("train", overrides=["approach=seq2seq", "approach.format=inline", "model=smollm2", "scale=small"])
+    assert cfg.approach.format == "inline" and "{format}" in cfg.approach.prompt.instruction

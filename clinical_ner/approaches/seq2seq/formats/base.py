@@ -17,12 +17,15 @@ from __future__ import annotations
 import difflib
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Sequence
+import re
 from typing import ClassVar, Protocol
 
 from clinical_ner.approaches.seq2seq.grammar import DONE, START, State
 from clinical_ner.approaches.seq2seq.metrics import Sample
 from clinical_ner.approaches.seq2seq.units import TextUnit
 from clinical_ner.data.types import Span
+
+WORD = re.compile(r"[^\W_]+|\S")  # a run of letters and digits, or one other non-space character
 
 
 class Grammar(Protocol):
@@ -96,6 +99,17 @@ class CopyFormat(AnswerFormat):
     copies_input = True
     guaranteed = ("unparseable_rate", "copy_mismatch_rate")
     logged = ("unparseable_rate", "copy_mismatch_rate")
+
+    def budget(self, max_new_tokens: int, text_tokens: int) -> int:
+        # free decoding: the copy's tokens, with `max_new_tokens` for the markers
+        return max_new_tokens + text_tokens
+
+    def longest(self, text: str, types: Sequence[str]) -> int:
+        """Bytes of the longest answer the automaton allows for `text` (a marker or label at every word, the
+        longest type, one leading space): every token writes at least a byte, so a constrained answer given this
+        many new tokens is always complete."""
+        words = len(WORD.findall(text))
+        return len(text.encode("utf-8")) + words * (max((len(t.encode("utf-8")) for t in types), default=0) + 4) + 2
 
     @abstractmethod
     def read(self, raw: str, types: Sequence[str]) -> tuple[str, list[Span], bool]:

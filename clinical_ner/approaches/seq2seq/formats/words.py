@@ -14,13 +14,12 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Sequence
 
-from clinical_ner.approaches.seq2seq.formats.base import CopyFormat, char_offsets
+from clinical_ner.approaches.seq2seq.formats.base import WORD, CopyFormat, char_offsets
 from clinical_ner.approaches.seq2seq.grammar import DONE, START, State
 from clinical_ner.approaches.seq2seq.units import TextUnit, unit_spans
 from clinical_ner.data.types import Span
 from clinical_ner.errors import UserError
 
-WORD = re.compile(r"[^\W_]+|\S")
 MARK, OUTSIDE, INSIDE, BEGIN = "|", "O", "I", "B-"
 _MARK = ord(MARK)
 _INSIDE, _OUTSIDE = INSIDE.encode(), OUTSIDE.encode()
@@ -132,8 +131,8 @@ class WordsFormat(CopyFormat):
         return WordsGrammar(text, types)
 
     def budget(self, max_new_tokens: int, text_tokens: int) -> int:
-        # a label costs at most 3 tokens per word (`|`, `B-`, the type), and a word is at least one token
-        return max_new_tokens + 4 * text_tokens
+        # free decoding: the copy, and about two tokens of label (`|O`) per word (a word is at least a token)
+        return max_new_tokens + 3 * text_tokens
 
     def spans_of(
         self, grammar: WordsGrammar, before: State, byte: int, after: State, chars: dict[int, int]
