@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 import torch
+from hydra import compose, initialize_config_dir
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from hydra import compose, initialize_config_dir
 
 import clinical_ner.config  # noqa: F401  (registers the schema)
 from clinical_ner.approaches.seq2seq.decoding import SchemaConstraint, TokenVocab, _Batch, generate
@@ -140,7 +140,11 @@ def vocab_of(kind: str) -> TokenVocab:
 def test_constrained_decoding_with_random_logits_copies_the_input_and_parses(text, name, kind, seed, jump):
     text = text.strip()
     answer = answer_format(name)
-    raw, _ = random_constrained_answer(name, text, vocab_of(kind), random.Random(seed), jump, 400)
+    rng = random.Random(seed)
+    budget = answer.constrained_budget(
+        rng.choice([0, 3, 40]), text, TYPES
+    )  # tight budgets too: still complete
+    raw, _ = random_constrained_answer(name, text, vocab_of(kind), rng, jump, budget)
     spans = answer.aligned(raw, text, TYPES)
     assert spans is not None, raw  # in the format's language: well-formed, and the copy is the input
     copy, read_spans, _ = answer.read(raw, TYPES)
@@ -262,5 +266,7 @@ def test_format_is_checked_at_compose_time():
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
         with pytest.raises(Exception, match="format"):
             compose("train", overrides=["approach=seq2seq", "approach.format=xml"])
-        cfg = compose("train", overrides=["approach=seq2seq", "approach.format=inline", "model=smollm2", "scale=small"])
+        cfg = compose(
+            "train", overrides=["approach=seq2seq", "approach.format=inline", "model=smollm2", "scale=small"]
+        )
     assert cfg.approach.format == "inline" and "{format}" in cfg.approach.prompt.instruction

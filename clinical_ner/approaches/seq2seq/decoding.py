@@ -144,7 +144,7 @@ class SchemaConstraint:
                 allowed[1].extend(self.stop_ids)
                 continue
             # `- 1`: the stop token needs a step of its own after `]`
-            finishing = self.max_new_tokens - step - 1 <= grammar.finish_bytes
+            finishing = self.max_new_tokens - step - 1 <= grammar.reserve(state)
             options = allowed_tokens(grammar, self.vocab.trie, state, finishing)
             self.options[row] = options
             allowed[0].extend([line] * len(options))

@@ -158,6 +158,10 @@ class SpanGrammar:
                 out[written[len(digits)]] = ("num", written[: len(digits) + 1], starts, nchars)
         return list(out.items())
 
+    def reserve(self, state: State) -> int:
+        """Bytes kept for the shortest way to a closed array: finishing starts when the budget left is this."""
+        return self.finish_bytes
+
     def closes(self, state: State) -> bool:
         """Whether `state` is the closed array (what `entity_bias` discourages reaching)."""
         return state == DONE

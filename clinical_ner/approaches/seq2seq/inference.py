@@ -122,13 +122,14 @@ class Seq2SeqDecoder:
         return [self.tokenizer.decode(a, skip_special_tokens=True) for a in ids]
 
     def budget(self, texts: Sequence[str]) -> int:
-        """New tokens allowed per answer: `max_new_tokens` for a JSON list; for a copy format, constrained, the
-        longest answer its automaton allows (so the copy is always complete), free, `max_new_tokens` plus what
-        copying the longest unit costs."""
+        """New tokens allowed per answer: `max_new_tokens` for a JSON list; for a copy format, `max_new_tokens`
+        plus what copying the longest unit costs (constrained: its bytes, so the copy is always complete)."""
         if not self.answer.copies_input or not texts:
             return self.max_new_tokens
         if self.decoding == "constrained":
-            return max(self.answer.longest(text, self.types) for text in texts)
+            return max(
+                self.answer.constrained_budget(self.max_new_tokens, text, self.types) for text in texts
+            )
         longest = max(len(ids) for ids in self.tokenizer(list(texts), add_special_tokens=False)["input_ids"])
         return self.answer.budget(self.max_new_tokens, longest)
 

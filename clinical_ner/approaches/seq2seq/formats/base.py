@@ -15,9 +15,9 @@ spans whose text is unchanged.
 from __future__ import annotations
 
 import difflib
+import re
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Sequence
-import re
 from typing import ClassVar, Protocol
 
 from clinical_ner.approaches.seq2seq.grammar import DONE, START, State
@@ -31,7 +31,9 @@ WORD = re.compile(r"[^\W_]+|\S")  # a run of letters and digits, or one other no
 class Grammar(Protocol):
     """A byte automaton over answers (approaches/seq2seq/grammar.py explains the state conventions)."""
 
-    finish_bytes: int
+    def reserve(self, state: State) -> int:
+        """Bytes the shortest complete answer still needs from `state`, plus the longest marker that could open
+        next: when the token budget left falls to this, `finishing` allows only that shortest way."""
 
     def successors(self, state: State, finishing: bool) -> list[tuple[int, State]]: ...
 
@@ -104,12 +106,11 @@ class CopyFormat(AnswerFormat):
         # free decoding: the copy's tokens, with `max_new_tokens` for the markers
         return max_new_tokens + text_tokens
 
-    def longest(self, text: str, types: Sequence[str]) -> int:
-        """Bytes of the longest answer the automaton allows for `text` (a marker or label at every word, the
-        longest type, one leading space): every token writes at least a byte, so a constrained answer given this
-        many new tokens is always complete."""
-        words = len(WORD.findall(text))
-        return len(text.encode("utf-8")) + words * (max((len(t.encode("utf-8")) for t in types), default=0) + 4) + 2
+    def constrained_budget(self, max_new_tokens: int, text: str, types: Sequence[str]) -> int:
+        """New tokens for a constrained answer: `max_new_tokens` for the markers and labels beyond the shortest
+        answer, plus that answer's bytes (a token writes at least one), so the copy is always complete: once the
+        budget left falls to what finishing needs, no marker opens (`reserve`)."""
+        return max_new_tokens + self.grammar(text, types, False, False).reserve(START) + 1
 
     @abstractmethod
     def read(self, raw: str, types: Sequence[str]) -> tuple[str, list[Span], bool]:

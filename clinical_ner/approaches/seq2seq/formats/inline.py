@@ -42,10 +42,16 @@ class InlineGrammar:
                 self.starts.add(byte)
             if index > 0 and not text[index - 1].isspace() and not cuts:
                 self.ends.add(byte)
-        self.finish_bytes = (
-            0  # the copy cannot end early: a short budget cuts it (counted as a copy mismatch)
-        )
+        self.marker = max((len(t) for t in self.types), default=0) + 3  # `{TYPE ` and `}`
         self.start: State = self._at(0, None) if self.data else DONE  # after START's optional space
+
+    def reserve(self, state: State) -> int:
+        """The rest of the text, the type being written and its closing brace, and the longest marker."""
+        if state in (START, DONE):
+            pos, extra = (0, 1) if state == START else (len(self.data), 0)
+        else:
+            pos, extra = state[-1] if state[0] == "t" else state[1], 2 + self.marker
+        return len(self.data) - pos + extra + self.marker
 
     def _at(self, pos: int, open_: tuple | None) -> State:
         return DONE if pos == len(self.data) and open_ is None else ("c", pos, open_)

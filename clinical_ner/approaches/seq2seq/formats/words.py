@@ -49,8 +49,18 @@ class WordsGrammar:
             raise ValueError(
                 f"approach.format=words needs labels none of which begins another: {labels_for(types)}"
             )
-        self.finish_bytes = 0  # the copy cannot end early
+        self.longest_label = max(map(len, self.labels))
         self.start: State = self._copy(0, 0, None)
+
+    def reserve(self, state: State) -> int:
+        """The rest of the text, `|O` for every word left, and the longest label."""
+        if state == DONE:
+            return 0
+        if state == START:
+            pos, word = 0, 0
+        else:
+            pos, word = state[1] if state[0] == "g" else self.targets[state[2]], state[2]
+        return len(self.data) - pos + 2 * (len(self.word_starts) - word) + self.longest_label + 1
 
     def _copy(self, pos: int, word: int, mention: tuple | None) -> State:
         return DONE if word == len(self.word_starts) and pos == len(self.data) else ("g", pos, word, mention)
@@ -70,15 +80,17 @@ class WordsGrammar:
                 return [(self.data[pos], self._copy(pos + 1, word, mention))]
             return [(_MARK, ("l", b"", word, mention))] if word < len(self.word_starts) else []
         if state[0] == "l":
-            return self._label(state)
+            return self._label(state, finishing)
         return []  # done: only a stop token may follow
 
-    def _label(self, state: State) -> list[tuple[int, State]]:
+    def _label(self, state: State, finishing: bool) -> list[tuple[int, State]]:
         prefix, word, mention = state[1:]
         out: dict[int, State] = {}
         for label in self.labels:
             if not label.startswith(prefix) or (label == _INSIDE and mention is None):
                 continue  # `I` continues an open mention only
+            if finishing and len(label) > 1 and not prefix:
+                continue  # the budget is nearly out: the one-byte labels only
             following = label[: len(prefix) + 1]  # labels are prefix-free: a complete one ends here
             if following == label:
                 out[label[-1]] = self._copy(
