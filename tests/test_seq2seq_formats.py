@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
 from hydra import compose, initialize_config_dir
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -20,7 +21,9 @@ from clinical_ner.approaches.seq2seq.decoding import SchemaConstraint, TokenVoca
 from clinical_ner.approaches.seq2seq.formats import FORMATS, answer_format
 from clinical_ner.approaches.seq2seq.formats.roundtrip import round_trip
 from clinical_ner.approaches.seq2seq.metrics import Sample
+from clinical_ner.approaches.seq2seq.prompt import fill_instruction
 from clinical_ner.approaches.seq2seq.units import TextUnit, make_units
+from clinical_ner.config import PromptConfig
 from clinical_ner.data.brat import read_split
 from clinical_ner.data.synthetic import synthetic_splits
 from clinical_ner.data.types import Span
@@ -270,3 +273,28 @@ def test_format_is_checked_at_compose_time():
             "train", overrides=["approach=seq2seq", "approach.format=inline", "model=smollm2", "scale=small"]
         )
     assert cfg.approach.format == "inline" and "{format}" in cfg.approach.prompt.instruction
+
+
+@pytest.mark.parametrize(
+    ("overrides", "expected"),
+    [
+        ([], "Menciones en JSON."),
+        (
+            ["model=smollm2", "scale=small"],
+            "Extrae las menciones de fármacos, compuestos químicos y proteínas del texto clínico como lista JSON "
+            "(NORMALIZABLES, NO_NORMALIZABLES, PROTEINAS, UNCLEAR); [] si no hay ninguna.",
+        ),
+    ],
+)
+def test_json_prompts_are_the_ones_runs_had_before_formats(overrides, expected):
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = compose("train", overrides=["approach=seq2seq", *overrides])
+    assert fill_instruction(cfg.approach.prompt, PHARMA, "json") == expected
+    paper = PromptConfig(instruction=yaml.safe_load((CONF / "prompt" / "es.yaml").read_text())["instruction"])
+    assert fill_instruction(paper, PHARMA, "json").endswith(  # the paper prompt's last lines, as before
+        "- UNCLEAR\nContesta únicamente con una lista JSON, sin explicaciones. Cada elemento es un objeto con cuatro "
+        'claves: "text" (la mención tal y como está escrita en el texto, copiada carácter a carácter), "type" (uno '
+        'de los tipos anteriores), "start" y "end" (posiciones de carácter de la mención dentro del texto, contando '
+        'desde 0; "end" señala el carácter que sigue a la mención). Ordena los objetos según su aparición en el '
+        "texto. Si el texto no contiene ninguna mención, contesta []."
+    )
