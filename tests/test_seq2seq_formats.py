@@ -27,7 +27,9 @@ from clinical_ner.config import PromptConfig
 from clinical_ner.data.brat import read_split
 from clinical_ner.data.synthetic import synthetic_splits
 from clinical_ner.data.types import Span
+from clinical_ner.metrics.span_scorer import parse_official_ann
 from clinical_ner.models.tokenizer import train_tokenizer
+from clinical_ner.predict import main as predict_main
 from tests.test_seq2seq import PHARMA, TYPES, tiny_model
 from tests.test_seq2seq_e2e import TINY
 
@@ -262,7 +264,18 @@ def test_cli_run_per_copy_format(tmp_path, name, decoding):
         assert test["guaranteed_by_decoder"] == []
     settings_file = json.loads((run_dir / "model" / "clinical_ner.json").read_text())
     assert settings_file["format"] == name and settings_file["jump_forward"] is True
-    assert len(list((run_dir / "predictions" / "test").glob("*.ann"))) == 3
+    written = sorted((run_dir / "predictions" / "test").glob("*.ann"))
+    assert len(written) == 3
+    if (
+        decoding == "constrained"
+    ):  # `predict` on the saved run reads the format back and answers as the run did
+        inputs = tmp_path / "inputs"
+        inputs.mkdir()
+        for doc in synthetic_splits()["test"][:3]:
+            (inputs / f"{doc.id}.txt").write_text(doc.text, encoding="utf-8")
+        predict_main([str(run_dir), str(inputs), "--out", str(tmp_path / "out"), "--threads", "1"])
+        for ann in written:
+            assert parse_official_ann(tmp_path / "out" / ann.name) == parse_official_ann(ann)
 
 
 def test_format_is_checked_at_compose_time():
