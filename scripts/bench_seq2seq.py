@@ -10,6 +10,10 @@ budget defaults to the tiny recipe's: constrained decoding closes the array once
 an entity, so a budget of 64 would make it answer `[]` at once and measure nothing.
 Usage: python scripts/bench_seq2seq.py [--prompts 128] [--batch-size 16] [--max-new-tokens 192] [--threads N]
     [--model RUN/model] [--entity-bias 0]
+
+`--formats` compares the answer formats instead (approach.format json / inline / words): for each, a fresh tiny
+model (same seed) is briefly trained on that format's answers, then answers the same prompts free, constrained
+step by step and constrained with jump-forward; it prints new tokens per unit, forward passes and documents/s.
 """
 
 from __future__ import annotations
@@ -24,9 +28,10 @@ from hydra import compose, initialize_config_dir
 from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig
 
 import clinical_ner.config  # noqa: F401  (registers the schema)
-from clinical_ner.approaches.seq2seq.datamodule import prompt_split, training_examples
+from clinical_ner.approaches.seq2seq.datamodule import PromptSplit, prompt_split, training_examples
 from clinical_ner.approaches.seq2seq.decoding import SchemaConstraint, TokenVocab, generate
-from clinical_ner.approaches.seq2seq.inference import Seq2seqInference
+from clinical_ner.approaches.seq2seq.formats import FORMATS, answer_format
+from clinical_ner.approaches.seq2seq.inference import Seq2SeqDecoder, Seq2seqInference, evaluate_answers
 from clinical_ner.approaches.seq2seq.prompt import make_renderer
 from clinical_ner.data.batching import PadCollator
 from clinical_ner.data.ner_corpus import corpus_types, load_ner_splits
@@ -57,10 +62,10 @@ def hf_sequential(model, prompts, pad: int, stops: list[int], budget: int) -> li
     return answers
 
 
-def quick_train(model, renderer, docs, unit: str, steps: int, batch_size: int = 16) -> None:
+def quick_train(model, renderer, docs, unit: str, steps: int, batch_size: int = 16, answer=None) -> None:
     """A few AdamW steps on training examples: a random model never writes JSON, so its answers say nothing
     about the lengths or the constraint costs of real answers."""
-    examples, _ = training_examples(docs, renderer, unit, max_length=384)
+    examples, _ = training_examples(docs, renderer, unit, max_length=384, answer=answer)
     collate = PadCollator(renderer.tokenizer.pad_token_id)
     optimizer = torch.optim.AdamW(model.parameters(), lr=2e-3)
     generator = torch.Generator().manual_seed(0)
@@ -74,6 +79,48 @@ def quick_train(model, renderer, docs, unit: str, steps: int, batch_size: int = 
         optimizer.zero_grad()
 
 
+def _measure(model, decoder, split, indices: list[int], types: list[str]) -> tuple[float, int, float, float]:
+    """(new tokens per unit, forward passes, seconds, F1) of one decoder answering `indices` of `split`."""
+    calls: list[int] = []
+    hook = model.register_forward_hook(lambda *_: calls.append(1))
+    decoder.answer_split(model, split, indices[:2])  # warm-up (and the trie)
+    decoder.generated_tokens, calls[:] = 0, []
+    answers, seconds = timed(lambda: decoder.answer_split(model, split, indices))
+    hook.remove()
+    units = PromptSplit(split.docs, [split.units[i] for i in indices], [])
+    f1 = evaluate_answers(units, dict(enumerate(answers)), types, decoder.answer)[0]["f1"]
+    return decoder.generated_tokens / len(indices), len(calls), seconds, f1
+
+
+def compare_formats(cfg, splits, types, tokenizer, instruct: bool, args) -> None:
+    """New tokens, forward passes and documents/s per answer format and decoding (see the module docstring)."""
+    unit = str(cfg.approach.unit)
+    print("| format | decoding | new tokens / unit | forward passes | units/s | docs/s | F1 |")
+    print("| --- | --- | ---: | ---: | ---: | ---: | ---: |")
+    for name in FORMATS:
+        answer = answer_format(name)
+        renderer = make_renderer(cfg.approach.prompt, tokenizer, types, instruct, name)
+        split = prompt_split(splits["test"], renderer, unit)
+        indices = list(range(min(args.prompts, len(split.units))))
+        torch.manual_seed(cfg.seed)
+        model = build_causal_lm(cfg.model, cfg.scale, tokenizer, instruct=instruct)
+        quick_train(model, renderer, splits["train"], unit, args.train_steps, answer=answer)
+        model.eval()
+        docs = len({split.units[i].doc_id for i in indices})
+        runs = [("free", False), ("constrained", False)] + [("constrained", True)] * answer.copies_input
+        for decoding, jump in runs:
+            decoder = Seq2SeqDecoder(
+                tokenizer, renderer.stop_ids, types, decoding, args.max_new_tokens, args.batch_size,
+                whole_words=True, earliest=True, answer=answer, jump_forward=jump,
+            )  # fmt: skip
+            tokens, passes, seconds, f1 = _measure(model, decoder, split, indices, types)
+            label = decoding + (" + jump-forward" if jump else "")
+            print(
+                f"| {name} | {label} | {tokens:.1f} | {passes} | {len(indices) / seconds:.2f} "
+                f"| {docs / seconds:.3f} | {f1:.3f} |"
+            )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--prompts", type=int, default=128)
@@ -85,6 +132,9 @@ def main() -> None:
     parser.add_argument("--train-steps", type=int, default=40)
     parser.add_argument("--model", type=Path, default=None, help="a trained run's model folder (RUN/model)")
     parser.add_argument("--entity-bias", type=float, default=0.0, help="constrained decoding's entity bias")
+    parser.add_argument(
+        "--formats", action="store_true", help="compare the answer formats (module docstring)"
+    )
     parser.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. model=llama3_1")
     args = parser.parse_args()
     if args.threads:
@@ -106,6 +156,9 @@ def main() -> None:
     else:
         texts = [d.text for d in splits["train"] + splits["dev"]]
         tokenizer = make_tokenizer(cfg.model, cfg.scale, texts, cache, instruct=instruct)
+        if args.formats:
+            compare_formats(cfg, splits, types, tokenizer, instruct, args)
+            return
         renderer = make_renderer(cfg.approach.prompt, tokenizer, types, instruct)
     split = prompt_split(splits["test"], renderer, str(cfg.approach.unit))
     prompts, texts = split.prompts[: args.prompts], [u.text for u in split.units[: args.prompts]]

@@ -1,4 +1,5 @@
-"""LightningDataModule for seq2seq: documents -> prompt units -> (prompt + JSON answer) examples.
+"""LightningDataModule for seq2seq: documents -> prompt units -> (prompt + answer) examples, the answer written
+in the run's format (approaches/seq2seq/formats/).
 
 Training batches are length-grouped and right-padded with labels -100 outside the answer; the dev batches
 hold prompt indices only, because validation generates (model selection is on dev F1, not dev loss).
@@ -15,14 +16,9 @@ from dataclasses import dataclass
 import lightning as L
 from torch.utils.data import DataLoader, Dataset
 
+from clinical_ner.approaches.seq2seq.formats import AnswerFormat, answer_format
 from clinical_ner.approaches.seq2seq.prompt import PromptRenderer
-from clinical_ner.approaches.seq2seq.units import (
-    TextUnit,
-    make_units,
-    offset_values,
-    target_entities,
-    to_json,
-)
+from clinical_ner.approaches.seq2seq.units import TextUnit, make_units, unit_spans
 from clinical_ner.data.batching import LengthGroupedBatchSampler, PadCollator, eval_batches, keep_empty
 from clinical_ner.data.types import Document
 from clinical_ner.errors import UserError
@@ -57,10 +53,12 @@ def training_examples(
     empty_fraction: float = 1.0,
     seed: int = 0,
     offset_loss: bool = True,
+    answer: AnswerFormat | None = None,
 ) -> tuple[list[dict], int]:
     """(examples, lengths): `input_ids` + `labels` per unit (sentences never cut a gold mention), and the token
     length of every unit; examples longer than `max_length` are skipped rather than cut, since a cut answer
-    teaches broken JSON (`check_lengths` counts them).
+    teaches a broken answer (`check_lengths` counts them). `answer`: the format the answers are written in (JSON
+    by default).
 
     `empty_fraction`: the share of units without any mention that is kept (a seeded sample; `seed` picks it).
     Most sentences hold no mention, and a small model trained on all of them learns to answer `[]` to everything.
@@ -68,17 +66,16 @@ def training_examples(
     characters, and constrained decoding writes them itself (free decoding then relies on the parser's
     re-anchoring).
     """
+    answer = answer or answer_format("json")
     examples, empty, lengths = [], [], []
     for doc in docs:
         for part in make_units(doc, unit, doc.spans):
-            entities = target_entities(part, doc.spans)
-            answer = to_json(entities)
-            unlearned = () if offset_loss else offset_values(answer)
-            input_ids, labels = renderer.example(part.text, answer, unlearned)
+            target = answer.target(part, doc.spans)
+            input_ids, labels = renderer.example(part.text, target, answer.unlearned(target, offset_loss))
             lengths.append(len(input_ids))
             if len(input_ids) > max_length:
                 continue
-            if not entities:
+            if not unit_spans(part, doc.spans):
                 empty.append(len(examples))
             examples.append({"input_ids": input_ids, "labels": labels})
     return keep_empty(examples, empty, empty_fraction, seed), lengths
@@ -147,10 +144,11 @@ class Seq2SeqDataModule(L.LightningDataModule):
         group_by_length: bool = True,
         empty_fraction: float = 1.0,
         offset_loss: bool = True,
+        answer: AnswerFormat | None = None,
     ) -> None:
         super().__init__()
         self.examples, lengths = training_examples(
-            splits["train"], renderer, unit, max_length, empty_fraction, seed, offset_loss
+            splits["train"], renderer, unit, max_length, empty_fraction, seed, offset_loss, answer
         )
         self.skipped = check_lengths(lengths, max_length)
         log.info(

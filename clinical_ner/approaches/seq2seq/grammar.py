@@ -158,6 +158,14 @@ class SpanGrammar:
                 out[written[len(digits)]] = ("num", written[: len(digits) + 1], starts, nchars)
         return list(out.items())
 
+    def reserve(self, state: State) -> int:
+        """Bytes kept for the shortest way to a closed array: finishing starts when the budget left is this."""
+        return self.finish_bytes
+
+    def closes(self, state: State) -> bool:
+        """Whether `state` is the closed array (what `entity_bias` discourages reaching)."""
+        return state == DONE
+
     def advance(self, state: State, data: bytes) -> State | None:
         """The state after `data`, or None when the schema does not allow it."""
         for byte in data:

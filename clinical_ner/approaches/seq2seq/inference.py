@@ -11,8 +11,8 @@ from transformers import AutoModelForCausalLM, PreTrainedTokenizerBase
 
 from clinical_ner.approaches.seq2seq.datamodule import PromptSplit, prompt_split
 from clinical_ner.approaches.seq2seq.decoding import SchemaConstraint, TokenVocab, generate
-from clinical_ner.approaches.seq2seq.metrics import Sample, generative_metrics
-from clinical_ner.approaches.seq2seq.parsing import parse_spans
+from clinical_ner.approaches.seq2seq.formats import AnswerFormat, answer_format
+from clinical_ner.approaches.seq2seq.metrics import Sample
 from clinical_ner.approaches.seq2seq.prompt import PromptRenderer
 from clinical_ner.approaches.seq2seq.units import target_entities
 from clinical_ner.config import Decoding, PromptUnit
@@ -54,6 +54,8 @@ class Seq2seqInference(InferenceSettings):
     entity_bias: float = 0.0  # folders saved before the option existed decoded without it
     whole_words: bool = False  # (likewise)
     earliest: bool = False  # a repeated text is its earliest occurrence (likewise: older folders did not)
+    format: str = "json"  # the answer format (likewise: older folders wrote JSON)
+    jump_forward: bool = False  # constrained: forced token runs fed in one pass (likewise)
 
 
 @dataclass
@@ -70,6 +72,8 @@ class Seq2SeqDecoder:
     entity_bias: float = 0.0  # constrained only: logit malus on closing the array (favours entities)
     whole_words: bool = False  # constrained only: texts start and end on word boundaries
     earliest: bool = False  # constrained only: a repeated text is its earliest occurrence (offsets untrained)
+    answer: AnswerFormat = field(default_factory=lambda: answer_format("json"))
+    jump_forward: bool = False  # constrained only: forced token runs fed in one forward pass
     generated_tokens: int = 0  # answer tokens generated so far (stop tokens excluded), for new tokens/s
     _vocab: TokenVocab | None = field(default=None, repr=False)
 
@@ -100,13 +104,15 @@ class Seq2SeqDecoder:
                 self.entity_bias,
                 self.whole_words,
                 self.earliest,
+                self.answer,
+                self.jump_forward,
             )
         ids = generate(
             model,
             prompts,
             self.tokenizer.pad_token_id,
             self.stop_ids,
-            self.max_new_tokens,
+            self.budget(texts),
             self.batch_size,
             self.precision,
             constraint,
@@ -114,6 +120,18 @@ class Seq2SeqDecoder:
         )
         self.generated_tokens += sum(len(a) for a in ids)
         return [self.tokenizer.decode(a, skip_special_tokens=True) for a in ids]
+
+    def budget(self, texts: Sequence[str]) -> int:
+        """New tokens allowed per answer: `max_new_tokens` for a JSON list; for a copy format, `max_new_tokens`
+        plus what copying the longest unit costs (constrained: its bytes, so the copy is always complete)."""
+        if not self.answer.copies_input or not texts:
+            return self.max_new_tokens
+        if self.decoding == "constrained":
+            return max(
+                self.answer.constrained_budget(self.max_new_tokens, text, self.types) for text in texts
+            )
+        longest = max(len(ids) for ids in self.tokenizer(list(texts), add_special_tokens=False)["input_ids"])
+        return self.answer.budget(self.max_new_tokens, longest)
 
     def answer_split(
         self,
@@ -132,28 +150,31 @@ class Seq2SeqDecoder:
 
 
 def spans_from_answers(
-    split: PromptSplit, answers: Mapping[int, str], types: Sequence[str]
+    split: PromptSplit, answers: Mapping[int, str], types: Sequence[str], answer: AnswerFormat | None = None
 ) -> dict[str, list[Span]]:
-    """Predicted spans per document (every document present, empty when nothing was found)."""
+    """Predicted spans per document (every document present, empty when nothing was found), answers read in
+    the `answer` format (JSON by default)."""
+    answer = answer or answer_format("json")
     spans: dict[str, set[Span]] = {doc.id: set() for doc in split.docs}
     for index, raw in answers.items():
         unit = split.units[index]
-        spans[unit.doc_id].update(unit.to_document(s) for s in parse_spans(raw, unit.text, types))
+        spans[unit.doc_id].update(unit.to_document(s) for s in answer.parse(raw, unit.text, types))
     return {doc_id: sorted(found) for doc_id, found in spans.items()}
 
 
 def evaluate_answers(
-    split: PromptSplit, answers: Mapping[int, str], types: Sequence[str]
+    split: PromptSplit, answers: Mapping[int, str], types: Sequence[str], answer: AnswerFormat | None = None
 ) -> tuple[dict, dict[str, list[Span]]]:
-    """Official-rule span scores (codalab) plus the generative metrics over the answered units, and the spans."""
-    spans = spans_from_answers(split, answers, types)
+    """Official-rule span scores (codalab) plus the format's metrics over the answered units, and the spans."""
+    answer = answer or answer_format("json")
+    spans = spans_from_answers(split, answers, types, answer)
     docs = {doc.id: doc for doc in split.docs}
     samples = [
         Sample(raw, split.units[i].text, target_entities(split.units[i], docs[split.units[i].doc_id].spans))
         for i, raw in sorted(answers.items())
     ]
     metrics = score_documents(split.docs, spans, rule="codalab").to_dict()
-    metrics.update(generative_metrics(samples, types))
+    metrics.update(answer.metrics(samples, types))
     return metrics, spans
 
 
@@ -181,7 +202,9 @@ def tag_with_seq2seq(
         settings.entity_bias,
         settings.whole_words,
         settings.earliest,
+        answer_format(settings.format),
+        settings.jump_forward,
     )
     split = prompt_split(docs, renderer, str(settings.unit))
     answers = decoder.answer_split(model, split, range(len(split.units)), progress="generating")
-    return spans_from_answers(split, dict(enumerate(answers)), decoder.types)
+    return spans_from_answers(split, dict(enumerate(answers)), decoder.types, decoder.answer)

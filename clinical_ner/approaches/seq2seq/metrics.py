@@ -1,4 +1,5 @@
-"""The paper's generative metrics, with the original code's definitions kept for comparability and corrected
+"""The paper's generative metrics of JSON answers (`approach.format=json`; the copy formats' metrics are in
+formats/base.py), with the original code's definitions kept for comparability and corrected
 variants beside the defective ones (see docs in ../shared/docs/seed-generative-metrics.md).
 
 A *sample* is one prompt and its answer: a document when `approach.unit=document` (the paper's setting, where

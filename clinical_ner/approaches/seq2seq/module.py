@@ -43,10 +43,12 @@ class Seq2SeqModule(TrainedOnlyCheckpoints, ScheduledModule):
         min_lr_ratio: float,
         answer: Callable[[torch.nn.Module, list[int]], list[str]],
         evaluate: Callable[[dict[int, str]], dict],
+        logged: tuple[str, ...] = ("json_parse_rate",),
     ) -> None:
         super().__init__(model, optimizer_factory, lr, warmup_ratio, min_lr_ratio)
         self.answer = answer
         self.evaluate = evaluate
+        self.logged = logged  # the answer format's validity metrics, logged beside P/R/F1
         self._val_answers: dict[int, str] = {}
         self.last_val_metrics: dict = {}
 
@@ -64,5 +66,5 @@ class Seq2SeqModule(TrainedOnlyCheckpoints, ScheduledModule):
     def on_validation_epoch_end(self) -> None:
         metrics = self.evaluate(self._val_answers)
         self.last_val_metrics = metrics
-        for key in ("precision", "recall", "f1", "json_parse_rate"):
+        for key in ("precision", "recall", "f1", *self.logged):
             self.log(f"val/{key}", float(metrics[key]), prog_bar=key == "f1")

@@ -15,6 +15,7 @@ from functools import cached_property
 
 from transformers import PreTrainedTokenizerBase
 
+from clinical_ner.approaches.seq2seq.formats import FORMATS
 from clinical_ner.config import PromptConfig
 from clinical_ner.errors import UserError
 
@@ -25,12 +26,15 @@ EOT = "<|eot_id|>"  # Llama 3 instruct's end of turn
 TEMPLATE_DATE = "26 Jul 2024"
 
 
-def fill_instruction(prompt: PromptConfig, types: Sequence[str]) -> str:
-    """The instruction with `{types}` (one line per type, with its description) and `{type_names}` filled."""
+def fill_instruction(prompt: PromptConfig, types: Sequence[str], answer_format: str = "json") -> str:
+    """The instruction with `{format}` (the answer format's line), `{types}` (one line per type, with its
+    description) and `{type_names}` filled."""
     descriptions: Mapping[str, str] = prompt.type_descriptions or {}
     lines = [f"- {t}: {descriptions[t]}" if descriptions.get(t) else f"- {t}" for t in types]
+    line = (prompt.format_lines or {}).get(str(answer_format)) or FORMATS[str(answer_format)].instruction
     # placeholders are replaced literally, so the JSON braces in an instruction need no escaping
-    return prompt.instruction.replace("{types}", "\n".join(lines)).replace("{type_names}", ", ".join(types))
+    text = prompt.instruction.replace("{format}", line)
+    return text.replace("{types}", "\n".join(lines)).replace("{type_names}", ", ".join(types))
 
 
 def use_chat_template(prompt: PromptConfig, tokenizer: PreTrainedTokenizerBase, instruct: bool) -> bool:
@@ -124,12 +128,16 @@ class PromptRenderer:
 
 
 def make_renderer(
-    prompt: PromptConfig, tokenizer: PreTrainedTokenizerBase, types: Sequence[str], instruct: bool
+    prompt: PromptConfig,
+    tokenizer: PreTrainedTokenizerBase,
+    types: Sequence[str],
+    instruct: bool,
+    answer_format: str = "json",
 ) -> PromptRenderer:
     """The renderer a run uses (types sorted, so the prompt never depends on the order they were found in)."""
     return PromptRenderer(
         tokenizer=tokenizer,
-        instruction=fill_instruction(prompt, sorted(types)),
+        instruction=fill_instruction(prompt, sorted(types), answer_format),
         user=prompt.user,
         plain=prompt.plain,
         chat=use_chat_template(prompt, tokenizer, instruct),

@@ -1,4 +1,5 @@
-"""The seq2seq stage: a causal Llama answers an instruction with a JSON list of entities; answers are parsed
+"""The seq2seq stage: a causal Llama answers an instruction in the run's answer format (a JSON list of entities,
+the text with inline markers, or every word with its label: approaches/seq2seq/formats/); answers are parsed
 back to character spans (the shared skeleton is clinical_ner/training/stage.py). Model selection generates
 answers for a fixed sample of `approach.val_limit` dev documents at each validation; the results score all of dev."""
 
@@ -13,6 +14,7 @@ import torch
 from transformers import PreTrainedTokenizerBase
 
 from clinical_ner.approaches.seq2seq.datamodule import PromptSplit, Seq2SeqDataModule, prompt_split
+from clinical_ner.approaches.seq2seq.formats import answer_format
 from clinical_ner.approaches.seq2seq.inference import (
     PromptSettings,
     Seq2SeqDecoder,
@@ -33,6 +35,14 @@ def trains_offsets(approach) -> bool:
     """Whether start/end digits are in the loss: `approach.offset_loss`, by default only for free decoding
     (constrained decoding writes them: the earliest occurrence of a text when they were not trained)."""
     return approach.offset_loss if approach.offset_loss is not None else approach.decoding == "free"
+
+
+def jumps_forward(approach) -> bool:
+    """Whether constrained decoding feeds forced runs in one pass: `approach.jump_forward`, by default only for
+    the copy formats (the JSON path keeps its step-by-step numbers)."""
+    if approach.jump_forward is not None:
+        return approach.jump_forward
+    return answer_format(approach.format).copies_input
 
 
 SPLITS = ("dev", "test")  # what the run predicts after fitting
@@ -60,7 +70,11 @@ class Seq2seqStage(FineTuneStage):
         splits: Mapping[str, list[Document]],
     ) -> None:
         super().__init__(cfg, tokenizer, types, splits)
-        self.renderer = make_renderer(cfg.approach.prompt, tokenizer, types, self.instruct(cfg))
+        self.answer = answer_format(cfg.approach.format)
+        self.answer.check_types(types)
+        self.renderer = make_renderer(
+            cfg.approach.prompt, tokenizer, types, self.instruct(cfg), str(cfg.approach.format)
+        )
         self.prompts: dict[str, PromptSplit] = {}  # dev and test prompts, encoded with the datamodule
         approach = cfg.approach
         self.decoder = Seq2SeqDecoder(
@@ -74,6 +88,8 @@ class Seq2seqStage(FineTuneStage):
             approach.entity_bias,
             approach.whole_words,
             earliest=not trains_offsets(approach),
+            answer=self.answer,
+            jump_forward=jumps_forward(approach),
         )
 
     def build_model(self, init_from: Path | None) -> torch.nn.Module:
@@ -107,6 +123,7 @@ class Seq2seqStage(FineTuneStage):
             approach.empty_fraction,
             # the offsets' digits are learned only when the model must write them itself
             trains_offsets(approach),
+            self.answer,
         )
 
     def build_module(self, model: torch.nn.Module, data: Seq2SeqDataModule) -> Seq2SeqModule:
@@ -118,7 +135,8 @@ class Seq2seqStage(FineTuneStage):
             optim.warmup_ratio,
             optim.min_lr_ratio,
             answer=lambda m, indices: self.decoder.answer_split(m, data.val, indices),
-            evaluate=lambda answers: evaluate_answers(data.val, answers, self.types)[0],
+            evaluate=lambda answers: evaluate_answers(data.val, answers, self.types, self.answer)[0],
+            logged=self.answer.logged,
         )
 
     def after_fit(self, module: L.LightningModule, fit: Fit) -> None:
@@ -143,12 +161,17 @@ class Seq2seqStage(FineTuneStage):
     def score(self, data: Seq2SeqDataModule, split: str, raw: tuple[list[str], int]) -> SplitPrediction:
         answers, new_tokens = raw
         prompts = self.prompts[split]
-        metrics, spans = evaluate_answers(prompts, dict(enumerate(answers)), self.types)
+        metrics, spans = evaluate_answers(prompts, dict(enumerate(answers)), self.types, self.answer)
         return SplitPrediction(prompts.docs, spans, metrics, new_tokens)
 
     def split_section(self, predicted: SplitPrediction, seconds: float) -> dict:
-        # generation + parsing speed on every split
-        return {**predicted.metrics, "documents_per_s": len(predicted.docs) / seconds if seconds else 0.0}
+        # generation + parsing speed on every split; what constrained decoding makes true by construction
+        guaranteed = list(self.answer.guaranteed) if self.cfg.approach.decoding == "constrained" else []
+        return {
+            **predicted.metrics,
+            "documents_per_s": len(predicted.docs) / seconds if seconds else 0.0,
+            "guaranteed_by_decoder": guaranteed,
+        }
 
     def inference_settings(self) -> Seq2seqInference:
         approach = self.cfg.approach
@@ -163,6 +186,8 @@ class Seq2seqStage(FineTuneStage):
             entity_bias=approach.entity_bias,
             whole_words=approach.whole_words,
             earliest=not trains_offsets(approach),
+            format=str(approach.format),
+            jump_forward=jumps_forward(approach),
         )
 
     def train_extras(self, data: Seq2SeqDataModule) -> dict:
