@@ -33,6 +33,7 @@ from clinical_ner.approaches.seq2seq.decoding import SchemaConstraint, TokenVoca
 from clinical_ner.approaches.seq2seq.formats import FORMATS, answer_format
 from clinical_ner.approaches.seq2seq.inference import Seq2SeqDecoder, Seq2seqInference, evaluate_answers
 from clinical_ner.approaches.seq2seq.prompt import make_renderer
+from clinical_ner.approaches.seq2seq.units import make_units
 from clinical_ner.data.batching import PadCollator
 from clinical_ner.data.ner_corpus import corpus_types, load_ner_splits
 from clinical_ner.inference_settings import read_inference_settings
@@ -92,9 +93,57 @@ def _measure(model, decoder, split, indices: list[int], types: list[str]) -> tup
     return decoder.generated_tokens / len(indices), len(calls), seconds, f1
 
 
+def gold_following(answer, vocab: TokenVocab, units, types: list[str], jump: bool) -> tuple[float, float]:
+    """(tokens, forward passes) per unit of constrained decoding driven towards the gold answer (at each step
+    the longest allowed token that continues it): what a perfect model would cost, model-free."""
+    tokens = passes = 0
+    stop = vocab.tokenizer.eos_token_id
+    for unit, spans in units:
+        gold = answer.target(unit, spans).encode("utf-8")
+        budget = answer.constrained_budget(192, unit.text, types) if answer.copies_input else 192
+        constraint = SchemaConstraint(
+            vocab, [unit.text], types, [stop], budget, answer=answer, jump_forward=jump
+        )
+        written, count = b"", 0
+        while True:
+            allowed = constraint.restrict([0], [count], torch.zeros(1, len(vocab.pieces)))[0] > float("-inf")
+            passes += 1
+            rest = gold[len(written) :]
+            fits = [
+                t
+                for t in allowed.nonzero().flatten().tolist()
+                if vocab.pieces[t] and rest.startswith(vocab.pieces[t])
+            ]
+            if not fits:
+                break  # the stop token (or, for JSON, an offset the gold answer writes differently)
+            token = max(fits, key=lambda t: len(vocab.pieces[t]))
+            constraint.advance([0], [token])
+            run = constraint.jump(0, token, budget - count)
+            written += b"".join(vocab.pieces[t] for t in run)
+            count += len(run)
+        tokens += count
+    return tokens / len(units), passes / len(units)
+
+
 def compare_formats(cfg, splits, types, tokenizer, instruct: bool, args) -> None:
     """New tokens, forward passes and documents/s per answer format and decoding (see the module docstring)."""
     unit = str(cfg.approach.unit)
+    vocab = TokenVocab(tokenizer)
+    units = [(u, d.spans) for d in splits["test"] for u in make_units(d, unit, d.spans)][: args.prompts * 10]
+    print(
+        f"gold answers of {len(units)} test units: tokens (tokenizer) / decoded towards gold (tokens, passes)"
+    )
+    for name, answer in FORMATS.items():
+        written = sum(
+            len(tokenizer(answer.target(u, s), add_special_tokens=False)["input_ids"]) for u, s in units
+        )
+        cells = [f"{name}: {written / len(units):.1f} tokens"]
+        for jump in (False, True) if answer.copies_input else (False,):
+            tokens, passes = gold_following(answer, vocab, units, types, jump)
+            cells.append(
+                f"{'jump-forward' if jump else 'step by step'} {tokens:.1f} tokens in {passes:.1f} passes"
+            )
+        print("; ".join(cells))
     print("| format | decoding | new tokens / unit | forward passes | units/s | docs/s | F1 |")
     print("| --- | --- | ---: | ---: | ---: | ---: | ---: |")
     for name in FORMATS:

@@ -171,13 +171,19 @@ class SchemaConstraint:
         state = self.states.get(row)
         if not self.jump_forward or state is None or state == DONE or room < 2:
             return [token]
-        grammar, forced = self.grammars[row], bytearray()
-        while state != DONE:
-            options = grammar.successors(state, finishing=False)
+        grammar, forced, states = self.grammars[row], bytearray(), [state]
+        while states[-1] != DONE:
+            options = grammar.successors(states[-1], finishing=False)
             if len(options) != 1:
                 break
             forced.append(options[0][0])
-            state = options[0][1]
+            states.append(options[0][1])
+        # a run stops before trailing white space: BPE words carry their leading space, so leaving it to the
+        # next step keeps the tokenization of the following word the one the model was trained on
+        while forced and forced[-1] in b" \t\r\n" and states[-1] != DONE:
+            forced.pop()
+            states.pop()
+        state = states[-1]
         if not forced:
             return [token]
         run = self.vocab.encode((self.vocab.pieces[token] or b"") + bytes(forced))[:room]
