@@ -23,26 +23,40 @@ class TrainStepTimer(L.Callback):
     """Seconds spent inside training batches (validation excluded) and the real tokens they held.
 
     Padded batches count their attention mask; packed batches (no mask, no padding) count every position.
+    `steady_*` leave out the first `warmup_steps` batches (kernel selection, allocator growth, first casts).
     """
 
-    def __init__(self) -> None:
+    def __init__(self, warmup_steps: int = 5) -> None:
         self.seconds = 0.0
         self.tokens = 0
         self.steps = 0
+        self.warmup_steps = warmup_steps
+        self.steady_seconds = 0.0
+        self.steady_tokens = 0
         self._start = 0.0
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
         self._start = time.perf_counter()
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        self.seconds += time.perf_counter() - self._start
+        seconds = time.perf_counter() - self._start
         mask = batch.get("attention_mask")
-        self.tokens += int(mask.sum()) if mask is not None else int(batch["input_ids"].numel())
+        tokens = int(mask.sum()) if mask is not None else int(batch["input_ids"].numel())
+        self.seconds += seconds
+        self.tokens += tokens
+        if self.steps >= self.warmup_steps:
+            self.steady_seconds += seconds
+            self.steady_tokens += tokens
         self.steps += 1
 
     @property
     def tokens_per_s(self) -> float:
         return self.tokens / self.seconds if self.seconds else 0.0
+
+    @property
+    def steady_tokens_per_s(self) -> float | None:
+        """Tokens/s after the warm-up steps (None when training ended within them)."""
+        return self.steady_tokens / self.steady_seconds if self.steady_seconds else None
 
 
 class BatchSamplerEpoch(L.Callback):

@@ -85,8 +85,9 @@ class TokensAcrossRanks(L.Callback):
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if trainer.world_size > 1:
-            local = torch.tensor(self.timer.tokens, dtype=torch.int64, device=pl_module.device)
-            self.timer.tokens = int(trainer.strategy.reduce(local, reduce_op="sum").item())
+            for name in ("tokens", "steady_tokens"):
+                local = torch.tensor(getattr(self.timer, name), dtype=torch.int64, device=pl_module.device)
+                setattr(self.timer, name, int(trainer.strategy.reduce(local, reduce_op="sum").item()))
 
 
 class QuantizationCheck(L.Callback):
@@ -255,6 +256,7 @@ class Fit:
             "seconds": self.seconds,
             "tokens": self.timer.tokens,
             "tokens_per_s": self.timer.tokens_per_s,
+            "tokens_per_s_steady": self.timer.steady_tokens_per_s,
             "steps": self.trainer.global_step,
             "epochs": self.trainer.current_epoch,
             "devices": self.trainer.world_size,
