@@ -17,8 +17,15 @@ Schema (version 1; later stages add keys, never rename them):
   `boundary_accuracy`, `boundary_accuracy_matched`, `boundary_accuracy_micro`, `format_compliance`,
   `format_compliance_corrected` (definitions in clinical_ner/approaches/seq2seq/metrics.py) and `documents_per_s`
   (generation + parsing); no `seqeval_f1`; `train` adds `skipped_examples` (longer than `approach.max_length`)
-- `train`: `seconds` (fit wall time), `tokens` (real tokens trained on), `tokens_per_s` (inside training steps),
-  `steps`, `epochs`, `best_epoch`, `peak_memory_mb`, `parameters`, `trainable_parameters`, `devices`
+- `train`: `seconds` (fit wall time), `tokens` (real tokens trained on), `tokens_per_s` (inside training steps,
+  the whole fit), `tokens_per_s_steady` (the same after the first 5 steps; null when training ended within them),
+  `steps`, `epochs`, `best_epoch`, `peak_memory_mb`, `parameters`, `trainable_parameters`, `devices`,
+  `precision` (the Lightning precision trained in: `auto` resolved, clinical_ner/training/auto_precision.py),
+  `gemm` (null on a GPU; else the run-start probe of this CPU at the model's layer shapes, 1024 rows, the run's
+  thread count: `bf16_tflops` (null where oneDNN has no bf16 kernel), `fp32_tflops`, `capability` (torch's
+  CPU capability, e.g. AVX2), `chosen` (what `auto` picks)) and `gemm_fraction` (steady tokens/s x training
+  FLOPs per token of the decoder matmuls (6 x their parameters, 4 x under LoRA) over the probed rate of the
+  precision trained in)
 - `inference`: `documents`, `seconds`, `documents_per_s` (test prediction and decoding); seq2seq adds
   `new_tokens` (answer tokens generated for test, stop tokens excluded) and `new_tokens_per_s` (over `predict_test`)
 - `timings`: wall seconds per phase of the run (clinical_ner/training/timings.py; phases never overlap, so their

@@ -237,7 +237,7 @@ def main(argv: list[str] | None = None) -> dict:
     for dtype in (torch.bfloat16, torch.float32):
         for count in sorted({1, args.threads}):
             gemm[dtype, count] = gemm_rate(shapes, args.probe_seconds, count, dtype)
-            rates = ", ".join(f"{name} {rate:.3f}" for name, rate in gemm[dtype, count].items())
+            rates = ", ".join(f"{name} {rate:.3g}" for name, rate in gemm[dtype, count].items())
             print(f"GEMM {str(dtype)[6:]} {count} thread(s), {rows} rows, TFLOP/s: {rates}")
     bandwidth = bandwidth_gbs(16 if args.small else 256, args.probe_seconds / 2)
     print(f"memory bandwidth (copy, {args.threads} threads): {bandwidth:.1f} GB/s")
