@@ -38,11 +38,13 @@ def test_probe_skips_bf16_without_kernels(monkeypatch):
     assert measured.precision == "32-true" and measured.tflops("bf16-mixed") is None
 
 
-def test_auto_resolves_trainer_and_pretrain(monkeypatch):
+def test_auto_resolves_trainer_and_pretrain(monkeypatch, caplog):
     cfg = compose_config(["approach=tokencls", "trainer.precision=auto", "pretrain.precision=auto"])
     cfg.trainer.accelerator = "cpu"
-    monkeypatch.setattr(auto_precision, "probe_gemm", lambda *a, **k: GemmProbe(0.001, 0.008, "AVX2"))
-    found = auto_precision.resolve_precision(cfg)
+    monkeypatch.setattr(auto_precision, "probe_gemm", lambda *a, **k: GemmProbe(None, 0.008, "AVX2"))
+    with caplog.at_level("INFO", logger=auto_precision.__name__):
+        found = auto_precision.resolve_precision(cfg)
+    assert "bf16 no kernel, fp32 0.008 TFLOP/s; precision 32-true" in caplog.text
     assert found.fp32_tflops == 0.008
     assert cfg.trainer.precision == "32-true" and cfg.pretrain.precision == "32-true"
     monkeypatch.setattr(auto_precision, "probe_gemm", lambda *a, **k: GemmProbe(2.5, 0.3, "AVX512"))

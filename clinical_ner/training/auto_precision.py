@@ -35,10 +35,11 @@ def resolve_precision(cfg: Any, seconds: float = PROBE_SECONDS) -> GemmProbe | N
     for section in sections:
         if section.precision == AUTO:
             section.precision = probe.precision
+    bf16 = "no kernel" if probe.bf16_tflops is None else f"{probe.bf16_tflops:.3f} TFLOP/s"
     log.info(
-        "GEMM probe (%s): bf16 %.3f, fp32 %.3f TFLOP/s; precision %s",
+        "GEMM probe (%s): bf16 %s, fp32 %.3f TFLOP/s; precision %s",
         probe.capability,
-        probe.bf16_tflops,
+        bf16,
         probe.fp32_tflops,
         cfg.trainer.precision,
     )
