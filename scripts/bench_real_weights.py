@@ -6,7 +6,8 @@ its limit and as a ratio to the baseline.
 
 Training variants (token classification, SmolLM2-135M, full fine-tuning):
   before: the small recipe as it was (bf16 autocast over fp32 weights; AdamW's default CPU loop over 272 tensors)
-  after:  the small recipe now (`precision: auto`: the faster of bf16 autocast and fp32 here; fused AdamW)
+  auto-only: `precision: auto` alone (the faster of bf16 autocast and fp32 here)
+  after:  the small recipe now (`precision: auto` and fused AdamW)
 Generation variants (SmolLM2-135M-Instruct, batch 32, continuous batching, free greedy decoding):
   before: fp32 weights under bf16 autocast;  after: `precision: auto` (fp32 without autocast where bf16 is the
   slower path)
@@ -39,7 +40,11 @@ from clinical_ner.planning.probe import (
 
 # name: (precision, what torch.optim.AdamW gets beside the recipe's betas and weight decay); "auto" is what
 # training/auto_precision.py picks on this machine (bf16-mixed where bf16 matmuls are faster, else 32-true)
-TRAIN_VARIANTS = {"before": ("bf16-mixed", {}), "after": ("auto", {"fused": True})}
+TRAIN_VARIANTS = {
+    "before": ("bf16-mixed", {}),
+    "auto-only": ("auto", {}),  # what the precision alone gives
+    "after": ("auto", {"fused": True}),
+}
 # name: precision of generation (fp32 weights; bf16 autocast under bf16-mixed)
 GEN_VARIANTS = {"before": "bf16-mixed", "after": "auto"}
 
@@ -257,7 +262,7 @@ def main(argv: list[str] | None = None) -> dict:
         row["gemm_fraction"] = row["tokens_per_s"] * flops / (limit(row["precision"]) * 1e12)
         print(
             f"  {name} ({row['precision']}, AdamW {TRAIN_VARIANTS[name][1] or 'default'}): "
-            f"{row['tokens_per_s']:.0f} tokens/s = {row['gemm_fraction']:.1%} of its GEMM rate; "
+            f"{row['tokens_per_s']:.1f} tokens/s = {row['gemm_fraction']:.1%} of its GEMM rate; "
             f"{row['tokens_per_s'] / base:.2f}x before"
         )
     generation = bench_generation(work, args.max_new_tokens, 32, args.gen_rounds, auto)

@@ -115,7 +115,7 @@ def test_bench_quick_mode_runs_both_variants(capsys):
     ):
         assert line in printed
     assert out["auto"] in ("bf16-mixed", "32-true") and out["bandwidth_gbs"] > 0
-    assert set(out["training"]) == {"before", "after"}
+    assert set(out["training"]) == {"before", "auto-only", "after"}
     assert all(row["tokens_per_s"] > 0 and row["gemm_fraction"] > 0 for row in out["training"].values())
     assert out["generation"]["before"]["same_answers"] == 3  # the baseline agrees with itself
     assert SimpleNamespace(**out["generation"]["after"]).docs_per_s > 0
