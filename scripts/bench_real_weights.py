@@ -14,6 +14,8 @@ Generation variants (SmolLM2-135M-Instruct, batch 32, continuous batching, free 
 
 Usage: python scripts/bench_real_weights.py [--steps 4] [--rounds 3] [--prompts 32] [--threads 2]
        python scripts/bench_real_weights.py --small   (a random tiny Llama and random windows: seconds; tests)
+On a host without bf16 kernels (torch capability AVX2) the bf16 baseline runs a scalar fallback at ~1 token/s:
+there use e.g. --steps 1 --rounds 1 --batch-size 4 --prompts 4 --max-new-tokens 12 (README's run, ~20 min).
 """
 
 from __future__ import annotations
@@ -225,7 +227,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--max-new-tokens", type=int, default=48)
     parser.add_argument("--gen-rounds", type=int, default=1)
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--probe-seconds", type=float, default=4.0, help="per dtype and thread count")
+    parser.add_argument("--probe-seconds", type=float, default=2.0, help="per dtype and thread count")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     batches = args.steps * (args.rounds + 1)
