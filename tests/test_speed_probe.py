@@ -53,6 +53,17 @@ def test_auto_resolves_trainer_and_pretrain(monkeypatch, caplog):
     assert cfg.trainer.precision == "bf16-mixed" and cfg.pretrain.precision == "bf16-true"
 
 
+def test_the_config_keeps_auto_after_the_run(monkeypatch):
+    cfg = compose_config(["approach=tokencls", "trainer.precision=auto", "pretrain.precision=auto"])
+    cfg.trainer.accelerator = "cpu"
+    monkeypatch.setattr(auto_precision, "probe_gemm", lambda *a, **k: GemmProbe(None, 0.008, "AVX2"))
+    with pytest.raises(RuntimeError), auto_precision.as_asked(cfg):  # a failing run too: its record says auto
+        auto_precision.resolve_precision(cfg)
+        assert cfg.trainer.precision == "32-true"
+        raise RuntimeError
+    assert cfg.trainer.precision == "auto" and cfg.pretrain.precision == "auto"
+
+
 def test_small_recipes_use_auto_precision_and_fused_adamw():
     for approach in ("tokencls", "seq2seq"):
         cfg = compose_config([f"approach={approach}", "model=smollm2", "scale=small"])

@@ -23,7 +23,7 @@ from clinical_ner.planning.probe import GemmProbe, train_flops_per_token
 from clinical_ner.planning.setup import arch_of, micro_batch_for
 from clinical_ner.pretrain.stage import run_pretrain
 from clinical_ner.run.registry import stage_class
-from clinical_ner.training.auto_precision import resolve_precision
+from clinical_ner.training.auto_precision import as_asked, resolve_precision
 from clinical_ner.training.inputs import RunInputs
 from clinical_ner.training.loggers import make_logger, opened, report_to_wandb, use_reference_artifact
 from clinical_ner.training.rank_zero import is_global_zero
@@ -36,9 +36,10 @@ log = logging.getLogger(__name__)
 def run(cfg: DictConfig, times: PhaseTimes | None = None) -> dict:
     """Run the configured approach and return the full results record; its phases' seconds go to `times`
     (a new recorder when None) and into the record's `timings`."""
-    with recording(times) as times:
+    with recording(times) as times, as_asked(cfg):
         record = _run(cfg, times)
-    return {**record, "timings": times.as_dict()}
+    # the config as asked (`precision: auto` stays auto, so a sweep finds the cell again); train.precision ran
+    return {**record, "config": public_config(cfg), "timings": times.as_dict()}
 
 
 def _run(cfg: DictConfig, times: PhaseTimes) -> dict:

@@ -2,12 +2,15 @@
 model's own matmul shapes, measured at run start (clinical_ner/planning/probe.py); on a GPU, bf16-mixed.
 
 The probe's rates also go to results.json `train.gemm` so every tokens/s sits beside the limit measured the same
-minute (`train.gemm_fraction`)."""
+minute (`train.gemm_fraction`). The recorded `config` keeps `auto` (`as_asked`): sweeps compare it with the
+composed config to skip finished cells, and `train.precision` says what ran."""
 
 from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from clinical_ner.planning.probe import GemmProbe, probe_gemm
@@ -23,7 +26,7 @@ PROBE_SECONDS = 0.6  # both dtypes, every layer shape: enough to tell a 7x gap, 
 def resolve_precision(cfg: Any, seconds: float = PROBE_SECONDS) -> GemmProbe | None:
     """Replace `auto` in `cfg.trainer.precision` and `cfg.pretrain.precision` by a concrete Lightning precision
     and return the CPU probe (None on a GPU, where `auto` means bf16-mixed and no CPU rate is measured)."""
-    sections = [cfg.trainer] + ([cfg.pretrain] if "pretrain" in cfg else [])
+    sections = _sections(cfg)
     # several ranks must agree: each would probe on its own and might choose differently, so they keep bf16
     if wants_gpu(str(cfg.trainer.accelerator)) or int(os.environ.get("WORLD_SIZE", "1")) > 1:
         for section in sections:
@@ -44,3 +47,18 @@ def resolve_precision(cfg: Any, seconds: float = PROBE_SECONDS) -> GemmProbe | N
         cfg.trainer.precision,
     )
     return probe
+
+
+def _sections(cfg: Any) -> list:
+    return [cfg.trainer] + ([cfg.pretrain] if "pretrain" in cfg else [])
+
+
+@contextmanager
+def as_asked(cfg: Any) -> Iterator[None]:
+    """Put the precisions the config asked for (e.g. `auto`) back when the block ends, however it ends."""
+    asked = [section.precision for section in _sections(cfg)]
+    try:
+        yield
+    finally:
+        for section, precision in zip(_sections(cfg), asked, strict=True):
+            section.precision = precision
