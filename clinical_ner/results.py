@@ -4,6 +4,7 @@ Schema (version 1; later stages add keys, never rename them):
 
 - `schema_version` (int), `status`: `complete` | `failed`; `error`: the one-line error when failed
 - `approach`, `model`, `corpus`, `scale`, `seed`: the run's coordinates; `config`: the resolved config
+  (precisions as asked: `auto` stays `auto`, `train.precision` says what ran)
 - `dev`, `test`: `precision`, `recall`, `f1` (official PharmaCoNER rule, `codalab`: UNCLEAR ignored),
   `tp`, `fp`, `fn`, `documents`, `per_type` {type: {precision, recall, f1, tp, fp, fn, support}},
   `seqeval_f1` (strict IOB2 over labelled sub-tokens), `missing_predictions`, `per_document` {doc id: [tp, fp, fn]}
