@@ -4,6 +4,7 @@ Schema (version 1; later stages add keys, never rename them):
 
 - `schema_version` (int), `status`: `complete` | `failed`; `error`: the one-line error when failed
 - `approach`, `model`, `corpus`, `scale`, `seed`: the run's coordinates; `config`: the resolved config
+  (precisions as asked: `auto` stays `auto`, `train.precision` says what ran)
 - `dev`, `test`: `precision`, `recall`, `f1` (official PharmaCoNER rule, `codalab`: UNCLEAR ignored),
   `tp`, `fp`, `fn`, `documents`, `per_type` {type: {precision, recall, f1, tp, fp, fn, support}},
   `seqeval_f1` (strict IOB2 over labelled sub-tokens), `missing_predictions`, `per_document` {doc id: [tp, fp, fn]}
@@ -30,7 +31,14 @@ Schema (version 1; later stages add keys, never rename them):
   a resumed run's three include the part before the resume, which its checkpoint carries),
   `steps`, `epochs`, `best_epoch`, `peak_memory_mb`, `parameters`, `trainable_parameters`, `devices`,
   `micro_batch` and `accumulate_grad_batches` (the split trained with: the recipe's, or on CUDA with
-  `trainer.auto_micro_batch` the planner's; `config` keeps what was asked, so a rerun finds the cell again)
+  `trainer.auto_micro_batch` the planner's; `config` keeps what was asked, so a rerun finds the cell again),
+  `tokens_per_s_steady` (tokens/s after this process's first 5 steps; null when training ended within them),
+  `precision` (the Lightning precision trained in: `auto` resolved, clinical_ner/training/auto_precision.py;
+  `config` keeps `auto`), `gemm` (null on a GPU; else the run-start probe of this CPU at the model's layer
+  shapes, 1024 rows, the run's thread count: `bf16_tflops` (null where oneDNN has no bf16 kernel),
+  `fp32_tflops`, `capability` (torch's CPU capability, e.g. AVX2), `chosen` (what `auto` picks)) and
+  `gemm_fraction` (steady tokens/s x training FLOPs per token of the decoder matmuls (6 x their parameters,
+  4 x under LoRA) over the probed rate of the precision trained in)
 - `inference`: `documents`, `seconds`, `documents_per_s` (test prediction and decoding); seq2seq adds
   `new_tokens` (answer tokens generated for test, stop tokens excluded) and `new_tokens_per_s` (over `predict_test`)
 - `timings`: wall seconds per phase of the run (clinical_ner/training/timings.py; phases never overlap, so their

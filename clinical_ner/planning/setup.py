@@ -55,6 +55,8 @@ def precision_of(name: Any, weights_dtype: str) -> Precision:
     around weights left in their loaded dtype (fp32 at tiny scale, bf16 at paper scale); `32-true` is fp32.
     """
     name = str(name)
+    if name == "auto":  # resolved at run start (training/auto_precision.py); planned as the bf16 path
+        name = "bf16-mixed"
     if name in ("32", "32-true"):
         return Precision(name, 4, 4)
     if name in ("bf16-true", "16-true"):
@@ -67,7 +69,7 @@ def precision_of(name: Any, weights_dtype: str) -> Precision:
 def fp32_master_weights(precision: Any) -> bool:
     """Whether continual pretraining trains fp32 weights: under `*-mixed` it upcasts whatever `scale.dtype`
     loaded (clinical_ner/pretrain/stage.py), since at its small lr most AdamW updates of a bf16 weight round away."""
-    return str(precision).endswith("-mixed")
+    return str(precision).endswith("-mixed") or str(precision) == "auto"
 
 
 def device_count(devices: Any) -> int:

@@ -23,9 +23,11 @@ from clinical_ner.code_version import code_version
 from clinical_ner.config import check_config, public_config
 from clinical_ner.config_compare import comparable
 from clinical_ner.models.backbone import weights_record
-from clinical_ner.planning.setup import micro_batch_for
+from clinical_ner.planning.probe import GemmProbe, train_flops_per_token
+from clinical_ner.planning.setup import arch_of, micro_batch_for
 from clinical_ner.pretrain.stage import run_pretrain
 from clinical_ner.run.registry import stage_class
+from clinical_ner.training.auto_precision import as_asked, resolve_precision
 from clinical_ner.training.inputs import RunInputs
 from clinical_ner.training.loggers import make_logger, opened, report_to_wandb, use_reference_artifact
 from clinical_ner.training.rank_zero import is_global_zero
@@ -38,9 +40,10 @@ log = logging.getLogger(__name__)
 def run(cfg: DictConfig, times: PhaseTimes | None = None) -> dict:
     """Run the configured approach and return the full results record; its phases' seconds go to `times`
     (a new recorder when None) and into the record's `timings`."""
-    with recording(times) as times:
+    with recording(times) as times, as_asked(cfg):
         record = _run(cfg, times)
-    return {**record, "timings": times.as_dict()}
+    # the config as asked (`precision: auto` stays auto, so a sweep finds the cell again); train.precision ran
+    return {**record, "config": public_config(cfg), "timings": times.as_dict()}
 
 
 def _run(cfg: DictConfig, times: PhaseTimes) -> dict:
@@ -51,6 +54,7 @@ def _run(cfg: DictConfig, times: PhaseTimes) -> dict:
     run_dir.mkdir(parents=True, exist_ok=True)
     if cfg.trainer.threads:
         torch.set_num_threads(cfg.trainer.threads)
+    probe = resolve_precision(cfg)  # `precision: auto` becomes bf16-mixed or 32-true here
     stage = stage_class(cfg.approach.name)
     with phase("load_corpus"):
         inputs = RunInputs.load(cfg)  # corpus, types and tokenizer, once for both stages
@@ -68,6 +72,7 @@ def _run(cfg: DictConfig, times: PhaseTimes) -> dict:
         if sections:  # ranks > 0 return nothing
             sections["train"]["micro_batch"] = micro
             sections["train"]["accumulate_grad_batches"] = accumulate
+            sections["train"].update(gemm_section(trained, probe, sections["train"]))
         weights = weights_record(cfg.model, instruct=stage.instruct(cfg)) if cfg.scale.pretrained else None
         pretrain = outcome.section if outcome is not None else None
         results = {
@@ -83,6 +88,32 @@ def _run(cfg: DictConfig, times: PhaseTimes) -> dict:
             record = {**results, "timings": times.as_dict()}
             report_to_wandb(logger, record, run_dir, cfg.logger.log_text, gold=inputs.splits["test"])
     return results
+
+
+def gemm_section(cfg: DictConfig, probe: GemmProbe | None, train: dict) -> dict:
+    """results.json `train.precision`, `train.gemm` (the run-start CPU probe; null on a GPU) and
+    `train.gemm_fraction`: steady-state training FLOP/s (decoder matmuls) over the probed rate of the precision
+    trained in."""
+    precision = str(cfg.trainer.precision)
+    if probe is None:
+        return {"precision": precision, "gemm": None, "gemm_fraction": None}
+    arch = arch_of(cfg)
+    flops = train_flops_per_token(
+        arch.hidden,
+        arch.intermediate,
+        arch.heads,
+        arch.kv_heads,
+        arch.layers,
+        cfg.approach.finetune == "full",
+    )
+    rate = train["tokens_per_s_steady"] or train["tokens_per_s"]
+    limit = probe.tflops(precision)
+    fraction = rate * flops / (limit * 1e12) if limit else None
+    return {
+        "precision": precision,
+        "gemm": {**probe.as_dict(), "chosen": probe.precision},
+        "gemm_fraction": fraction,
+    }
 
 
 def cuda_memory(cfg: DictConfig) -> int | None:

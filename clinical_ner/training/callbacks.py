@@ -27,10 +27,11 @@ class TrainStepTimer(L.Callback):
 
     Padded batches count their attention mask; packed batches (no mask, no padding) count every position.
     The counts, and the fit's wall time so far (`earlier_wall`), travel in the checkpoint, so a resumed run
-    reports its whole training, not only the part after the resume.
+    reports its whole training, not only the part after the resume. `steady_*` leave out the first
+    `warmup_steps` batches of this process (kernel selection, allocator growth, first casts).
     """
 
-    def __init__(self) -> None:
+    def __init__(self, warmup_steps: int = 5) -> None:
         self.seconds = 0.0
         self.tokens = 0  # this rank's
         self.steps = 0
@@ -39,6 +40,10 @@ class TrainStepTimer(L.Callback):
         )
         self.earlier_wall = 0.0  # wall seconds of fit before this process resumed it
         self.validations = 0  # dev validations during fit (sanity checks excluded): 1 selects nothing
+        self.warmup_steps = warmup_steps
+        self._process_steps = 0  # steps of this process: a resumed run warms up again
+        self.steady_seconds = 0.0
+        self.steady_tokens = 0
         self._start = 0.0
         self._fit_start: float | None = None
 
@@ -49,10 +54,16 @@ class TrainStepTimer(L.Callback):
         self._start = time.perf_counter()
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        self.seconds += time.perf_counter() - self._start
+        seconds = time.perf_counter() - self._start
         mask = batch.get("attention_mask")
-        self.tokens += int(mask.sum()) if mask is not None else int(batch["input_ids"].numel())
+        tokens = int(mask.sum()) if mask is not None else int(batch["input_ids"].numel())
+        self.seconds += seconds
+        self.tokens += tokens
+        if self._process_steps >= self.warmup_steps:
+            self.steady_seconds += seconds
+            self.steady_tokens += tokens
         self.steps += 1
+        self._process_steps += 1
 
     def on_validation_end(self, trainer, pl_module) -> None:
         if not trainer.sanity_checking:
@@ -87,6 +98,11 @@ class TrainStepTimer(L.Callback):
     @property
     def tokens_per_s(self) -> float:
         return self.total_tokens / self.seconds if self.seconds else 0.0
+
+    @property
+    def steady_tokens_per_s(self) -> float | None:
+        """Tokens/s after the warm-up steps (None when training ended within them)."""
+        return self.steady_tokens / self.steady_seconds if self.steady_seconds else None
 
 
 class EpochLine(L.Callback):

@@ -99,6 +99,8 @@ class TokensAcrossRanks(L.Callback):
         if trainer.world_size > 1:
             local = torch.tensor(self.timer.tokens, dtype=torch.int64, device=pl_module.device)
             self.timer.job_tokens = int(trainer.strategy.reduce(local, reduce_op="sum").item())
+            steady = torch.tensor(self.timer.steady_tokens, dtype=torch.int64, device=pl_module.device)
+            self.timer.steady_tokens = int(trainer.strategy.reduce(steady, reduce_op="sum").item())
 
 
 class QuantizationCheck(L.Callback):
@@ -274,6 +276,7 @@ class Fit:
             "seconds": self.seconds,
             "tokens": self.timer.total_tokens,
             "tokens_per_s": self.timer.tokens_per_s,
+            "tokens_per_s_steady": self.timer.steady_tokens_per_s,
             "steps": self.trainer.global_step,
             "epochs": self.trainer.current_epoch,
             "devices": self.trainer.world_size,
