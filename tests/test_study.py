@@ -14,11 +14,11 @@ from pathlib import Path
 
 import pytest
 
+from clinical_ner.code_version import code_version
 from clinical_ner.reports.export import canonical_json, export
 from clinical_ner.reports.export import main as export_main
 from clinical_ner.reports.main_tables import GUARANTEED_TEXT
 from clinical_ner.reports.tables import main as tables_main
-from clinical_ner.code_version import code_version
 from clinical_ner.run.committed import committed_path, committed_results
 
 PYPI = {  # the record packaged_weights.weights_record writes
