@@ -25,6 +25,8 @@ LAYERS: list[set[str]] = [
     {"pretrain", "approaches.tokencls", "approaches.seq2seq", "approaches"},
     {"analysis", "run"},
     {"train", "predict", "evaluate", "plan"},  # entry points
+    {"cli"},  # the `clinical-ner` command over them (it imports them by name, when a command runs)
+    {"__main__"},  # python -m clinical_ner
 ]
 LAYER = {component: rank for rank, names in enumerate(LAYERS) for component in names}
 # Components that must never import these third-party roots (the design notes' nevers).
