@@ -18,9 +18,10 @@ from pathlib import Path
 
 import torch
 
-from clinical_ner.approaches.tokencls.datamodule import TokenClsDataModule
+from clinical_ner.approaches.tokencls.datamodule import TokenClsDataModule, Windowing
 from clinical_ner.approaches.tokencls.tagging import bio_labels
 from clinical_ner.config import compose_config
+from clinical_ner.data.batching import Batching
 from clinical_ner.data.brat import read_split
 from clinical_ner.models.backbone import TOKEN_CLS_HEAD, apply_lora, build_token_classifier
 from clinical_ner.models.factory import make_tokenizer
@@ -44,9 +45,8 @@ def windows(cfg, tokenizer, labels, batch_size: int) -> TokenClsDataModule:
     splits = {"train": read_split(root / "train"), "dev": [], "test": []}
     label2id = {label: i for i, label in enumerate(labels)}
     a = cfg.approach
-    return TokenClsDataModule(
-        splits, tokenizer, label2id, a.label_position, a.max_length, a.stride, batch_size, batch_size, 0
-    )
+    windowing = Windowing(a.label_position, a.max_length, a.stride)  # every window, whatever the recipe keeps
+    return TokenClsDataModule(splits, tokenizer, label2id, windowing, Batching(batch_size, batch_size, 0))
 
 
 def run_variant(cfg, tokenizer, labels, name: str, steps: int, warmup: int) -> dict:
