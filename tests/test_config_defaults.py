@@ -3,15 +3,13 @@ composes by default never contradict one (clinical_ner/config.py against conf/).
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 import yaml
+from composing import CONF
 from omegaconf import DictConfig, OmegaConf
 
 from clinical_ner.config import APPROACH_SCHEMAS, TrainConfig, compose_config
 
-CONF = Path(__file__).resolve().parent.parent / "conf"
 # groups merged onto one schema node (their package); the others (recipe, budget, debug, ...) are _global_
 # overlays, whose every value deviates from what the base groups composed before them
 BASE_GROUPS = [
