@@ -56,10 +56,10 @@ class ArchConfig:
     num_heads: int = MISSING
     num_kv_heads: int = MISSING
     max_position_embeddings: int = MISSING
-    rope_theta: float = 10000.0
+    rope_theta: float = MISSING
     rope_scaling: dict[str, Any] | None = None  # Llama 3.1/3.2 "llama3" frequency scaling
     tie_word_embeddings: bool = False
-    rms_norm_eps: float = 1e-5
+    rms_norm_eps: float = MISSING
 
 
 @dataclass
@@ -96,14 +96,14 @@ class ScaleConfig:
 
     name: str = MISSING
     pretrained: bool = MISSING  # load weights with from_pretrained (paper) or build randomly (tiny)
-    # Toy sizes (ignored when pretrained); kv heads are derived from the family's GQA ratio.
+    # Toy sizes (scale=tiny; ignored when pretrained); kv heads are derived from the family's GQA ratio.
     hidden_size: int = 256
     intermediate_size: int = 512  # multiple of 32: bitsandbytes 4-bit needs it
     num_layers: int = 4
     num_heads: int = 4
     vocab_size: int = 8000
     max_position_embeddings: int = 2048
-    dtype: str = "float32"  # weights dtype when loading (paper: bfloat16)
+    dtype: str = "float32"  # weights dtype when loading (scale=paper: bfloat16)
 
 
 @dataclass
@@ -124,10 +124,10 @@ class PromptConfig:
     the answer format's line (`format_lines[approach.format]`, else the format's own, in
     clinical_ner/approaches/seq2seq/formats/)."""
 
-    instruction: str = ""
-    type_descriptions: dict[str, str] = field(default_factory=dict)  # corpus types without one: name only
+    instruction: str = MISSING
+    type_descriptions: dict[str, str] = MISSING  # corpus types without one: name only
     format_lines: dict[str, str] = field(default_factory=dict)  # approach.format -> its `{format}` line
-    user: str = "{text}"  # the user turn (chat) or the text block (plain); `{text}` is the unit
+    user: str = MISSING  # the user turn (chat) or the text block (plain); `{text}` is the unit
     plain: str = "{instruction}\n\n{user}\n\nRespuesta:\n"  # tiny scale: no chat template
     template: PromptTemplate = PromptTemplate.auto  # auto: chat for pretrained (instruct) weights, else plain
 
@@ -141,20 +141,21 @@ class ApproachConfig:
     name: ApproachName = MISSING
     finetune: Finetune = Finetune.full
     lora: LoraConfig = field(default_factory=LoraConfig)
-    max_length: int = 256  # tokens per training example (see each approach)
+    max_length: int = MISSING  # tokens per training example (see each approach)
 
 
 @dataclass
 class TokenClsApproachConfig(ApproachConfig):
     """Token classification: a linear head over the sub-tokens of a (bidirectional) Llama."""
 
+    # conf/approach/tokencls.yaml sets the MISSING fields (and says why each value was chosen)
     name: ApproachName = ApproachName.tokencls
-    attention: Attention = Attention.bidirectional
-    label_position: LabelPosition = LabelPosition.all  # all sub-tokens | first | last of each word
-    ill_formed: IllFormed = IllFormed.begin  # an I- without B-: begin a span (conlleval) | drop it
-    max_length: int = 256  # sub-tokens per window, BOS included
-    stride: int = 32  # overlap between windows of a long sentence
-    token_dropout: float = 0.0  # replace input ids by pad/unk with this probability while training
+    attention: Attention = MISSING  # bidirectional | causal
+    label_position: LabelPosition = MISSING  # all sub-tokens | first | last of each word
+    ill_formed: IllFormed = MISSING  # an I- without B-: begin a span (conlleval) | drop it
+    max_length: int = MISSING  # sub-tokens per window, BOS included
+    stride: int = MISSING  # overlap between windows of a long sentence
+    token_dropout: float = MISSING  # replace input ids by pad/unk with this probability while training
     empty_fraction: float = 1.0  # share of mention-free training windows kept (seeded); 1 = all
 
 
@@ -162,25 +163,22 @@ class TokenClsApproachConfig(ApproachConfig):
 class Seq2seqApproachConfig(ApproachConfig):
     """Seq2seq: a causal Llama answers an instruction with a JSON list of entities."""
 
+    # conf/approach/seq2seq.yaml sets the MISSING fields (and says what each does)
     name: ApproachName = ApproachName.seq2seq
-    max_length: int = 512  # prompt + answer tokens of a training example; longer ones are skipped
+    max_length: int = MISSING  # prompt + answer tokens of a training example; longer ones are skipped
     prompt: PromptConfig = field(default_factory=PromptConfig)
-    unit: PromptUnit = PromptUnit.sentence  # text of one prompt: the whole document (paper) or a sentence
+    unit: PromptUnit = MISSING  # text of one prompt: the whole document (paper) or a sentence
     # json: a list of entities; inline: the text with {TYPE mention} markers; words: every word with its label
-    format: AnswerFormatName = AnswerFormatName.json
-    # constrained: a valid answer of the format whose texts are copied from the input
-    decoding: Decoding = Decoding.free
+    format: AnswerFormatName = MISSING
+    decoding: Decoding = MISSING  # free | constrained: a valid answer of the format copied from the input
     # constrained: feed a forced run of tokens in one forward pass; null: on for inline/words, off for json
-    jump_forward: bool | None = None
-    max_new_tokens: int = 256
-    entity_bias: float = 0.0  # constrained decoding: logit malus on closing the array (favours entities)
+    jump_forward: bool | None = MISSING
+    max_new_tokens: int = MISSING
+    entity_bias: float = MISSING  # constrained decoding: logit malus on closing the array (favours entities)
     whole_words: bool = True  # constrained decoding: a text starts and ends on word boundaries
-    empty_fraction: float = 1.0  # share of mention-free training units kept (seeded); tiny models need fewer
-    # start/end digits in the loss; null: only for free decoding (constrained decoding writes them itself: the
-    # earliest occurrence after the previous entity when they are not trained)
-    offset_loss: bool | None = None
-    # dev documents generated at each validation (model selection), a fixed sample over dev; null = all
-    val_limit: int | None = 80
+    empty_fraction: float = MISSING  # share of mention-free training units kept (seeded)
+    offset_loss: bool | None = MISSING  # start/end digits in the loss; null: only for free decoding
+    val_limit: int | None = MISSING  # dev documents generated at each validation; null = all
 
     def __post_init__(self) -> None:
         at_least_one("approach.val_limit", self.val_limit)
@@ -190,7 +188,7 @@ class Seq2seqApproachConfig(ApproachConfig):
 class CorpusConfig:
     """Continual-pretraining corpus (`none` skips the stage): `es`, `en` or `bilingual` (both)."""
 
-    name: CorpusName = CorpusName.none
+    name: CorpusName = MISSING
     root: str | None = None  # folder holding en/ and es/; else $CLINICAL_NER_CORPORA
     es_ratio: float | None = None  # bilingual: Spanish share of training tokens; null = all of both
     val_fraction: float = 0.1  # documents of each language held out for validation perplexity
@@ -201,22 +199,22 @@ class CorpusConfig:
 class PretrainConfig:
     """Continual causal-LM pretraining settings, apart from `trainer.*` (which is fine-tuning only)."""
 
-    block_size: int = 256  # tokens per packed block
-    batch_size: int = 16  # blocks per step
-    epochs: int = 2  # passes over the training blocks; the weights after each one are kept
-    use_epoch: int = 2  # which epoch's weights feed fine-tuning (1-based, <= epochs)
-    max_tokens: int | None = None  # training tokens per epoch (a seeded subset of blocks); null = all
-    eval_max_tokens: int | None = None  # cap on each perplexity set (corpus held-out, PharmaCoNER dev)
+    block_size: int = MISSING  # tokens per packed block
+    batch_size: int = MISSING  # blocks per step
+    epochs: int = MISSING  # passes over the training blocks; the weights after each one are kept
+    use_epoch: int = MISSING  # which epoch's weights feed fine-tuning (1-based, <= epochs)
+    max_tokens: int | None = MISSING  # training tokens per epoch (a seeded subset of blocks); null = all
+    eval_max_tokens: int | None = MISSING  # cap on each perplexity set (corpus held-out, PharmaCoNER dev)
     optimizer: Any = MISSING  # `_partial_` factory: AdamW betas (0.9, 0.95), weight decay 0.1
     lr: float = MISSING
-    warmup_ratio: float = 0.05
-    min_lr_ratio: float = 0.1  # cosine decays to lr * min_lr_ratio
-    gradient_clip_val: float = 1.0
+    warmup_ratio: float = MISSING
+    min_lr_ratio: float = MISSING  # cosine decays to lr * min_lr_ratio
+    gradient_clip_val: float = MISSING
     accelerator: str = "auto"
     devices: Any = 1
     strategy: str = "auto"  # auto | ddp | fsdp (several devices; see clinical_ner/run/ranks.py)
-    precision: str = "bf16-mixed"  # falls back to 16-mixed on GPUs without bf16
-    gradient_checkpointing: bool = False
+    precision: str = MISSING  # falls back to 16-mixed on GPUs without bf16
+    gradient_checkpointing: bool = MISSING
     seed: int = 0  # init of a random (tiny) base and block order; apart from the run seed
     log_every_n_steps: int = 10
     enable_progress_bar: bool | None = None  # null: when stderr is a terminal
@@ -235,7 +233,7 @@ class DataConfig:
     root: str | None = None  # folder with train/ dev/ test/; else $PHARMACONER_DIR, else the cache
     download: bool = False  # fetch the official release into the cache when nothing else is found
     types: list[str] | None = None  # entity types; null = read from the training data
-    batch_size: int = 32
+    batch_size: int = MISSING  # conf/recipe
     eval_batch_size: int = 64
     num_workers: int = 0
     group_by_length: bool = True  # sort windows by length inside mega-batches: less padding
@@ -254,8 +252,8 @@ class OptimConfig:
 
     optimizer: Any = MISSING
     lr: float = MISSING
-    warmup_ratio: float = 0.1
-    min_lr_ratio: float = 0.1  # cosine decays to lr * min_lr_ratio
+    warmup_ratio: float = MISSING
+    min_lr_ratio: float = MISSING  # cosine decays to lr * min_lr_ratio
 
 
 @dataclass
@@ -265,8 +263,8 @@ class TrainerConfig:
     accelerator: str = "auto"
     devices: Any = 1
     strategy: str = "auto"
-    precision: str = "bf16-mixed"
-    max_epochs: int = 10
+    precision: str = "bf16-mixed"  # bf16 autocast: ~1.25x faster than fp32 on AVX-512/AMX CPUs
+    max_epochs: int = MISSING  # conf/recipe
     max_steps: int = -1
     accumulate_grad_batches: int = 1
     # CUDA: train data.batch_size x accumulate_grad_batches in the largest micro-batch the memory plan fits
@@ -293,7 +291,7 @@ class TrainerConfig:
 class QuantizationConfig:
     """QLoRA: the frozen base loaded in 4-bit NF4 through bitsandbytes (GPU only); adapters and head train in fp32."""
 
-    name: QuantName = QuantName.none
+    name: QuantName = MISSING
     double_quant: bool = True  # quantize the quantization constants too: ~0.4 bit/parameter saved
     compute_dtype: str = "bfloat16"
 
@@ -309,7 +307,7 @@ class WandbConfig:
 
 @dataclass
 class LoggerConfig:
-    name: LoggerName = LoggerName.wandb
+    name: LoggerName = MISSING
     wandb: WandbConfig = field(default_factory=WandbConfig)
     log_text: bool = False  # clinical text never leaves the machine unless the user opts in
 

@@ -21,6 +21,8 @@ from typing import Any
 
 from omegaconf import OmegaConf
 
+from clinical_ner.io_utils import json_digest
+
 # top-level keys that change how a run is watched or where it writes, not what it computes
 NOT_RESULTS = ("output_dir", "cache_dir", "ckpt_path", "committed_dir", "logger", "sweep")
 NOT_RESULTS_TRAINER = ("enable_progress_bar", "threads", "log_every_n_steps")
@@ -41,8 +43,7 @@ def comparable(config: Mapping[str, Any], approach_keys: set[str] | None = None)
 
 def config_hash(config: Mapping[str, Any]) -> str:
     """A stable digest of `comparable(config)` (hex, 16 characters)."""
-    text = json.dumps(comparable(config), sort_keys=True, default=str)
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
+    return json_digest(comparable(config))[:16]
 
 
 def flatten(config: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:

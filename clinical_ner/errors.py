@@ -25,17 +25,25 @@ def cli(main: Callable[..., T]) -> Callable[..., T]:
     def wrapper(*args, **kwargs):
         try:
             return main(*args, **kwargs)
-        except UserError as err:
-            print(f"error: {err}", file=sys.stderr)
-            sys.exit(EXIT_USER_ERROR)
         except Exception as err:
-            full = disk_full(err)
-            if full is None:
+            known = known_failure(err)
+            if known is None:
                 raise
-            print(f"error: {no_space_line(full)}; free disk space and run it again", file=sys.stderr)
-            sys.exit(1)
+            line, code = known
+            hint = "; free disk space and run it again" if code != EXIT_USER_ERROR else ""
+            print(f"error: {line}{hint}", file=sys.stderr)
+            sys.exit(code)
 
     return wrapper
+
+
+def known_failure(err: BaseException) -> tuple[str, int] | None:
+    """(the one line, the exit code) of a user mistake (2) or a full disk (1); None for anything else, a bug
+    whose traceback is worth showing."""
+    if isinstance(err, UserError):
+        return str(err), EXIT_USER_ERROR
+    full = disk_full(err)
+    return (no_space_line(full), 1) if full is not None else None
 
 
 def disk_full(err: BaseException | None) -> OSError | None:

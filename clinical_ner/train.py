@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import logging
 import os
-import sys
-from contextlib import suppress
 from pathlib import Path
 
 import hydra
@@ -17,13 +15,11 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, open_dict
 
 from clinical_ner import progress
-from clinical_ner.code_version import code_version
 from clinical_ner.config import public_config
-from clinical_ner.errors import EXIT_USER_ERROR, UserError, disk_full, no_space_line
 from clinical_ner.results import write_results
 from clinical_ner.run import ranks
 from clinical_ner.run.committed import committed_path, committed_results
-from clinical_ner.run.pipeline import coordinates, run
+from clinical_ner.run.pipeline import run
 from clinical_ner.run.sweep import (
     finished_results,
     in_multirun,
@@ -31,7 +27,7 @@ from clinical_ner.run.sweep import (
     record_checkpoint_config,
     wandb_sync_hint,
 )
-from clinical_ner.training.timings import PhaseTimes
+from clinical_ner.run.task import Cell, task_wrapper
 
 log = logging.getLogger(__name__)
 CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")
@@ -51,18 +47,16 @@ def _committed(cfg: DictConfig, run_dir: Path) -> Path | None:
 
 @hydra.main(config_path=CONF_DIR, config_name="train", version_base="1.3")
 def main(cfg: DictConfig) -> float | None:
-    """Run one job and return its dev F1; a user mistake ends it with one line and exit code 2, never a
-    traceback.
+    """Run one job and return its dev F1: skip it when complete, else resume or start it, run, write.
 
-    Inside a sweep, a failing cell is recorded (`status: failed`) and the sweep goes on; a cell already
-    complete is skipped and an interrupted one resumes from its last checkpoint when that was written by the
-    same config; another config's leftovers are moved aside first (clinical_ner/run/sweep.py).
+    Inside a sweep, a cell already complete is skipped and an interrupted one resumes from its last checkpoint
+    when that was written by the same config; another config's leftovers are moved aside first
+    (clinical_ner/run/sweep.py). A failure is recorded and ends the job with one line (clinical_ner/run/task.py).
     """
     run_dir = Path(cfg.output_dir)
     progress.quiet_libraries(cfg.trainer.enable_progress_bar)
     config = public_config(cfg)
-    reuse = bool(cfg.sweep.reuse_other_code)
-    done = finished_results(run_dir, config, reuse)
+    done = finished_results(run_dir, config, bool(cfg.sweep.reuse_other_code))
     if done is not None:
         print(f"skip: {run_dir} is complete (test F1 {done['test'].get('f1', 0):.4f})")
         return objective(done)
@@ -71,64 +65,9 @@ def main(cfg: DictConfig) -> float | None:
     if done is not None:
         print(f"skip: {run_dir} is committed in {committed} (test F1 {done['test'].get('f1', 0):.4f})")
         return objective(done)
-    # one job, one run folder: rank 0 writes it; other ranks run on scratch folders (clinical_ner/run/ranks.py)
-    rank_zero = ranks.is_global_zero()
-    # another config's results or checkpoints are moved aside; only this config's last checkpoint resumes.
-    # An explicit ckpt_path (e.g. `last` with more steps) is the user's choice: the folder is left as it is.
-    last = prepare_run_dir(run_dir, config, rank_zero, reuse) if cfg.ckpt_path is None else None
-    if last is not None:
-        log.info("resuming %s from %s", run_dir, last)
-        with open_dict(cfg):
-            cfg.ckpt_path = str(last)
-    if rank_zero:
-        record_checkpoint_config(run_dir, config)
-
-    times = PhaseTimes()  # the phases a failed run got through are recorded too
-
-    def record_failure(error: str) -> None:
-        if rank_zero:
-            record = {"status": "failed", "error": error, **coordinates(cfg), "code": code_version()}
-            record["timings"] = times.as_dict()
-            write_results(run_dir, record)
-
-    try:
-        with ranks.job(cfg, on_failure=record_failure) as rank_cfg:  # checks, starts the other ranks
-            results = run(rank_cfg, times)
-    except UserError as err:
-        record_failure(str(err))
-        print(f"error: {err}", file=sys.stderr)
-        if in_multirun():
-            return None
-        sys.exit(EXIT_USER_ERROR)
-    except ranks.RankFailed as err:
-        # rank 0's own traceback says nothing (it was interrupted); the dead rank's log says why
-        error = f"RankFailed: {err or 'a rank > 0 died'}"
-        record_failure(error)
-        print(f"error: {run_dir}: {error}", file=sys.stderr)
-        if in_multirun():
-            return None
-        sys.exit(1)
-    except Exception as err:
-        full = disk_full(err)
-        if full is not None:
-            # the machine, not the cell: one line, and a sweep stops here (every next cell would fail alike)
-            error = no_space_line(full)
-            with suppress(OSError):
-                record_failure(error)
-            print(
-                f"error: {run_dir}: {error}; free disk space (run folders, $CLINICAL_NER_CACHE, /tmp) and run the"
-                " same command again: it resumes from the last checkpoint",
-                file=sys.stderr,
-            )
-            sys.exit(1)
-        error = f"{type(err).__name__}: {err}"
-        record_failure(error)
-        if not in_multirun():
-            raise
-        log.exception("cell failed")  # the traceback goes to this cell's log; the sweep goes on
-        print(f"error: {run_dir}: {error}", file=sys.stderr)
-        return None
-    if not rank_zero:
+    resume(cfg)
+    results = run_job(cfg)
+    if results is None or not ranks.is_global_zero():  # a failed sweep cell, or a rank > 0
         return None
     path = write_results(run_dir, results)
     test = results.get("test", {})
@@ -144,6 +83,30 @@ def main(cfg: DictConfig) -> float | None:
     if hint and not in_multirun():
         print(f"W&B run is offline; upload it with: {hint}")
     return objective(results)
+
+
+def resume(cfg: DictConfig) -> None:
+    """Point `ckpt_path` at this config's last checkpoint in the run folder, if any, and record the config
+    that writes its checkpoints. Another config's results or checkpoints are moved aside; an explicit
+    `ckpt_path` (e.g. `last` with more steps) is the user's choice: the folder is left as it is."""
+    run_dir, config = Path(cfg.output_dir), public_config(cfg)
+    # one job, one run folder: rank 0 writes it; other ranks run on scratch folders (clinical_ner/run/ranks.py)
+    rank_zero = ranks.is_global_zero()
+    reuse = bool(cfg.sweep.reuse_other_code)  # another code version's checkpoint resumes only when asked
+    last = prepare_run_dir(run_dir, config, rank_zero, reuse) if cfg.ckpt_path is None else None
+    if last is not None:
+        log.info("resuming %s from %s", run_dir, last)
+        with open_dict(cfg):
+            cfg.ckpt_path = str(last)
+    if rank_zero:
+        record_checkpoint_config(run_dir, config)
+
+
+@task_wrapper
+def run_job(cell: Cell) -> dict:
+    """Check the config, start the other ranks, run the stages; the phases are timed into the cell."""
+    with ranks.job(cell.cfg, on_failure=cell.record_failure) as rank_cfg:
+        return run(rank_cfg, cell.times)
 
 
 if __name__ == "__main__":

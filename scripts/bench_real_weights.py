@@ -30,7 +30,7 @@ import torch
 from transformers import LlamaConfig, LlamaForCausalLM, LlamaForTokenClassification
 
 from clinical_ner.approaches.seq2seq.decoding import generate
-from clinical_ner.data.batching import PadCollator
+from clinical_ner.data.batching import Batching, PadCollator
 from clinical_ner.models.precision import autocast_for
 from clinical_ner.planning.probe import (
     bandwidth_gbs,
@@ -94,7 +94,7 @@ def real_workload(batches: int, batch_size: int, prompts: int) -> Workload:
     length-grouped batches) and the seq2seq small recipe's test prompts (sentences, longest first dropped)."""
     from clinical_ner.approaches.seq2seq.datamodule import prompt_split
     from clinical_ner.approaches.seq2seq.prompt import make_renderer
-    from clinical_ner.approaches.tokencls.datamodule import TokenClsDataModule
+    from clinical_ner.approaches.tokencls.datamodule import TokenClsDataModule, Windowing
     from clinical_ner.approaches.tokencls.tagging import bio_labels
     from clinical_ner.config import compose_config
     from clinical_ner.data.brat import read_split
@@ -114,13 +114,8 @@ def real_workload(batches: int, batch_size: int, prompts: int) -> Workload:
         {"train": splits["train"]},
         tokenizer,
         {label: i for i, label in enumerate(labels)},
-        a.label_position,
-        a.max_length,
-        a.stride,
-        batch_size,
-        batch_size,
-        cfg.seed,
-        empty_fraction=a.empty_fraction,
+        Windowing.from_config(a),
+        Batching(batch_size, batch_size, cfg.seed),
     )
     loader = iter(data.train_dataloader())
     windows = [next(loader) for _ in range(batches)]

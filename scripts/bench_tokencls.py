@@ -17,15 +17,17 @@ import lightning as L
 import torch
 from transformers import DataCollatorForTokenClassification, Trainer, TrainingArguments
 
-from clinical_ner.approaches.tokencls.datamodule import TokenClsDataModule
+from clinical_ner.approaches.tokencls.datamodule import TokenClsDataModule, Windowing
 from clinical_ner.approaches.tokencls.module import TokenClsModule
 from clinical_ner.approaches.tokencls.tagging import bio_labels
 from clinical_ner.config import compose_config
+from clinical_ner.data.batching import Batching
 from clinical_ner.data.brat import entity_types, read_split
 from clinical_ner.data.synthetic import synthetic_splits
 from clinical_ner.models.backbone import build_token_classifier
 from clinical_ner.models.tokenizer import load_or_train_tokenizer
 from clinical_ner.paths import cache_dir
+from clinical_ner.training.optim import OptimSpec
 
 CFG = compose_config(["model=llama2", "scale=tiny"])  # the default tiny Llama 2 of a run
 LLAMA2, TINY = CFG.model, CFG.scale
@@ -58,9 +60,8 @@ class CountingCollator:
 
 
 def bench_ours(data: TokenClsDataModule, model, steps: int) -> float:
-    module = TokenClsModule(
-        model, lambda params, lr: torch.optim.AdamW(params, lr=lr), 1e-3, 0.0, 1.0, lambda p: {}, pad_id=0
-    )
+    optim = OptimSpec(lambda params, lr: torch.optim.AdamW(params, lr=lr), 1e-3, 0.0, 1.0)
+    module = TokenClsModule(model, optim, lambda p: {}, pad_id=0)
     trainer = L.Trainer(
         accelerator="cpu",
         precision="bf16-mixed",
@@ -127,7 +128,11 @@ def main() -> None:
     )
     label2id = {label: i for i, label in enumerate(labels)}
     data = TokenClsDataModule(
-        {"train": docs["train"]}, tokenizer, label2id, "all", args.max_length, 32, args.batch_size, 64, seed=0
+        {"train": docs["train"]},
+        tokenizer,
+        label2id,
+        Windowing("all", args.max_length, 32),
+        Batching(args.batch_size, 64, seed=0),
     )
     print(
         f"{len(data.encoded['train'].windows)} training windows, batch {args.batch_size}, {args.steps} steps, "

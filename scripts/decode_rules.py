@@ -10,12 +10,13 @@ from pathlib import Path
 import torch
 from transformers import AutoTokenizer
 
-from clinical_ner.approaches.tokencls.datamodule import TokenClsDataModule
+from clinical_ner.approaches.tokencls.datamodule import TokenClsDataModule, Windowing
 from clinical_ner.approaches.tokencls.inference import (
     TokenClsInference,
     evaluate_predictions,
     predict_windows,
 )
+from clinical_ner.data.batching import Batching
 from clinical_ner.data.brat import read_split
 from clinical_ner.inference_settings import read_inference_settings
 from clinical_ner.models.backbone import load_token_classifier
@@ -37,12 +38,8 @@ def main() -> None:
         {args.split: docs},
         AutoTokenizer.from_pretrained(folder),
         dict(model.config.label2id),
-        settings.label_position,
-        settings.max_length,
-        settings.stride,
-        1,
-        64,
-        0,
+        Windowing.from_config(settings),
+        Batching(1, 64, 0),
     )
     predictions = predict_windows(model, data.eval_dataloader(args.split), settings.precision)
     for rule in ("begin", "drop"):

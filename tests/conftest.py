@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from composing import MICRO, compose_train
 
 torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
 
@@ -48,3 +49,41 @@ def corpora_dir() -> Path:
             pytest.fail(message)
         pytest.skip(message)
     return root
+
+
+# a toy Llama's config: 2 layers of width 32, 4 heads over 2 key/value heads (tests override what they need)
+TINY_LLAMA = {
+    "vocab_size": 64,
+    "hidden_size": 32,
+    "intermediate_size": 64,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 4,
+    "num_key_value_heads": 2,
+    "pad_token_id": 0,
+}
+
+
+@pytest.fixture(scope="session")
+def tiny_llama():
+    """Factory `tiny_llama(model_class, seed=0, **config)`: a toy Llama of `model_class` (a transformers Llama
+    class) with TINY_LLAMA's config updated by `config`, its weights drawn after `torch.manual_seed(seed)`."""
+    from transformers import LlamaConfig
+
+    def make(model_class, seed: int | None = 0, **config):
+        if seed is not None:
+            torch.manual_seed(seed)
+        return model_class(LlamaConfig(**{**TINY_LLAMA, **config}))
+
+    return make
+
+
+@pytest.fixture(scope="session")
+def compose():
+    """`compose(overrides, hydra=False)`: conf/train.yaml with overrides, unchecked (tests/composing.py)."""
+    return compose_train
+
+
+@pytest.fixture(scope="session")
+def micro() -> list[str]:
+    """The shared micro-model overrides (tests/composing.py: MICRO)."""
+    return list(MICRO)

@@ -11,9 +11,8 @@ import sys
 from pathlib import Path
 
 import pytest
-from hydra import compose, initialize_config_dir
+from composing import NANO, compose_train
 
-import clinical_ner.config  # noqa: F401  (registers the schema)
 from clinical_ner.run.pipeline import run
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -23,11 +22,7 @@ SMALL = [
     "data=synthetic",
     "trainer.threads=1",
     "trainer.enable_progress_bar=false",
-    "scale.hidden_size=32",
-    "scale.intermediate_size=64",
-    "scale.num_layers=1",
-    "scale.num_heads=2",
-    "scale.vocab_size=400",
+    *NANO,
 ]
 
 
@@ -57,8 +52,7 @@ def selection(path: Path) -> tuple[str, list[str]]:
 @pytest.mark.parametrize("path", FILES, ids=str)
 def test_every_config_file_composes(path: Path) -> None:
     group, overrides = selection(path)
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        cfg = compose("train", overrides=["output_dir=/tmp/x", *overrides], return_hydra_config=True)
+    cfg = compose_train(["output_dir=/tmp/x", *overrides], hydra=True)
     choices = cfg.hydra.runtime.choices
     key = "prompt@approach.prompt" if group == "prompt" else group
     assert choices[key] == path.stem, dict(choices)
@@ -84,16 +78,9 @@ def test_every_group_is_covered() -> None:
 
 
 def compose_run(tmp_path: Path, *overrides: str):
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        return compose(
-            "train",
-            overrides=[
-                *SMALL,
-                f"output_dir={tmp_path / 'run'}",
-                f"cache_dir={tmp_path / 'cache'}",
-                *overrides,
-            ],
-        )
+    return compose_train(
+        [*SMALL, f"output_dir={tmp_path / 'run'}", f"cache_dir={tmp_path / 'cache'}", *overrides]
+    )
 
 
 @pytest.mark.slow

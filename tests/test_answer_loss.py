@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 from peft import LoraConfig, get_peft_model
-from transformers import LlamaConfig, LlamaForCausalLM
+from transformers import LlamaForCausalLM
 
 from clinical_ner.approaches.seq2seq.module import answer_loss
 
@@ -22,18 +22,9 @@ def _batch(vocab: int) -> dict[str, torch.Tensor]:
 
 
 @pytest.mark.parametrize("lora", [False, True])
-def test_answer_loss_and_gradients_equal_the_models_own(lora):
-    config = LlamaConfig(
-        vocab_size=97,
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        tie_word_embeddings=True,
-    )
-    torch.manual_seed(1)
-    model = LlamaForCausalLM(config)
+def test_answer_loss_and_gradients_equal_the_models_own(tiny_llama, lora):
+    model = tiny_llama(LlamaForCausalLM, seed=1, vocab_size=97, pad_token_id=None, tie_word_embeddings=True)
+    config = model.config
     if lora:
         model = get_peft_model(
             model, LoraConfig(r=4, target_modules=["q_proj", "v_proj"], task_type="CAUSAL_LM")

@@ -4,27 +4,19 @@ from __future__ import annotations
 
 import pytest
 import torch
-from transformers import LlamaConfig, LlamaForTokenClassification
+from transformers import LlamaForTokenClassification
 
 from clinical_ner.models.backbone import kv_heads_at, load_token_classifier, set_attention_direction
 
 
-def tiny_model(attn: str, bidirectional: bool) -> LlamaForTokenClassification:
-    torch.manual_seed(0)
-    config = LlamaConfig(
-        vocab_size=50,
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        num_labels=3,
-        pad_token_id=0,
-        attn_implementation=attn,
-    )
-    model = LlamaForTokenClassification(config).eval()
-    set_attention_direction(model, bidirectional)
-    return model
+@pytest.fixture
+def tiny_model(tiny_llama):
+    def make(attn: str, bidirectional: bool) -> LlamaForTokenClassification:
+        model = tiny_llama(LlamaForTokenClassification, vocab_size=50, num_labels=3, attn_implementation=attn)
+        set_attention_direction(model.eval(), bidirectional)
+        return model
+
+    return make
 
 
 def logits(model, ids, mask):
@@ -35,7 +27,7 @@ def logits(model, ids, mask):
 @pytest.mark.parametrize("attn", ["sdpa", "eager"])
 @pytest.mark.parametrize("padded", [False, True])
 @pytest.mark.parametrize("bidirectional", [False, True])
-def test_token0_sees_token3_only_when_bidirectional(attn, padded, bidirectional):
+def test_token0_sees_token3_only_when_bidirectional(tiny_model, attn, padded, bidirectional):
     model = tiny_model(attn, bidirectional)
     ids = torch.tensor([[5, 6, 7, 8, 9, 10], [11, 12, 13, 14, 0, 0]])
     mask = torch.tensor([[1] * 6, [1, 1, 1, 1, 0, 0]]) if padded else torch.ones_like(ids)
@@ -51,7 +43,7 @@ def test_token0_sees_token3_only_when_bidirectional(attn, padded, bidirectional)
 
 
 @pytest.mark.parametrize("attn", ["sdpa", "eager"])
-def test_padding_is_invisible_when_bidirectional(attn):
+def test_padding_is_invisible_when_bidirectional(tiny_model, attn):
     model = tiny_model(attn, bidirectional=True)
     ids = torch.tensor([[5, 6, 7, 8, 0, 0]])
     mask = torch.tensor([[1, 1, 1, 1, 0, 0]])
@@ -64,7 +56,7 @@ def test_padding_is_invisible_when_bidirectional(attn):
     assert torch.allclose(out_a[0, :4], alone[0], atol=1e-5)
 
 
-def test_direction_survives_save_and_reload(tmp_path):
+def test_direction_survives_save_and_reload(tiny_model, tmp_path):
     model = tiny_model("sdpa", bidirectional=True)
     model.save_pretrained(tmp_path)
     reloaded = load_token_classifier(str(tmp_path)).eval()

@@ -8,9 +8,8 @@ from pathlib import Path
 import lightning as L
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
+from composing import compose_train
 
-import clinical_ner.config  # noqa: F401  (registers the schema)
 from clinical_ner.errors import UserError
 from clinical_ner.run.pipeline import run
 from clinical_ner.training import finetune
@@ -48,8 +47,7 @@ def cache(tmp_path_factory):
 
 
 def train(run_dir: Path, *extra: str) -> dict:
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        return run(compose("train", overrides=[*LORA, f"output_dir={run_dir}", *extra]))
+    return run(compose_train([*LORA, f"output_dir={run_dir}", *extra]))
 
 
 class Crash(L.Callback):

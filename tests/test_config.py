@@ -5,22 +5,15 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from hydra import compose, initialize_config_dir
+from composing import compose_train
 from hydra.errors import ConfigCompositionException
 from omegaconf import OmegaConf
-
-import clinical_ner.config  # noqa: F401  (registers the schema)
 
 CONF = Path(__file__).resolve().parent.parent / "conf"
 
 
 def options(group: str) -> list[str]:
     return sorted(p.stem for p in (CONF / group).glob("*.yaml"))
-
-
-def compose_train(overrides: list[str]):
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        return compose("train", overrides=overrides)
 
 
 GROUPS = ["model", "scale", "approach", "corpus", "pretrain", "data", "trainer", "logger"]

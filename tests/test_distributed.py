@@ -22,14 +22,16 @@ from types import SimpleNamespace
 
 import pytest
 import torch
+from composing import MICRO, compose_train
 
 from clinical_ner.config import compose_config
 from clinical_ner.data.batching import LengthGroupedBatchSampler, rank_slice
 from clinical_ner.errors import UserError
 from clinical_ner.run import ranks
+from clinical_ner.training.optim import OptimSpec
 
 ROOT = Path(__file__).resolve().parent.parent
-TINY = ["scale.hidden_size=64", "scale.num_layers=2", "scale.intermediate_size=128"]
+TINY = MICRO
 QUIET = ["logger=none", "trainer.enable_progress_bar=false", "trainer.threads=1"]
 
 
@@ -271,14 +273,12 @@ def test_unsharded_copy_rebuilds_the_trained_model():
 
 @pytest.mark.parametrize("trainer,devices", [("default", 1), ("ddp", 4)])
 def test_slurm_launcher_composes_with_one_task_per_device(trainer, devices):
-    from hydra import compose, initialize_config_dir
     from omegaconf import OmegaConf
 
     overrides = ["hydra/launcher=slurm", "hydra.launcher.partition=gpu", f"trainer={trainer}"]
     if trainer != "default":
         overrides.append(f"trainer.devices={devices}")
-    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-        cfg = compose("train", overrides=overrides, return_hydra_config=True)
+    cfg = compose_train(overrides, hydra=True)
     launcher = cfg.hydra.launcher
     assert launcher._target_.endswith("submitit_launcher.SlurmLauncher")
     assert launcher.partition == "gpu"
@@ -367,7 +367,7 @@ def _rank_main(out: Path, devices: int, batch: int, steps: int) -> None:
     )
     model = LlamaForTokenClassification(config)
     module = TokenClsModule(
-        model, partial(torch.optim.AdamW), 1e-2, 0.0, 1.0, evaluate=lambda predictions: {}, pad_id=0
+        model, OptimSpec(partial(torch.optim.AdamW), 1e-2, 0.0, 1.0), lambda p: {}, pad_id=0
     )
     callbacks, _, timer = make_callbacks(cfg, out)
     trainer = make_trainer(cfg, out, callbacks, None)

@@ -8,8 +8,9 @@ import lightning as L
 import pytest
 import torch
 
-from clinical_ner.approaches.tokencls.datamodule import TokenClsDataModule
+from clinical_ner.approaches.tokencls.datamodule import TokenClsDataModule, Windowing
 from clinical_ner.approaches.tokencls.tagging import bio_labels
+from clinical_ner.data.batching import Batching
 from clinical_ner.data.synthetic import synthetic_splits
 from clinical_ner.models.tokenizer import train_tokenizer
 from clinical_ner.training.callbacks import BatchSamplerEpoch, LastCheckpoint
@@ -20,7 +21,7 @@ def datamodule() -> TokenClsDataModule:
     tokenizer = train_tokenizer("byte_level_bpe", 600, [d.text for d in splits["train"]])
     types = sorted({s.type for d in splits["train"] for s in d.spans})
     label2id = {label: i for i, label in enumerate(bio_labels(types))}
-    return TokenClsDataModule(splits, tokenizer, label2id, "last", 64, 8, 4, 4, seed=3)
+    return TokenClsDataModule(splits, tokenizer, label2id, Windowing("last", 64, 8), Batching(4, 4, seed=3))
 
 
 class Recorder(L.LightningModule):

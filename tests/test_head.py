@@ -2,29 +2,23 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 from safetensors.torch import load_file
-from transformers import LlamaConfig, LlamaForTokenClassification
+from transformers import LlamaForTokenClassification
 
 from clinical_ner.config import LoraConfig
 from clinical_ner.models.backbone import TOKEN_CLS_HEAD, apply_lora, count_parameters, set_attention_direction
 
 
-def tiny() -> LlamaForTokenClassification:
-    torch.manual_seed(0)
-    config = LlamaConfig(
-        vocab_size=40,
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        num_labels=3,
-        pad_token_id=0,
-    )
-    model = LlamaForTokenClassification(config)
-    set_attention_direction(model, True)
-    return model
+@pytest.fixture
+def tiny(tiny_llama):
+    def make() -> LlamaForTokenClassification:
+        model = tiny_llama(LlamaForTokenClassification, vocab_size=40, num_labels=3)
+        set_attention_direction(model, True)
+        return model
+
+    return make
 
 
 def train_steps(model, steps: int = 3) -> None:
@@ -38,7 +32,7 @@ def train_steps(model, steps: int = 3) -> None:
         optimizer.zero_grad()
 
 
-def test_full_finetune_trains_and_saves_head(tmp_path):
+def test_full_finetune_trains_and_saves_head(tiny, tmp_path):
     model = tiny()
     before = model.score.weight.detach().clone()
     train_steps(model)
@@ -48,7 +42,7 @@ def test_full_finetune_trains_and_saves_head(tmp_path):
     assert torch.equal(saved["score.weight"], model.score.weight.detach())
 
 
-def test_lora_keeps_head_trainable_and_merges_into_saved_model(tmp_path):
+def test_lora_keeps_head_trainable_and_merges_into_saved_model(tiny, tmp_path):
     model = apply_lora(
         tiny(), LoraConfig(r=4, alpha=8, dropout=0.0), "TOKEN_CLS", modules_to_save=[TOKEN_CLS_HEAD]
     )

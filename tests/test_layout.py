@@ -17,7 +17,8 @@ PACKAGE = Path(__file__).resolve().parent.parent / "clinical_ner"
 # Bottom to top; a module may import its own component or any component of a lower layer, nothing else.
 LAYERS: list[set[str]] = [
     # "" = the package's own __init__
-    {"", "errors", "io_utils", "paths", "progress", "run_folder", "config_compare", "code_version"},
+    {"", "errors", "io_utils", "paths", "progress", "code_version"},
+    {"run_folder", "config_compare"},
     {"config", "results", "inference_settings", "cache_check"},
     {"data", "reports"},  # reports read results.json files only
     {"metrics", "models"},
@@ -25,6 +26,8 @@ LAYERS: list[set[str]] = [
     {"pretrain", "approaches.tokencls", "approaches.seq2seq", "approaches"},
     {"analysis", "run"},
     {"train", "predict", "evaluate", "plan"},  # entry points
+    {"cli"},  # the `clinical-ner` command over them (it imports them by name, when a command runs)
+    {"__main__"},  # python -m clinical_ner
 ]
 LAYER = {component: rank for rank, names in enumerate(LAYERS) for component in names}
 # Components that must never import these third-party roots (the design notes' nevers).

@@ -10,7 +10,7 @@ import lightning as L
 import pytest
 import torch
 from torch.utils.data import DataLoader
-from transformers import LlamaConfig, LlamaForCausalLM
+from transformers import LlamaForCausalLM
 
 from clinical_ner.approaches.tokencls.datamodule import WindowDataset
 from clinical_ner.approaches.tokencls.module import TokenClsModule
@@ -20,6 +20,7 @@ from clinical_ner.models.backbone import TOKEN_CLS_HEAD, apply_lora, build_causa
 from clinical_ner.planning.memory import plan_setup
 from clinical_ner.planning.setup import setup_for
 from clinical_ner.training.finetune import make_trainer
+from clinical_ner.training.optim import OptimSpec
 
 LABELS = ["O", "B-X", "I-X"]
 
@@ -29,20 +30,10 @@ class StubTokenizer:
 
 
 @pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory) -> Path:
+def checkpoint(tmp_path_factory, tiny_llama) -> Path:
     """A toy Llama saved like a real checkpoint, which scale=paper loads in bf16 through model.path."""
     folder = tmp_path_factory.mktemp("base")
-    torch.manual_seed(0)
-    config = LlamaConfig(
-        vocab_size=64,
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        pad_token_id=0,
-    )
-    LlamaForCausalLM(config).save_pretrained(folder)
+    tiny_llama(LlamaForCausalLM).save_pretrained(folder)
     return folder
 
 
@@ -96,7 +87,7 @@ def test_training_keeps_the_master_dtypes(checkpoint, tmp_path):
     model = build(cfg)
     before = {n: p.detach().clone() for n, p in model.named_parameters() if "lora_B" in n}
     module = TokenClsModule(
-        model, partial(torch.optim.AdamW), 1e-2, 0.0, 1.0, evaluate=lambda p: {}, pad_id=0
+        model, OptimSpec(partial(torch.optim.AdamW), 1e-2, 0.0, 1.0), lambda p: {}, pad_id=0
     )
     # token windows of 3-5 ids with labels, as the datamodule makes them
     windows = [

@@ -9,10 +9,9 @@ from pathlib import Path
 
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
+from composing import MICRO, compose_train
 from transformers import AutoTokenizer, LlamaConfig, LlamaForTokenClassification, pipeline
 
-import clinical_ner.config  # noqa: F401  (registers the schema)
 from clinical_ner.approaches.tokencls.tagging import WORD_RE, split_sentences, strip_span
 from clinical_ner.data.synthetic import synthetic_splits
 from clinical_ner.data.types import Document
@@ -21,7 +20,7 @@ from clinical_ner.predict import tag_documents
 from clinical_ner.run.pipeline import run
 
 CONF = Path(__file__).resolve().parent.parent / "conf"
-TINY = ["scale.hidden_size=64", "scale.num_layers=2", "scale.intermediate_size=128"]
+TINY = MICRO
 MAX_LENGTH = 64
 
 
@@ -53,8 +52,7 @@ def run_dir(request, tmp_path_factory) -> Path:
 
 def train(overrides: list[str]) -> None:
     """A complete run through the entry point's `run`."""
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        assert run(compose("train", overrides=overrides))["status"] == "complete"
+    assert run(compose_train(overrides))["status"] == "complete"
 
 
 def clean_sentences() -> list[str]:

@@ -13,11 +13,10 @@ from pathlib import Path
 import lightning as L
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
+from composing import NANO, compose_train
 from torch.utils.data import DataLoader
 from transformers import LlamaConfig, LlamaForCausalLM
 
-import clinical_ner.config  # noqa: F401  (registers the schema)
 import clinical_ner.pretrain.stage as pretrain_run
 from clinical_ner.data.synthetic import synthetic_splits
 from clinical_ner.errors import UserError
@@ -26,6 +25,7 @@ from clinical_ner.pretrain.cache import MANIFEST, PretrainedEntry
 from clinical_ner.pretrain.module import CausalLMModule
 from clinical_ner.pretrain.packing import BlockDataset
 from clinical_ner.run.pipeline import run
+from clinical_ner.training.optim import OptimSpec
 
 CONF = Path(__file__).resolve().parent.parent / "conf"
 FIXTURES = Path(__file__).parent / "fixtures" / "download"
@@ -33,11 +33,7 @@ TINY = [
     "data=synthetic",
     "logger=none",
     "trainer.enable_progress_bar=false",
-    "scale.hidden_size=32",
-    "scale.intermediate_size=64",
-    "scale.num_layers=1",
-    "scale.num_heads=2",
-    "scale.vocab_size=400",
+    *NANO,
     "pretrain.block_size=32",
     "pretrain.batch_size=4",
     "pretrain.max_tokens=1024",
@@ -73,7 +69,7 @@ def quiet_trainer(**kwargs) -> L.Trainer:
 
 def test_loss_is_next_token_cross_entropy():
     torch.manual_seed(0)
-    module = CausalLMModule(tiny_lm(), torch.optim.AdamW, 1e-3, 0.0, 0.1)
+    module = CausalLMModule(tiny_lm(), OptimSpec(torch.optim.AdamW, 1e-3, 0.0, 0.1))
     ids = torch.randint(0, 16, (2, 12))
     logits = module(ids)
     manual = torch.nn.functional.cross_entropy(logits[:, :-1].reshape(-1, 16), ids[:, 1:].reshape(-1))
@@ -87,7 +83,7 @@ def test_model_learns_next_token_not_next_next():
     period, length = 7, 32
     phases = torch.randint(0, period, (256, 1))
     blocks = (phases + torch.arange(length)) % period
-    module = CausalLMModule(tiny_lm(), torch.optim.AdamW, 1e-2, 0.1, 0.1)
+    module = CausalLMModule(tiny_lm(), OptimSpec(torch.optim.AdamW, 1e-2, 0.1, 0.1))
     loader = DataLoader(BlockDataset(blocks.numpy()), batch_size=32, shuffle=True)
     quiet_trainer(max_steps=60, precision="32-true").fit(module, train_dataloaders=loader)
     module.eval()
@@ -117,17 +113,12 @@ def tiny_cfg(tmp_path):
     corpora = write_corpora(tmp_path / "corpora")
 
     def make(*overrides: str):
-        with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-            return compose(
-                "train",
-                overrides=[
-                    *TINY,
-                    f"corpus.root={corpora}",
-                    f"cache_dir={tmp_path / 'cache'}",
-                    f"output_dir={tmp_path / 'run'}",
-                    *overrides,
-                ],
-            )
+        where = [
+            f"corpus.root={corpora}",
+            f"cache_dir={tmp_path / 'cache'}",
+            f"output_dir={tmp_path / 'run'}",
+        ]
+        return compose_train([*TINY, *where, *overrides])
 
     return make
 
@@ -249,19 +240,13 @@ def test_use_epoch_out_of_range_is_user_error(tiny_cfg, tmp_path):
 
 
 @pytest.mark.parametrize("tied", [False, True])
-def test_formula_flops_counts_the_lm_head_also_when_tied(tied):
-    from transformers import LlamaConfig, LlamaForCausalLM
+def test_formula_flops_counts_the_lm_head_also_when_tied(tiny_llama, tied):
+    from transformers import LlamaForCausalLM
 
     from clinical_ner.pretrain.throughput import formula_flops
 
-    config = LlamaConfig(
-        vocab_size=100,
-        hidden_size=16,
-        intermediate_size=32,
-        num_hidden_layers=1,
-        num_attention_heads=2,
-        tie_word_embeddings=tied,
-    )
-    model = LlamaForCausalLM(config)
+    sizes = {"vocab_size": 100, "hidden_size": 16, "intermediate_size": 32, "num_hidden_layers": 1}
+    heads = {"num_attention_heads": 2, "num_key_value_heads": None, "pad_token_id": None}
+    model = tiny_llama(LlamaForCausalLM, seed=None, tie_word_embeddings=tied, **sizes, **heads)
     body = sum(p.numel() for p in model.model.layers.parameters()) + model.model.norm.weight.numel()
     assert formula_flops(model, tokens=10) == 6 * 10 * (body + 100 * 16)  # every matmul weight, once

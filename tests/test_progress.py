@@ -16,9 +16,8 @@ import time
 from pathlib import Path
 
 import pytest
-from hydra import compose, initialize_config_dir
+from composing import compose_train
 
-import clinical_ner.config  # noqa: F401  (registers the schema)
 from clinical_ner import progress
 from clinical_ner.data.synthetic import synthetic_splits
 from clinical_ner.run.pipeline import run
@@ -151,12 +150,8 @@ def test_training_and_predict_draw_bars_on_a_terminal(tmp_path, env):
 
 @pytest.mark.slow
 def test_predict_tags_under_a_bar_for_token_classification(tmp_path, env):
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        cfg = compose(
-            "train",
-            overrides=[*SMALL, "debug=fdr", "save_model=true", f"output_dir={tmp_path / 'run'}"]
-            + [f"cache_dir={env['CLINICAL_NER_CACHE']}"],
-        )
+    where = [f"output_dir={tmp_path / 'run'}", f"cache_dir={env['CLINICAL_NER_CACHE']}"]
+    cfg = compose_train([*SMALL, "debug=fdr", "save_model=true", *where])
     assert run(cfg)["status"] == "complete"
     tagged = in_terminal(predict_command(tmp_path / "run", notes(tmp_path / "in"), tmp_path / "out"), env)
     assert "tagging" in bars(tagged)

@@ -48,7 +48,12 @@ def tokenizer():
 
 def test_chat_prompts_are_the_same_on_any_day(tokenizer, monkeypatch):
     tokenizer.chat_template = LLAMA_3_2
-    renderer = make_renderer(PromptConfig(instruction="Menciones."), tokenizer, ["DOSIS"], instruct=True)
+    renderer = make_renderer(
+        PromptConfig(instruction="Menciones.", type_descriptions={}, user="{text}"),
+        tokenizer,
+        ["DOSIS"],
+        instruct=True,
+    )
     assert renderer.chat
     rendered, prompts = [], []
     for day in (datetime(2025, 1, 2), datetime(2031, 12, 30)):
@@ -64,9 +69,17 @@ def test_chat_prompts_are_the_same_on_any_day(tokenizer, monkeypatch):
 def test_a_template_that_only_reads_the_clock_is_refused(tokenizer):
     tokenizer.chat_template = CLOCK_ONLY
     with pytest.raises(UserError, match="today's date"):
-        make_renderer(PromptConfig(instruction="Menciones."), tokenizer, ["DOSIS"], instruct=True)
+        make_renderer(
+            PromptConfig(instruction="Menciones.", type_descriptions={}, user="{text}"),
+            tokenizer,
+            ["DOSIS"],
+            instruct=True,
+        )
     plain = make_renderer(
-        PromptConfig(instruction="Menciones.", template="plain"), tokenizer, ["DOSIS"], True
+        PromptConfig(instruction="Menciones.", type_descriptions={}, user="{text}", template="plain"),
+        tokenizer,
+        ["DOSIS"],
+        True,
     )
     assert not plain.chat
 

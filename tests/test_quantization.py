@@ -14,7 +14,7 @@ import lightning as L
 import pytest
 import torch
 from torch.utils.data import DataLoader
-from transformers import LlamaConfig, LlamaForCausalLM, LlamaForTokenClassification
+from transformers import LlamaForCausalLM, LlamaForTokenClassification
 
 from clinical_ner.approaches.tokencls.datamodule import WindowDataset
 from clinical_ner.approaches.tokencls.inference import TokenClsInference
@@ -34,26 +34,21 @@ from clinical_ner.models.backbone import (
 )
 from clinical_ner.training.checkpoints import BASE_KEY, load_trained
 from clinical_ner.training.finetune import make_callbacks, make_trainer, save_model
+from clinical_ner.training.optim import OptimSpec
 
 pytest.importorskip("bitsandbytes")
 LABELS = ["O", "B-X", "I-X", "B-Y", "I-Y"]
 
 
 @pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory) -> Path:
+def checkpoint(tmp_path_factory, tiny_llama) -> Path:
     """A toy causal-LM Llama saved like a real checkpoint (safetensors): hidden 128, head_dim 32, MLP 256."""
     folder = tmp_path_factory.mktemp("base")
-    torch.manual_seed(0)
-    config = LlamaConfig(
-        vocab_size=96,
-        hidden_size=128,
-        intermediate_size=256,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=1,  # k/v outputs 32: the smallest size the 4-bit CPU kernels take
-        pad_token_id=0,
+    # k/v outputs 32: the smallest size the 4-bit CPU kernels take
+    model = tiny_llama(
+        LlamaForCausalLM, vocab_size=96, hidden_size=128, intermediate_size=256, num_key_value_heads=1
     )
-    LlamaForCausalLM(config).save_pretrained(folder)
+    model.save_pretrained(folder)
     return folder
 
 
@@ -154,7 +149,7 @@ def test_qlora_trains_only_adapters_and_head_then_reloads(checkpoint, tmp_path):
     model = quantized_build(cfg, StubTokenizer())
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
     module = TokenClsModule(
-        model, partial(torch.optim.AdamW), 1e-2, 0.0, 1.0, evaluate=lambda p: {}, pad_id=0
+        model, OptimSpec(partial(torch.optim.AdamW), 1e-2, 0.0, 1.0), lambda p: {}, pad_id=0
     )
     callbacks, _, _ = make_callbacks(cfg, tmp_path)  # includes the check that the weights really are 4-bit
     trainer = make_trainer(cfg, tmp_path, callbacks, None)
@@ -178,9 +173,8 @@ def test_qlora_trains_only_adapters_and_head_then_reloads(checkpoint, tmp_path):
     assert set(saved["state_dict"]) == {f"model.{n}" for n, p in model.named_parameters() if p.requires_grad}
     assert BASE_KEY in saved
     L.seed_everything(0, verbose=False)  # the new head's frozen original is drawn as the run's was
-    fresh = TokenClsModule(
-        quantized_build(cfg, StubTokenizer()), partial(torch.optim.AdamW), 1e-2, 0.0, 1.0, lambda p: {}, 0
-    )
+    optim = OptimSpec(partial(torch.optim.AdamW), 1e-2, 0.0, 1.0)
+    fresh = TokenClsModule(quantized_build(cfg, StubTokenizer()), optim, lambda p: {}, 0)
     load_trained(fresh, saved, "qlora.ckpt")
     for name, value in fresh.model.named_parameters():
         if value.requires_grad:

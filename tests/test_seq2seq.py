@@ -45,7 +45,9 @@ CHAT = (
     "<|start_header_id|>assistant<|end_header_id|>\n\n{% endif %}"
 )
 PROMPT = PromptConfig(
-    instruction="Menciones ({type_names}) en JSON:\n{types}", type_descriptions={"DOSIS": "dosis"}
+    instruction="Menciones ({type_names}) en JSON:\n{types}",
+    type_descriptions={"DOSIS": "dosis"},
+    user="{text}",
 )
 
 

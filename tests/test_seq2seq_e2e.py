@@ -6,16 +6,15 @@ import os
 from pathlib import Path
 
 import pytest
-from hydra import compose, initialize_config_dir
+from composing import MICRO, compose_train
 
-import clinical_ner.config  # noqa: F401  (registers the schema)
 from clinical_ner.data.synthetic import synthetic_splits
 from clinical_ner.metrics.span_scorer import parse_official_ann
 from clinical_ner.predict import main as predict_main
 from clinical_ner.run.pipeline import run
 
 CONF = Path(__file__).resolve().parent.parent / "conf"
-TINY = ["scale.hidden_size=64", "scale.num_layers=2", "scale.intermediate_size=128", "scale.vocab_size=1000"]
+TINY = [*MICRO, "scale.vocab_size=1000"]
 TEST_KEYS = {
     "precision",
     "recall",
@@ -52,8 +51,7 @@ def test_seq2seq_run_writes_results_predictions_and_serves_predict(tmp_path, mon
         f"output_dir={run_dir}",
         *TINY,
     ]
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        results = run(compose("train", overrides=overrides))
+    results = run(compose_train(overrides))
     assert results["status"] == "complete" and results["approach"] == "seq2seq"
     assert set(results["test"]) >= TEST_KEYS
     assert results["test"]["json_parse_rate"] == 1.0 and results["test"]["hallucination_rate"] == 0.0

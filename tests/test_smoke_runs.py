@@ -9,22 +9,19 @@ import sys
 from pathlib import Path
 
 import pytest
-from hydra import compose, initialize_config_dir
+from composing import MICRO, compose_train
 
-import clinical_ner.config  # noqa: F401  (registers the schema)
 from clinical_ner.errors import UserError
 from clinical_ner.train import run
 
 CONF = Path(__file__).resolve().parent.parent / "conf"
 QUIET = ["data=synthetic", "logger=csv", "trainer.threads=1", "trainer.enable_progress_bar=false"]
-SMALL = ["scale.hidden_size=64", "scale.num_layers=2", "scale.intermediate_size=128", "scale.vocab_size=1000"]
+SMALL = [*MICRO, "scale.vocab_size=1000"]
 SEQ2SEQ = ["approach=seq2seq", "approach.max_new_tokens=24", "data.eval_limit=4", "approach.val_limit=2"]
 
 
 def train(tmp_path: Path, overrides: list[str]) -> dict:
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        cfg = compose("train", overrides=[*QUIET, *SMALL, f"output_dir={tmp_path}", *overrides])
-    return run(cfg)
+    return run(compose_train([*QUIET, *SMALL, f"output_dir={tmp_path}", *overrides]))
 
 
 @pytest.fixture

@@ -10,9 +10,8 @@ import sys
 from pathlib import Path
 
 import pytest
-from hydra import compose, initialize_config_dir
+from composing import MICRO, compose_train
 
-import clinical_ner.config  # noqa: F401  (registers the schema)
 from clinical_ner.code_version import code_version
 from clinical_ner.run.sweep import (
     finished_results,
@@ -25,12 +24,11 @@ from clinical_ner.run.sweep import (
 
 CONF = Path(__file__).resolve().parent.parent / "conf"
 ROOT = CONF.parent
-SMALL = ["scale.hidden_size=64", "scale.num_layers=2", "scale.intermediate_size=128", "scale.vocab_size=600"]
+SMALL = [*MICRO, "scale.vocab_size=600"]
 
 
 def compose_grid(overrides: list[str]):
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        return compose("train", overrides=["experiment=paper_grid", *overrides], return_hydra_config=True)
+    return compose_train(["experiment=paper_grid", *overrides], hydra=True)
 
 
 def test_paper_grid_sweeps_the_whole_study_into_a_stable_folder():
@@ -47,8 +45,7 @@ def test_paper_grid_sweeps_the_whole_study_into_a_stable_folder():
 def test_grid_budget_follows_the_approach(approach, epochs):
     grid = compose_grid([f"approach={approach}"])
     assert grid.trainer.max_epochs == epochs
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        single = compose("train", overrides=[f"approach={approach}"])
+    single = compose_train([f"approach={approach}"])
     assert single.trainer.max_epochs > epochs  # a single run keeps the recipe's full budget
 
 
@@ -132,8 +129,7 @@ def test_checkpoints_of_an_unknown_config_are_moved_aside(tmp_path):
 
 
 def _grid_folder(overrides: list[str], experiment: str = "paper_grid") -> str:
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        cfg = compose("train", overrides=[f"experiment={experiment}", *overrides], return_hydra_config=True)
+    cfg = compose_train([f"experiment={experiment}", *overrides], hydra=True)
     return f"{cfg.hydra.sweep.dir}/{cfg.hydra.sweep.subdir}"
 
 

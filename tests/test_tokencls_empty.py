@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from clinical_ner.approaches.tokencls.datamodule import TokenClsDataModule
+from clinical_ner.approaches.tokencls.datamodule import TokenClsDataModule, Windowing
 from clinical_ner.approaches.tokencls.tagging import IGNORE, bio_labels
+from clinical_ner.data.batching import Batching
 from clinical_ner.data.synthetic import synthetic_splits
 from clinical_ner.models.tokenizer import train_tokenizer
 
@@ -13,7 +14,9 @@ def _module(fraction: float, seed: int = 0) -> TokenClsDataModule:
     tokenizer = train_tokenizer("byte_level_bpe", 600, [d.text for d in splits["train"]])
     types = sorted({s.type for d in splits["train"] for s in d.spans})
     label2id = {label: i for i, label in enumerate(bio_labels(types))}
-    return TokenClsDataModule(splits, tokenizer, label2id, "last", 64, 8, 4, 4, seed, empty_fraction=fraction)
+    return TokenClsDataModule(
+        splits, tokenizer, label2id, Windowing("last", 64, 8, fraction), Batching(4, 4, seed)
+    )
 
 
 def _has_mention(window, outside: int) -> bool:

@@ -10,9 +10,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
+from composing import compose_train
 
-import clinical_ner.config  # noqa: F401  (registers the schema)
 from clinical_ner.data.synthetic import synthetic_splits
 from clinical_ner.data.types import Document
 from clinical_ner.metrics.span_scorer import parse_official_ann
@@ -33,9 +32,7 @@ def cache(tmp_path_factory) -> Path:
 
 
 def train(tmp_path: Path, overrides: list[str]) -> dict:
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        cfg = compose("train", overrides=[*QUIET, f"output_dir={tmp_path}", *overrides])
-    return run(cfg)
+    return run(compose_train([*QUIET, f"output_dir={tmp_path}", *overrides]))
 
 
 @pytest.mark.slow
@@ -175,18 +172,8 @@ def test_resume_from_last_checkpoint(tmp_path, cache):
 def test_wandb_offline_run_holds_no_document_text(tmp_path, cache, monkeypatch):
     monkeypatch.delenv("WANDB_MODE", raising=False)
     monkeypatch.delenv("WANDB_API_KEY", raising=False)
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        cfg = compose(
-            "train",
-            overrides=[
-                "logger=wandb",
-                "trainer.enable_progress_bar=false",
-                f"output_dir={tmp_path}",
-                "data=synthetic",
-                "trainer.max_steps=3",
-                *SMALL,
-            ],
-        )
+    quiet = ["logger=wandb", "trainer.enable_progress_bar=false", f"output_dir={tmp_path}"]
+    cfg = compose_train([*quiet, "data=synthetic", "trainer.max_steps=3", *SMALL])
     assert run(cfg)["status"] == "complete"
     runs = list((tmp_path / "wandb").glob("offline-run-*"))
     assert len(runs) == 1
@@ -217,11 +204,8 @@ def test_same_seed_same_numbers(tmp_path, cache):
 def test_main_returns_dev_f1_to_hydra(tmp_path, cache):
     from clinical_ner.train import main
 
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        learns = ["data=synthetic", "trainer.max_epochs=8", "data.batch_size=8", "optim.lr=3e-3", *SMALL]
-        cfg = compose(
-            "train", overrides=[*QUIET, f"output_dir={tmp_path}", *learns]
-        )  # dev F1 0.75, test 0.70
+    learns = ["data=synthetic", "trainer.max_epochs=8", "data.batch_size=8", "optim.lr=3e-3", *SMALL]
+    cfg = compose_train([*QUIET, f"output_dir={tmp_path}", *learns])  # dev F1 0.75, test 0.70
     returned = main.__wrapped__(cfg)
     results = json.loads((tmp_path / "results.json").read_text())
     assert returned == results["dev"]["f1"] != results["test"]["f1"]

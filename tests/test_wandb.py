@@ -10,10 +10,9 @@ import struct
 from pathlib import Path
 
 import pytest
-from hydra import compose, initialize_config_dir
+from composing import compose_train
 from lightning.pytorch.loggers import CSVLogger, WandbLogger
 
-import clinical_ner.config  # noqa: F401  (registers the schema)
 import clinical_ner.training.stage as training_stage
 from clinical_ner.run.pipeline import cell_run_id, run
 from clinical_ner.training.loggers import (
@@ -95,8 +94,7 @@ def offline_runs(run_dir: Path) -> list[dict]:
 
 
 def compose_cell(run_dir: Path, cache: Path, *overrides: str):
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        return compose("train", overrides=[*SMALL, f"output_dir={run_dir}", f"cache_dir={cache}", *overrides])
+    return compose_train([*SMALL, f"output_dir={run_dir}", f"cache_dir={cache}", *overrides])
 
 
 @pytest.mark.slow

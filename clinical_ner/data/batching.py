@@ -4,9 +4,38 @@ from __future__ import annotations
 
 import random
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch.utils.data import Sampler
+
+
+@dataclass(frozen=True)
+class Batching:
+    """How a datamodule batches: training and evaluation batch sizes, the seed of the training order, and
+    length grouping (`data.*` and the run seed)."""
+
+    batch_size: int
+    eval_batch_size: int
+    seed: int
+    mega_batch_factor: int = 100
+    group_by_length: bool = True
+    num_workers: int = 0
+
+    @classmethod
+    def from_config(cls, cfg: Any) -> Batching:
+        """From a run config: `data.*` and `seed`."""
+        d = cfg.data
+        return cls(
+            d.batch_size, d.eval_batch_size, cfg.seed, d.mega_batch_factor, d.group_by_length, d.num_workers
+        )
+
+    def train_sampler(self, lengths: Sequence[int]) -> LengthGroupedBatchSampler:
+        """The training batch order over examples of these lengths."""
+        return LengthGroupedBatchSampler(
+            lengths, self.batch_size, self.seed, self.mega_batch_factor, self.group_by_length
+        )
 
 
 class LengthGroupedBatchSampler(Sampler[list[int]]):

@@ -12,6 +12,7 @@ quality against the original bf16 checkpoint.
 
 from __future__ import annotations
 
+import argparse
 import functools
 import json
 import logging
@@ -244,9 +245,13 @@ def main(argv: list[str] | None = None) -> None:
     from clinical_ner.config import compose_config
     from clinical_ner.errors import cli
 
+    parser = argparse.ArgumentParser(description=main.__doc__)
+    parser.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. model=smollm2")
+    overrides = parser.parse_args(argv).overrides
+
     @cli
     def run() -> None:
-        cfg = compose_config(list(sys.argv[1:] if argv is None else argv))
+        cfg = compose_config(overrides)
         if cfg.model.packaged is None:
             raise UserError(
                 f"model={cfg.model.family} ships no packaged weights (conf/model/*.yaml `packaged`)"

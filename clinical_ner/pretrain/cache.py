@@ -9,7 +9,6 @@ for the one that trains them.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import shutil
@@ -20,7 +19,7 @@ from typing import Any
 from filelock import FileLock, Timeout
 
 from clinical_ner.cache_check import broken_file, file_records
-from clinical_ner.io_utils import atomic_write_json
+from clinical_ner.io_utils import atomic_write_json, json_digest
 
 log = logging.getLogger(__name__)
 
@@ -28,17 +27,12 @@ MANIFEST = "manifest.json"
 FORMAT_VERSION = 1
 
 
-def key_digest(material: dict[str, Any]) -> str:
-    """Hex sha256 of the key material (JSON with sorted keys)."""
-    return hashlib.sha256(json.dumps(material, sort_keys=True, default=str).encode()).hexdigest()
-
-
 class PretrainedEntry:
     """One cache entry: where it lives, its lock, its manifest."""
 
     def __init__(self, cache: Path, name: str, material: dict[str, Any]) -> None:
         self.material = material
-        self.digest = key_digest(material)
+        self.digest = json_digest(material)
         self.folder = Path(cache) / "pretrained" / f"{name}-{self.digest[:16]}"
 
     def epoch_folder(self, epoch: int) -> Path:

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 import torch
 
-from clinical_ner.training.optim import ScheduledModule
+from clinical_ner.training.optim import OptimSpec, ScheduledModule
 
 
 class CausalLMModule(ScheduledModule):
@@ -21,13 +21,10 @@ class CausalLMModule(ScheduledModule):
     def __init__(
         self,
         model: torch.nn.Module,
-        optimizer_factory: Callable[..., torch.optim.Optimizer],
-        lr: float,
-        warmup_ratio: float,
-        min_lr_ratio: float,
+        optim: OptimSpec,
         eval_names: Sequence[str] = ("val",),
     ) -> None:
-        super().__init__(model, optimizer_factory, lr, warmup_ratio, min_lr_ratio)
+        super().__init__(model, optim)
         self.eval_names = list(eval_names)
         self.flops_per_batch: int | None = None  # read by Lightning's ThroughputMonitor
         self.perplexities: dict[str, float] = {}  # of the last evaluation

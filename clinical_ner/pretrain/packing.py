@@ -12,7 +12,6 @@ no attention_mask at all). Position ids run on across the boundary for the same 
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -29,7 +28,7 @@ from torch.utils.data import Dataset
 
 from clinical_ner.cache_check import broken_file, digest
 from clinical_ner.data.types import Document
-from clinical_ner.io_utils import atomic_write_json, file_digest
+from clinical_ner.io_utils import atomic_write_json, file_digest, json_digest
 
 log = logging.getLogger(__name__)
 
@@ -83,8 +82,7 @@ def file_fingerprint(paths: Sequence[Path], root: Path) -> list[dict]:
 
 def tokens_cache_key(files: list[dict], tokenizer_hash: str) -> str:
     """Hex sha256 of (format version, tokenizer, corpus files)."""
-    material = json.dumps([FORMAT_VERSION, tokenizer_hash, files], sort_keys=True)
-    return hashlib.sha256(material.encode()).hexdigest()
+    return json_digest([FORMAT_VERSION, tokenizer_hash, files])
 
 
 def _save(path: Path, tokenized: TokenizedDocs) -> None:

@@ -13,7 +13,6 @@ from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 
-import hydra
 import lightning as L
 import torch
 from lightning.pytorch.loggers import Logger
@@ -46,6 +45,7 @@ from clinical_ner.training.loggers import (
     make_pretrain_logger,
     opened,
 )
+from clinical_ner.training.optim import OptimSpec
 from clinical_ner.training.timings import phase, recording
 
 log = logging.getLogger(__name__)
@@ -127,14 +127,7 @@ def train_causal_lm(
             model.config.use_cache = False
         _, parameters = count_parameters(model)
         names = list(data.evals)
-        module = CausalLMModule(
-            model,
-            hydra.utils.instantiate(p.optimizer),
-            p.lr,
-            p.warmup_ratio,
-            p.min_lr_ratio,
-            eval_names=names,
-        )
+        module = CausalLMModule(model, OptimSpec.from_config(p), eval_names=names)
         precision = resolve_precision(p.precision)
         module.flops_per_batch = training_flops(model, p.batch_size, p.block_size, p.flops)
     train_loader = DataLoader(

@@ -8,8 +8,6 @@ Called by the Hydra entry point (clinical_ner/train.py) in rank 0 and by every o
 from __future__ import annotations
 
 import copy
-import hashlib
-import json
 import logging
 import platform
 from contextlib import suppress
@@ -22,6 +20,7 @@ from omegaconf import DictConfig
 from clinical_ner.code_version import code_version
 from clinical_ner.config import check_config, public_config
 from clinical_ner.config_compare import comparable
+from clinical_ner.io_utils import json_digest
 from clinical_ner.models.backbone import weights_record
 from clinical_ner.planning.probe import GemmProbe, train_flops_per_token
 from clinical_ner.planning.setup import arch_of, micro_batch_for
@@ -173,8 +172,7 @@ def cell_run_id(cfg: DictConfig, run_dir: Path) -> str:
     """The cell's W&B run id: the same for every attempt at the same folder and config (a resume changes
     only `ckpt_path`, which the comparison ignores), another one for another config."""
     material = {"run_dir": str(Path(run_dir).resolve()), "config": comparable(public_config(cfg))}
-    digest = hashlib.sha256(json.dumps(material, sort_keys=True, default=str).encode()).hexdigest()
-    return f"{cfg.approach.name}-{digest[:16]}"
+    return f"{cfg.approach.name}-{json_digest(material)[:16]}"
 
 
 def coordinates(cfg: DictConfig) -> dict:

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
 
+import hydra
 import lightning as L
 import torch
 
@@ -35,31 +38,33 @@ def configure(
     return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
 
+@dataclass(frozen=True)
+class OptimSpec:
+    """What a task module trains with: the optimizer's `_partial_` factory, the peak lr and the shape of the
+    per-step warmup-cosine schedule."""
+
+    factory: Callable[..., torch.optim.Optimizer]
+    lr: float
+    warmup_ratio: float
+    min_lr_ratio: float
+
+    @classmethod
+    def from_config(cls, node: Any) -> OptimSpec:
+        """From a config node with `optimizer` (a `_partial_` factory), `lr`, `warmup_ratio`, `min_lr_ratio`:
+        `cfg.optim` (fine-tuning) or `cfg.pretrain` (continual pretraining)."""
+        return cls(hydra.utils.instantiate(node.optimizer), node.lr, node.warmup_ratio, node.min_lr_ratio)
+
+
 class ScheduledModule(L.LightningModule):
     """Base of every task module: holds `model` and builds its optimizer from a `_partial_` factory with a
     per-step warmup-cosine schedule, so no task names a concrete optimizer."""
 
-    def __init__(
-        self,
-        model: torch.nn.Module,
-        optimizer_factory: Callable[..., torch.optim.Optimizer],
-        lr: float,
-        warmup_ratio: float,
-        min_lr_ratio: float,
-    ) -> None:
+    def __init__(self, model: torch.nn.Module, optim: OptimSpec) -> None:
         super().__init__()
         self.model = model
-        self.optimizer_factory = optimizer_factory
-        self.lr = lr
-        self.warmup_ratio = warmup_ratio
-        self.min_lr_ratio = min_lr_ratio
+        self.optim = optim
 
     def configure_optimizers(self) -> dict:
-        return configure(
-            self.model,
-            self.optimizer_factory,
-            self.lr,
-            int(self.trainer.estimated_stepping_batches),
-            self.warmup_ratio,
-            self.min_lr_ratio,
-        )
+        o = self.optim
+        steps = int(self.trainer.estimated_stepping_batches)
+        return configure(self.model, o.factory, o.lr, steps, o.warmup_ratio, o.min_lr_ratio)

@@ -10,7 +10,7 @@ import torch.nn.functional as F
 
 from clinical_ner.approaches.seq2seq.prompt import IGNORE
 from clinical_ner.training.checkpoints import TrainedOnlyCheckpoints
-from clinical_ner.training.optim import ScheduledModule
+from clinical_ner.training.optim import OptimSpec, ScheduledModule
 
 
 def answer_loss(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -37,15 +37,12 @@ class Seq2SeqModule(TrainedOnlyCheckpoints, ScheduledModule):
     def __init__(
         self,
         model: torch.nn.Module,
-        optimizer_factory: Callable[..., torch.optim.Optimizer],
-        lr: float,
-        warmup_ratio: float,
-        min_lr_ratio: float,
+        optim: OptimSpec,
         answer: Callable[[torch.nn.Module, list[int]], list[str]],
         evaluate: Callable[[dict[int, str]], dict],
         logged: tuple[str, ...] = ("json_parse_rate",),
     ) -> None:
-        super().__init__(model, optimizer_factory, lr, warmup_ratio, min_lr_ratio)
+        super().__init__(model, optim)
         self.answer = answer
         self.evaluate = evaluate
         self.logged = logged  # the answer format's validity metrics, logged beside P/R/F1

@@ -8,7 +8,6 @@ from __future__ import annotations
 from collections.abc import Mapping
 from pathlib import Path
 
-import hydra
 import lightning as L
 import torch
 from transformers import PreTrainedTokenizerBase
@@ -28,6 +27,7 @@ from clinical_ner.config import TrainConfig
 from clinical_ner.data.types import Document
 from clinical_ner.models.backbone import build_causal_lm, instruct_weights
 from clinical_ner.training.finetune import Fit
+from clinical_ner.training.optim import OptimSpec
 from clinical_ner.training.stage import FineTuneStage, SplitPrediction
 
 
@@ -127,13 +127,9 @@ class Seq2seqStage(FineTuneStage):
         )
 
     def build_module(self, model: torch.nn.Module, data: Seq2SeqDataModule) -> Seq2SeqModule:
-        optim = self.cfg.optim
         return Seq2SeqModule(
             model,
-            hydra.utils.instantiate(optim.optimizer),
-            optim.lr,
-            optim.warmup_ratio,
-            optim.min_lr_ratio,
+            OptimSpec.from_config(self.cfg.optim),
             answer=lambda m, indices: self.decoder.answer_split(m, data.val, indices),
             evaluate=lambda answers: evaluate_answers(data.val, answers, self.types, self.answer)[0],
             logged=self.answer.logged,

@@ -9,8 +9,30 @@ import lightning as L
 from torch.utils.data import DataLoader, Dataset
 
 from clinical_ner.approaches.tokencls.tagging import IGNORE, Window, encode_document
-from clinical_ner.data.batching import LengthGroupedBatchSampler, PadCollator, eval_batches, keep_empty
+from clinical_ner.data.batching import (
+    Batching,
+    LengthGroupedBatchSampler,
+    PadCollator,
+    eval_batches,
+    keep_empty,
+)
 from clinical_ner.data.types import Document
+
+
+@dataclass(frozen=True)
+class Windowing:
+    """How documents become labelled windows (`approach.*` of token classification)."""
+
+    label_position: str  # all | first | last sub-token of each word carries its label
+    max_length: int  # sub-tokens per window, BOS included
+    stride: int  # overlap between windows of a long sentence
+    empty_fraction: float = 1.0  # share of mention-free training windows kept (seeded)
+
+    @classmethod
+    def from_config(cls, approach) -> Windowing:
+        """From `cfg.approach` (or a saved model's inference settings, which lack `empty_fraction`)."""
+        fraction = getattr(approach, "empty_fraction", 1.0)
+        return cls(str(approach.label_position), approach.max_length, approach.stride, fraction)
 
 
 @dataclass
@@ -76,51 +98,32 @@ class TokenClsDataModule(L.LightningDataModule):
         splits: Mapping[str, Sequence[Document]],
         tokenizer,
         label2id: Mapping[str, int],
-        label_position: str,
-        max_length: int,
-        stride: int,
-        batch_size: int,
-        eval_batch_size: int,
-        seed: int,
-        mega_batch_factor: int = 100,
-        group_by_length: bool = True,
-        num_workers: int = 0,
-        empty_fraction: float = 1.0,
+        windowing: Windowing,
+        batching: Batching,
     ) -> None:
         super().__init__()
+        w, self.batching = windowing, batching
         self.encoded = {
-            name: encode_split(docs, tokenizer, label2id, label_position, max_length, stride, name == "train")
+            name: encode_split(docs, tokenizer, label2id, w.label_position, w.max_length, w.stride, name == "train")
             for name, docs in splits.items()
         }
         # mention-free training windows kept (a seeded share): ~72% of PharmaCoNER's training tokens have none
         windows = self.encoded["train"].windows if "train" in self.encoded else []
         outside = {IGNORE, label2id.get("O", IGNORE)}
         empty = [i for i, w in enumerate(windows) if all(label in outside for label in w.labels)]
-        self.train_windows = keep_empty(windows, empty, empty_fraction, seed)
+        self.train_windows = keep_empty(windows, empty, w.empty_fraction, batching.seed)
         self.collate = PadCollator(tokenizer.pad_token_id)
-        self.batch_size = batch_size
-        self.eval_batch_size = eval_batch_size
-        self.seed = seed
-        self.mega_batch_factor = mega_batch_factor
-        self.group_by_length = group_by_length
-        self.num_workers = num_workers
 
     def train_sampler(self) -> LengthGroupedBatchSampler:
         """The training batch order (also used by the benchmark to measure padding)."""
-        return LengthGroupedBatchSampler(
-            [len(w.input_ids) for w in self.train_windows],
-            self.batch_size,
-            self.seed,
-            self.mega_batch_factor,
-            self.group_by_length,
-        )
+        return self.batching.train_sampler([len(w.input_ids) for w in self.train_windows])
 
     def train_dataloader(self) -> DataLoader:
         return DataLoader(
             WindowDataset(self.train_windows),
             batch_sampler=self.train_sampler(),
             collate_fn=self.collate,
-            num_workers=self.num_workers,
+            num_workers=self.batching.num_workers,
         )
 
     def eval_dataloader(self, split: str) -> DataLoader:
@@ -128,9 +131,9 @@ class TokenClsDataModule(L.LightningDataModule):
         encoded = self.encoded[split]
         return DataLoader(
             WindowDataset(encoded.windows),
-            batch_sampler=eval_batches(encoded.lengths, self.eval_batch_size),
+            batch_sampler=eval_batches(encoded.lengths, self.batching.eval_batch_size),
             collate_fn=self.collate,
-            num_workers=self.num_workers,
+            num_workers=self.batching.num_workers,
         )
 
     def val_dataloader(self) -> DataLoader:

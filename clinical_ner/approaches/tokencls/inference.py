@@ -10,9 +10,10 @@ import torch
 from torch.utils.data import DataLoader
 from transformers import PreTrainedTokenizerBase
 
-from clinical_ner.approaches.tokencls.datamodule import EncodedSplit, TokenClsDataModule
+from clinical_ner.approaches.tokencls.datamodule import EncodedSplit, TokenClsDataModule, Windowing
 from clinical_ner.approaches.tokencls.tagging import decode_document, tags_for_seqeval
 from clinical_ner.config import IllFormed, LabelPosition
+from clinical_ner.data.batching import Batching
 from clinical_ner.data.types import Document, Span
 from clinical_ner.inference_settings import InferenceSettings
 from clinical_ner.metrics.span_scorer import score_documents
@@ -107,16 +108,9 @@ def tag_with_tokencls(
     model = load_token_classifier(str(folder))
     label2id = dict(model.config.label2id)
     id2label = {int(i): label for i, label in model.config.id2label.items()}
+    batching = Batching(batch_size=1, eval_batch_size=batch_size or settings.eval_batch_size, seed=0)
     data = TokenClsDataModule(
-        {"predict": docs},
-        tokenizer,
-        label2id,
-        settings.label_position,
-        settings.max_length,
-        settings.stride,
-        batch_size=1,
-        eval_batch_size=batch_size or settings.eval_batch_size,
-        seed=0,
+        {"predict": docs}, tokenizer, label2id, Windowing.from_config(settings), batching
     )
     batches = bar(data.eval_dataloader("predict"), desc="tagging", unit="batch")
     predictions = predict_windows(model, batches, settings.precision)

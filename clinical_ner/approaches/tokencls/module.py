@@ -8,7 +8,7 @@ import torch
 
 from clinical_ner.approaches.tokencls.inference import tags_by_window
 from clinical_ner.training.checkpoints import TrainedOnlyCheckpoints
-from clinical_ner.training.optim import ScheduledModule
+from clinical_ner.training.optim import OptimSpec, ScheduledModule
 
 
 class TokenClsModule(TrainedOnlyCheckpoints, ScheduledModule):
@@ -21,15 +21,12 @@ class TokenClsModule(TrainedOnlyCheckpoints, ScheduledModule):
     def __init__(
         self,
         model: torch.nn.Module,
-        optimizer_factory: Callable[..., torch.optim.Optimizer],
-        lr: float,
-        warmup_ratio: float,
-        min_lr_ratio: float,
+        optim: OptimSpec,
         evaluate: Callable[[dict[int, list[int]]], dict],
         pad_id: int,
         token_dropout: float = 0.0,
     ) -> None:
-        super().__init__(model, optimizer_factory, lr, warmup_ratio, min_lr_ratio)
+        super().__init__(model, optim)
         self.evaluate = evaluate
         self.pad_id = pad_id
         self.token_dropout = token_dropout

@@ -6,12 +6,11 @@ from __future__ import annotations
 from functools import cached_property
 from pathlib import Path
 
-import hydra
 import lightning as L
 import torch
 from transformers import PreTrainedTokenizerBase
 
-from clinical_ner.approaches.tokencls.datamodule import TokenClsDataModule
+from clinical_ner.approaches.tokencls.datamodule import TokenClsDataModule, Windowing
 from clinical_ner.approaches.tokencls.inference import (
     TokenClsInference,
     evaluate_predictions,
@@ -20,9 +19,11 @@ from clinical_ner.approaches.tokencls.inference import (
 )
 from clinical_ner.approaches.tokencls.module import TokenClsModule
 from clinical_ner.approaches.tokencls.tagging import bio_labels
+from clinical_ner.data.batching import Batching
 from clinical_ner.models.backbone import TOKEN_CLS_HEAD, build_token_classifier
 from clinical_ner.models.tokenizer import standalone_tokenizer
 from clinical_ner.progress import bar
+from clinical_ner.training.optim import OptimSpec
 from clinical_ner.training.stage import FineTuneStage, SplitPrediction
 
 
@@ -52,21 +53,10 @@ class TokenClsStage(FineTuneStage):
         )
 
     def build_datamodule(self) -> TokenClsDataModule:
-        cfg, approach = self.cfg, self.cfg.approach
+        label2id = {label: i for i, label in self.id2label.items()}
+        windowing = Windowing.from_config(self.cfg.approach)
         return TokenClsDataModule(
-            self.splits,
-            self.tokenizer,
-            {label: i for i, label in self.id2label.items()},
-            approach.label_position,
-            approach.max_length,
-            approach.stride,
-            cfg.data.batch_size,
-            cfg.data.eval_batch_size,
-            cfg.seed,
-            cfg.data.mega_batch_factor,
-            cfg.data.group_by_length,
-            cfg.data.num_workers,
-            approach.empty_fraction,
+            self.splits, self.tokenizer, label2id, windowing, Batching.from_config(self.cfg)
         )
 
     def _score(self, data: TokenClsDataModule, split: str, predictions: dict[int, list[int]]) -> tuple:
@@ -76,13 +66,9 @@ class TokenClsStage(FineTuneStage):
         )
 
     def build_module(self, model: torch.nn.Module, data: L.LightningDataModule) -> TokenClsModule:
-        optim = self.cfg.optim
         return TokenClsModule(
             model,
-            hydra.utils.instantiate(optim.optimizer),
-            optim.lr,
-            optim.warmup_ratio,
-            optim.min_lr_ratio,
+            OptimSpec.from_config(self.cfg.optim),
             lambda predictions: self._score(data, "dev", predictions)[0],
             pad_id=self.tokenizer.pad_token_id,
             token_dropout=self.cfg.approach.token_dropout,
