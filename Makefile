@@ -67,6 +67,7 @@ reproduce-tables:  ## the real-weights study: 24 cells + 4 free-decoding ones, e
 	$(STUDY)
 	$(STUDY) approach=seq2seq approach.decoding=free seed=42
 	$(MAKE) study-export tables
+	$(BIN)/python -m clinical_ner.analysis.error_pairs multirun/study  # one error page per approach pair (clinical text: stays in multirun/)
 
 study-export:  ## copy the finished cells of multirun/study into results/real_weights/ (commit them)
 	$(BIN)/python -m clinical_ner.reports.export multirun/study --to $(RESULTS)

@@ -24,6 +24,14 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "evaluate": ("clinical_ner.evaluate:main", "score predicted BRAT .ann files against gold"),
     "plan": ("clinical_ner.plan:main", "plan a run's GPU memory and throughput from its config"),
     "tables": ("clinical_ner.reports.tables:main", "the study's tables and figures from finished runs"),
+    "errors": (
+        "clinical_ner.analysis.error_page:main",
+        "an error-analysis HTML page for one run, or several side by side",
+    ),
+    "error-pairs": (
+        "clinical_ner.analysis.error_pairs:main",
+        "one error page per approach pair of a sweep's cells",
+    ),
     "lengths": (
         "clinical_ner.analysis.lengths:main",
         "token lengths of the corpus in each family's tokenizer",

@@ -263,7 +263,9 @@ class TrainerConfig:
     accelerator: str = "auto"
     devices: Any = 1
     strategy: str = "auto"
-    precision: str = "bf16-mixed"  # bf16 autocast: ~1.25x faster than fp32 on AVX-512/AMX CPUs
+    # auto: bf16 autocast where this CPU's bf16 matmuls beat fp32 (AVX-512/AMX), else fp32 (AVX2 runs bf16 in a
+    # scalar loop ~7-28x slower); on a GPU bf16-mixed (clinical_ner/training/auto_precision.py)
+    precision: str = "auto"
     max_epochs: int = MISSING  # conf/recipe
     max_steps: int = -1
     accumulate_grad_batches: int = 1
