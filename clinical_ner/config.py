@@ -126,7 +126,7 @@ class PromptConfig:
 
     instruction: str = MISSING
     type_descriptions: dict[str, str] = MISSING  # corpus types without one: name only
-    format_lines: dict[str, str] = field(default_factory=dict)  # approach.format -> its `{format}` line
+    format_lines: dict[str, str] = MISSING  # approach.format -> its `{format}` line; {}: the format's own
     user: str = MISSING  # the user turn (chat) or the text block (plain); `{text}` is the unit
     plain: str = "{instruction}\n\n{user}\n\nRespuesta:\n"  # tiny scale: no chat template
     template: PromptTemplate = PromptTemplate.auto  # auto: chat for pretrained (instruct) weights, else plain

@@ -49,7 +49,7 @@ def tokenizer():
 def test_chat_prompts_are_the_same_on_any_day(tokenizer, monkeypatch):
     tokenizer.chat_template = LLAMA_3_2
     renderer = make_renderer(
-        PromptConfig(instruction="Menciones.", type_descriptions={}, user="{text}"),
+        PromptConfig(instruction="Menciones.", type_descriptions={}, format_lines={}, user="{text}"),
         tokenizer,
         ["DOSIS"],
         instruct=True,
@@ -70,13 +70,15 @@ def test_a_template_that_only_reads_the_clock_is_refused(tokenizer):
     tokenizer.chat_template = CLOCK_ONLY
     with pytest.raises(UserError, match="today's date"):
         make_renderer(
-            PromptConfig(instruction="Menciones.", type_descriptions={}, user="{text}"),
+            PromptConfig(instruction="Menciones.", type_descriptions={}, format_lines={}, user="{text}"),
             tokenizer,
             ["DOSIS"],
             instruct=True,
         )
     plain = make_renderer(
-        PromptConfig(instruction="Menciones.", type_descriptions={}, user="{text}", template="plain"),
+        PromptConfig(
+            instruction="Menciones.", type_descriptions={}, format_lines={}, user="{text}", template="plain"
+        ),
         tokenizer,
         ["DOSIS"],
         True,

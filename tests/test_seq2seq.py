@@ -47,6 +47,7 @@ CHAT = (
 PROMPT = PromptConfig(
     instruction="Menciones ({type_names}) en JSON:\n{types}",
     type_descriptions={"DOSIS": "dosis"},
+    format_lines={},
     user="{text}",
 )
 

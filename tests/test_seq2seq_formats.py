@@ -303,7 +303,8 @@ def test_json_prompts_are_the_ones_runs_had_before_formats(overrides, expected):
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
         cfg = compose("train", overrides=["approach=seq2seq", *overrides])
     assert fill_instruction(cfg.approach.prompt, PHARMA, "json") == expected
-    paper = PromptConfig(instruction=yaml.safe_load((CONF / "prompt" / "es.yaml").read_text())["instruction"])
+    es = yaml.safe_load((CONF / "prompt" / "es.yaml").read_text())
+    paper = PromptConfig(instruction=es["instruction"], type_descriptions={}, format_lines={}, user="{text}")
     assert fill_instruction(paper, PHARMA, "json").endswith(  # the paper prompt's last lines, as before
         "- UNCLEAR\nContesta únicamente con una lista JSON, sin explicaciones. Cada elemento es un objeto con cuatro "
         'claves: "text" (la mención tal y como está escrita en el texto, copiada carácter a carácter), "type" (uno '

@@ -104,7 +104,9 @@ class TokenClsDataModule(L.LightningDataModule):
         super().__init__()
         w, self.batching = windowing, batching
         self.encoded = {
-            name: encode_split(docs, tokenizer, label2id, w.label_position, w.max_length, w.stride, name == "train")
+            name: encode_split(
+                docs, tokenizer, label2id, w.label_position, w.max_length, w.stride, name == "train"
+            )
             for name, docs in splits.items()
         }
         # mention-free training windows kept (a seeded share): ~72% of PharmaCoNER's training tokens have none
