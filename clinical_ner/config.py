@@ -264,7 +264,7 @@ class TrainerConfig:
     devices: Any = 1
     strategy: str = "auto"
     # auto: bf16 autocast where this CPU's bf16 matmuls beat fp32 (AVX-512/AMX), else fp32 (AVX2 runs bf16 in a
-    # scalar loop ~7-28x slower); on a GPU bf16-mixed (clinical_ner/training/auto_precision.py)
+    # scalar loop ~7-28x slower); on a GPU bf16-mixed (clinical_ner/planning/auto_precision.py)
     precision: str = "auto"
     max_epochs: int = MISSING  # conf/recipe
     max_steps: int = -1

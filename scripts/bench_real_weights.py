@@ -41,7 +41,7 @@ from clinical_ner.planning.probe import (
 )
 
 # name: (precision, what torch.optim.AdamW gets beside the recipe's betas and weight decay); "auto" is what
-# training/auto_precision.py picks on this machine (bf16-mixed where bf16 matmuls are faster, else 32-true)
+# planning/auto_precision.py picks on this machine (bf16-mixed where bf16 matmuls are faster, else 32-true)
 TRAIN_VARIANTS = {
     "before": ("bf16-mixed", {}),
     "auto-only": ("auto", {}),  # what the precision alone gives

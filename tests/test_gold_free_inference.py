@@ -3,8 +3,9 @@ whatever the documents' annotations, while training still never cuts a sentence 
 
 from __future__ import annotations
 
-from clinical_ner.approaches.tokencls.datamodule import TokenClsDataModule
+from clinical_ner.approaches.tokencls.datamodule import TokenClsDataModule, Windowing
 from clinical_ner.approaches.tokencls.tagging import bio_labels
+from clinical_ner.data.batching import Batching
 from clinical_ner.data.types import Document, Span
 from clinical_ner.models.tokenizer import train_tokenizer
 
@@ -22,7 +23,7 @@ def _module(spans: list[Span]) -> TokenClsDataModule:
     doc = Document("d", TEXT, spans)
     tokenizer = train_tokenizer("byte_level_bpe", 300, [TEXT] * 4)
     splits = {"train": [doc], "dev": [doc], "test": [doc]}
-    return TokenClsDataModule(splits, tokenizer, LABEL2ID, "last", 16, 4, 2, 2, seed=0)
+    return TokenClsDataModule(splits, tokenizer, LABEL2ID, Windowing("last", 16, 4), Batching(2, 2, seed=0))
 
 
 def _inputs(module: TokenClsDataModule, split: str) -> list[tuple]:

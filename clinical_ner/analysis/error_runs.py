@@ -87,7 +87,8 @@ def gold_documents(results: dict, split: str, gold_dir: Path | None) -> list[Doc
     # keys this version of DataConfig knows (an older or newer results.json may hold others)
     known = {key: value for key, value in data.items() if key in fields_of(DataConfig)}
     try:
-        config = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(DataConfig), known))
+        # validated, but not converted: only where the corpus lies matters here (batching keys may be missing)
+        config = OmegaConf.merge(OmegaConf.structured(DataConfig), known)
     except OmegaConfBaseException as err:
         raise UserError(f"the run's data config cannot be read ({err.msg}): pass --gold DIR") from None
     if split not in SPLITS:

@@ -55,7 +55,7 @@ def precision_of(name: Any, weights_dtype: str) -> Precision:
     around weights left in their loaded dtype (fp32 at tiny scale, bf16 at paper scale); `32-true` is fp32.
     """
     name = str(name)
-    if name == "auto":  # resolved at run start (training/auto_precision.py); planned as the bf16 path
+    if name == "auto":  # resolved at run start (planning/auto_precision.py); planned as the bf16 path
         name = "bf16-mixed"
     if name in ("32", "32-true"):
         return Precision(name, 4, 4)

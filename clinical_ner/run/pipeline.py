@@ -26,7 +26,7 @@ from clinical_ner.planning.probe import GemmProbe, train_flops_per_token
 from clinical_ner.planning.setup import arch_of, micro_batch_for
 from clinical_ner.pretrain.stage import run_pretrain
 from clinical_ner.run.registry import stage_class
-from clinical_ner.training.auto_precision import as_asked, resolve_precision
+from clinical_ner.planning.auto_precision import as_asked, resolve_precision
 from clinical_ner.training.inputs import RunInputs
 from clinical_ner.training.loggers import make_logger, opened, report_to_wandb, use_reference_artifact
 from clinical_ner.training.rank_zero import is_global_zero

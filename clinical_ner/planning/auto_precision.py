@@ -13,9 +13,10 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
+import torch
+
 from clinical_ner.planning.probe import GemmProbe, probe_gemm
 from clinical_ner.planning.setup import arch_of
-from clinical_ner.run.ranks import wants_gpu
 
 log = logging.getLogger(__name__)
 
@@ -28,7 +29,9 @@ def resolve_precision(cfg: Any, seconds: float = PROBE_SECONDS) -> GemmProbe | N
     and return the CPU probe (None on a GPU, where `auto` means bf16-mixed and no CPU rate is measured)."""
     sections = _sections(cfg)
     # several ranks must agree: each would probe on its own and might choose differently, so they keep bf16
-    if wants_gpu(str(cfg.trainer.accelerator)) or int(os.environ.get("WORLD_SIZE", "1")) > 1:
+    accelerator = str(cfg.trainer.accelerator)  # as Lightning picks CUDA (run/ranks.py wants_gpu)
+    gpu = accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available())
+    if gpu or int(os.environ.get("WORLD_SIZE", "1")) > 1:
         for section in sections:
             if section.precision == AUTO:
                 section.precision = "bf16-mixed"
