@@ -13,10 +13,9 @@ import torch
 from omegaconf import OmegaConf
 
 from clinical_ner.config import compose_config
-from clinical_ner.planning import probe
+from clinical_ner.planning import auto_precision, probe
 from clinical_ner.planning.probe import GemmProbe, probe_gemm, train_flops_per_token
 from clinical_ner.run.pipeline import gemm_section
-from clinical_ner.planning import auto_precision
 from clinical_ner.training.callbacks import TrainStepTimer
 
 ROOT = Path(__file__).resolve().parent.parent
