@@ -3,11 +3,13 @@ feeds (steady-state tokens/s, GEMM fraction), and scripts/bench_real_weights.py'
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import sys
 from pathlib import Path
 from types import SimpleNamespace
 
+import lightning as L
 import pytest
 import torch
 from omegaconf import OmegaConf
@@ -17,6 +19,7 @@ from clinical_ner.planning import auto_precision, probe
 from clinical_ner.planning.probe import GemmProbe, probe_gemm, train_flops_per_token
 from clinical_ner.run.pipeline import gemm_section
 from clinical_ner.training.callbacks import TrainStepTimer
+from clinical_ner.training.optim import OptimSpec, ScheduledModule
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -129,3 +132,25 @@ def test_bench_quick_mode_runs_both_variants(capsys):
     assert all(row["tokens_per_s"] > 0 and row["gemm_fraction"] > 0 for row in out["training"].values())
     assert out["generation"]["before"]["same_answers"] == 3  # the baseline agrees with itself
     assert SimpleNamespace(**out["generation"]["after"]).docs_per_s > 0
+
+
+class _Linear(ScheduledModule):
+    def training_step(self, batch, batch_idx):
+        return self.model(batch[0]).pow(2).mean()
+
+
+@pytest.mark.parametrize("precision", ["32-true", "bf16-mixed"])
+def test_a_fused_recipe_trains_in_either_precision_auto_may_pick(precision):
+    # fused AdamW unscales inside its step, so Lightning refuses to clip its gradients under mixed precision
+    # (an AMX CPU picks bf16-mixed for the same recipe that runs fp32 on an AVX2 one)
+    factory = functools.partial(torch.optim.AdamW, fused=True)
+    module = _Linear(torch.nn.Linear(4, 4), OptimSpec(factory, 1e-3, 0.0, 0.1))
+    data = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(torch.randn(8, 4)), batch_size=4)
+    trainer = L.Trainer(
+        accelerator="cpu", precision=precision, gradient_clip_val=1.0, max_steps=2, logger=False,
+        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+    )  # fmt: skip
+    trainer.fit(module, data)
+    assert trainer.global_step == 2
+    fused = trainer.optimizers[0].defaults.get("fused")
+    assert bool(fused) == (precision == "32-true")  # kept where it is allowed

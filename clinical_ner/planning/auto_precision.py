@@ -36,11 +36,17 @@ def resolve_precision(cfg: Any, seconds: float = PROBE_SECONDS) -> GemmProbe | N
             if section.precision == AUTO:
                 section.precision = "bf16-mixed"
         return None
+    asked_auto = cfg.trainer.precision == AUTO
     arch = arch_of(cfg)
     probe = probe_gemm(arch.hidden, arch.intermediate, arch.heads, arch.kv_heads, seconds)
     for section in sections:
         if section.precision == AUTO:
             section.precision = probe.precision
+    quantized = "quantization" in cfg and str(cfg.quantization.name) != "none"
+    if (
+        asked_auto and quantized
+    ):  # QLoRA's 4-bit layers compute in bf16 and need bf16 inputs: autocast, any CPU
+        cfg.trainer.precision = "bf16-mixed"
     bf16 = "no kernel" if probe.bf16_tflops is None else f"{probe.bf16_tflops:.3f} TFLOP/s"
     log.info(
         "GEMM probe (%s): bf16 %s, fp32 %.3f TFLOP/s; precision %s",

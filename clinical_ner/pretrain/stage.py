@@ -23,6 +23,8 @@ from clinical_ner.config import TrainConfig
 from clinical_ner.errors import UserError
 from clinical_ner.models.backbone import build_causal_lm, count_parameters, weights_identity
 from clinical_ner.models.tokenizer import tokenizer_fingerprint
+from clinical_ner.planning.auto_precision import AUTO
+from clinical_ner.planning.auto_precision import resolve_precision as resolve_precision_auto
 from clinical_ner.planning.setup import fp32_master_weights, pretrain_misfit
 from clinical_ner.pretrain.cache import PretrainedEntry
 from clinical_ner.pretrain.data import (
@@ -219,6 +221,8 @@ def run_pretrain(cfg: TrainConfig, run_dir: Path, inputs: RunInputs | None = Non
     """Pretrain (or reuse the cache) and return the epoch weights that feed fine-tuning; `inputs`: the run's
     corpus and tokenizers (loaded here when not given)."""
     p = cfg.pretrain
+    if p.precision == AUTO:  # called without a run around it (a run resolves it at its start)
+        resolve_precision_auto(cfg)
     if not 1 <= p.use_epoch <= p.epochs:
         raise UserError(f"pretrain.use_epoch={p.use_epoch} must be between 1 and pretrain.epochs={p.epochs}")
     with recording() as stage:  # this stage's phases, summed into its `seconds`

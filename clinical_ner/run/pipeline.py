@@ -53,6 +53,7 @@ def _run(cfg: DictConfig, times: PhaseTimes) -> dict:
     run_dir.mkdir(parents=True, exist_ok=True)
     if cfg.trainer.threads:
         torch.set_num_threads(cfg.trainer.threads)
+    run_id = cell_run_id(cfg, run_dir)  # of the config as asked (`auto` included): one W&B run on any CPU
     probe = resolve_precision(cfg)  # `precision: auto` becomes bf16-mixed or 32-true here
     stage = stage_class(cfg.approach.name)
     with phase("load_corpus"):
@@ -60,7 +61,7 @@ def _run(cfg: DictConfig, times: PhaseTimes) -> dict:
     outcome = run_pretrain(cfg, run_dir, inputs) if cfg.corpus.name != "none" else None
     # seeded after pretraining, so fine-tuning is the same whether the weights were trained or cached
     L.seed_everything(cfg.seed, workers=True, verbose=False)
-    with opened(make_logger(cfg, run_dir, cell_run_id(cfg, run_dir))) as logger:
+    with opened(make_logger(cfg, run_dir, run_id)) as logger:
         if outcome is not None:
             use_reference_artifact(logger, outcome.artifact)
         init_from = outcome.weights if outcome is not None else None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -67,4 +68,15 @@ class ScheduledModule(L.LightningModule):
     def configure_optimizers(self) -> dict:
         o = self.optim
         steps = int(self.trainer.estimated_stepping_batches)
-        return configure(self.model, o.factory, o.lr, steps, o.warmup_ratio, o.min_lr_ratio)
+        return configure(self.model, self.usable_factory(), o.lr, steps, o.warmup_ratio, o.min_lr_ratio)
+
+    def usable_factory(self) -> Callable[..., torch.optim.Optimizer]:
+        """The optimizer factory, less `fused` where Lightning would refuse it: under mixed precision with
+        gradient clipping (a fused step unscales internally, so Lightning cannot clip before it). `precision:
+        auto` picks fp32 on some CPUs (fused pays there) and bf16-mixed on others, with the same recipe."""
+        factory = self.optim.factory
+        keywords = getattr(factory, "keywords", {})
+        mixed = str(self.trainer.precision).endswith("-mixed")
+        if keywords.get("fused") and mixed and self.trainer.gradient_clip_val:
+            return functools.partial(factory.func, *factory.args, **{**keywords, "fused": None})
+        return factory
