@@ -9,7 +9,8 @@ Entry point:
 Token lengths per tokenizer need models and tokenizers: they live in clinical_ner/analysis/lengths.py.
 
 Modules: collect (read results.json), identity (code version and weights: never pooled across), cells (group
-seeds into grid cells), bootstrap (intervals over test documents), scores (per-cell numbers), captions, render
-(Markdown/CSV), main_tables, per_type, cost, difference (approach effect), corpus_effect, summary, failed,
-plots, export, paper_results (the published numbers), labels (display names).
+seeds into grid cells), bootstrap (intervals over test documents), scores (per-cell numbers), columns (the
+columns naming a cell), captions, render (Markdown/CSV), main_tables, per_type, cost, difference (approach
+effect), corpus_effect, summary, failed, plots, export, paper_results (the published numbers), labels (display
+names).
 """

@@ -277,23 +277,3 @@ def group_cells(runs: Iterable[Run]) -> list[Cell]:
         done = set(cell.seeds)
         cell.failed = [run for run in failures.get(key, []) if run.seed not in done]
     return sorted(cells.values(), key=lambda cell: cell.key.sort_key)
-
-
-# the columns that say which cell a row is, in the Markdown and CSV versions of the by-cell tables
-CELL_CSV_HEADER = [
-    "approach",
-    "model",
-    "corpus",
-    "epoch",
-    "scale",
-    "data",
-    "budget",
-    "pretrain_budget",
-    "setting",
-    "n_seeds",
-]
-
-
-def cell_header(show_setting: bool) -> list[str]:
-    """Markdown columns naming a cell: approach, model, language, epoch, (setting,) seeds."""
-    return ["Approach", "Base model", "Language", "Epoch", *(["Setting"] if show_setting else []), "Seeds"]

@@ -12,10 +12,17 @@ from collections.abc import Sequence
 
 from clinical_ner.reports.captions import caption
 from clinical_ner.reports.cells import Cell, CellKey, settings
-from clinical_ner.reports.difference import Comparison, compare, delta_text, interval_text
-from clinical_ner.reports.labels import approach_name, corpus_name, family_name
-from clinical_ner.reports.render import MISSING, Table, csv_percent, mean_std
-from clinical_ner.reports.scores import seeds_text
+from clinical_ner.reports.columns import KEY_HEADER, key_cells, key_csv
+from clinical_ner.reports.difference import (
+    Comparison,
+    compare,
+    comparison_cells,
+    comparison_csv,
+    comparison_csv_header,
+    comparison_header,
+    interval_note,
+)
+from clinical_ner.reports.render import Table
 
 BASELINE = "none"
 # config keys that belong to the corpus axis itself
@@ -45,6 +52,11 @@ def corpus_comparisons(
     return [compare(cell, base, n_resamples, seed, warn) for cell, base in corpus_pairs(cells)]
 
 
+# the CSV's cell columns: the key's coordinates, then (after the Setting) what it computed with
+_KEY = ("approach", "model", "corpus", "epoch", "scale", "data", "budget")
+_IDENTITY = ("code", "weights")
+
+
 def corpus_effect_table(cells: Sequence[Cell], n_resamples: int, seed: int) -> Table:
     """A row per continued cell: its F1, the baseline's, the difference and its paired 95% interval."""
     comparisons = corpus_comparisons(cells, n_resamples, seed)
@@ -54,88 +66,22 @@ def corpus_effect_table(cells: Sequence[Cell], n_resamples: int, seed: int) -> T
     rows, csv_rows = [], []
     for c in comparisons:
         key = c.first.key
-        docs = MISSING if c.interval is None else str(c.interval.documents)
-        rows.append(
-            [
-                approach_name(key.approach),
-                family_name(key.model),
-                corpus_name(key.corpus),
-                MISSING if key.epoch is None else str(key.epoch),
-                *([setting[key]] if show else []),
-                f"{seeds_text(c.first)} / {seeds_text(c.second)}",
-                mean_std(c.a),
-                mean_std(c.b),
-                delta_text(c),
-                interval_text(c.interval),
-                docs,
-            ]
-        )
-        csv_rows.append(
-            [
-                key.approach,
-                key.model,
-                key.corpus,
-                "" if key.epoch is None else key.epoch,
-                key.scale,
-                key.data,
-                key.budget,
-                setting[key],
-                key.code,
-                key.weights,
-                len(c.first.runs),
-                len(c.second.runs),
-                csv_percent(c.a.mean),
-                csv_percent(c.b.mean),
-                csv_percent(c.delta),
-                csv_percent(c.interval.low if c.interval else None),
-                csv_percent(c.interval.high if c.interval else None),
-                "" if c.interval is None else c.interval.documents,
-                c.refused or "",
-            ]
-        )
+        rows.append([*key_cells(key), *([setting[key]] if show else []), *comparison_cells(c)])
+        csv_rows.append([*key_csv(key, _KEY), setting[key], *key_csv(key, _IDENTITY), *comparison_csv(c)])
     what = (
         "Corpus effect: test F1 after continual pretraining on corpus X minus the same approach, model, recipe "
-        "and weights without it (percentage points). Interval: paired 95% bootstrap over test documents (the "
-        f"same resampled documents for both sides and every seed of each, {n_resamples} resamples, seed {seed}); "
-        "when it excludes 0, the effect is not an accident of which documents are in the test set."
+        "and weights without it (percentage points). "
+        + interval_note("both sides and every seed of each", n_resamples, seed, "effect")
     )
     return Table(
         title="Corpus effect (continued minus not continued)",
         caption=caption(what, shown, "F1: percent, mean ± sample std over seeds."),
         header=[
-            "Approach",
-            "Base model",
-            "Language",
-            "Epoch",
+            *KEY_HEADER,
             *(["Setting"] if show else []),
-            "Seeds (X / none)",
-            "F1 (X)",
-            "F1 (none)",
-            "Δ F1",
-            "95% paired CI",
-            "Docs",
+            *comparison_header("Seeds (X / none)", "F1 (X)", "F1 (none)"),
         ],
         rows=rows,
-        csv_header=[
-            "approach",
-            "model",
-            "corpus",
-            "epoch",
-            "scale",
-            "data",
-            "budget",
-            "setting",
-            "code",
-            "weights",
-            "n_seeds_corpus",
-            "n_seeds_none",
-            "f1_corpus",
-            "f1_none",
-            "f1_difference",
-            "ci_low",
-            "ci_high",
-            "documents",
-            "refused",
-        ],
+        csv_header=[*_KEY, "setting", *_IDENTITY, *comparison_csv_header("corpus", BASELINE)],
         csv_rows=csv_rows,
     )

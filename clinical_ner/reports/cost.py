@@ -5,11 +5,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from clinical_ner.reports.captions import caption
-from clinical_ner.reports.cells import CELL_CSV_HEADER, Cell, Summary, cell_header, metric, settings
+from clinical_ner.reports.cells import Cell, Summary, metric, settings
 from clinical_ner.reports.collect import Run
-from clinical_ner.reports.labels import approach_name, corpus_name, family_name
-from clinical_ner.reports.render import FAILED, MISSING, Table, csv_number, mean_std
-from clinical_ner.reports.scores import seeds_text
+from clinical_ner.reports.columns import CELL_CSV_HEADER, cell_cells, cell_csv, cell_header
+from clinical_ner.reports.render import FAILED, Table, csv_number, mean_std
 
 
 def pretrain_seconds(run: Run) -> float | None:
@@ -71,33 +70,18 @@ def cost_table(cells: Sequence[Cell]) -> Table:
     show = any(setting.values())
     rows, csv_rows = [], []
     for cell in cells:
-        key = cell.key
         summaries = [cell.summary(get) for _, _, get, _ in COLUMNS]
         texts = [
             _cell_text(s, name, d) if cell.ok else FAILED
             for s, (name, _, _, d) in zip(summaries, COLUMNS, strict=True)
         ]
-        epoch = MISSING if key.epoch is None else str(key.epoch)
-        coordinates = [approach_name(key.approach), family_name(key.model), corpus_name(key.corpus), epoch]
-        rows.append([*coordinates, *([setting[key]] if show else []), seeds_text(cell), *texts])
+        rows.append([*cell_cells(cell, setting[cell.key], show), *texts])
         numbers = [
             csv_number(v, 100.0 if name == "test_f1" else 1.0)
             for s, (name, *_) in zip(summaries, COLUMNS, strict=True)
             for v in (s.mean, s.std)
         ]
-        epoch_csv = "" if key.epoch is None else key.epoch
-        coordinates_csv = [
-            key.approach,
-            key.model,
-            key.corpus,
-            epoch_csv,
-            key.scale,
-            key.data,
-            key.budget,
-            key.pretrain_budget,
-            setting[key],
-        ]
-        csv_rows.append([*coordinates_csv, len(cell.runs), *numbers])
+        csv_rows.append([*cell_csv(cell, setting[cell.key]), *numbers])
     what = (
         "Cost per cell. Train: fine-tuning fit wall time. Pretrain: the continual pretraining that produced the "
         "starting weights (`pretrain.fit_seconds`, counted even when this run found them cached); Pretrain stage: "

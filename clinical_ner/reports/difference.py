@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from clinical_ner.reports.bootstrap import Interval, cell_rng, paired_difference
 from clinical_ner.reports.captions import caption
 from clinical_ner.reports.cells import Cell, Summary, metric, settings
+from clinical_ner.reports.columns import epoch_text, key_csv
 from clinical_ner.reports.labels import corpus_name, family_name
 from clinical_ner.reports.render import MISSING, Table, csv_percent, mean_std
 from clinical_ner.reports.scores import seeds_text
@@ -108,6 +109,52 @@ def interval_text(interval: Interval | None) -> str:
     return MISSING if interval is None else f"[{100 * interval.low:.2f}, {100 * interval.high:.2f}]"
 
 
+def interval_note(sides: str, n_resamples: int, seed: int, effect: str) -> str:
+    """The caption sentence on a comparison's interval, the same resampled documents for both `sides`."""
+    return (
+        "Interval: paired 95% bootstrap over test documents (the same resampled documents for "
+        f"{sides}, {n_resamples} resamples, seed {seed}); when it excludes 0, the {effect} is not an accident "
+        "of which documents are in the test set."
+    )
+
+
+def comparison_header(seeds: str, first_f1: str, second_f1: str) -> list[str]:
+    """Markdown columns of `comparison_cells`, the seeds and F1 columns named by the table."""
+    return [seeds, first_f1, second_f1, "Δ F1", "95% paired CI", "Docs"]
+
+
+def comparison_cells(comparison: Comparison) -> list[str]:
+    """A comparison's Markdown cells: both sides' seeds, both F1s, the difference, its interval, documents."""
+    c = comparison
+    documents = MISSING if c.interval is None else str(c.interval.documents)
+    seeds = f"{seeds_text(c.first)} / {seeds_text(c.second)}"
+    return [seeds, mean_std(c.a), mean_std(c.b), delta_text(c), interval_text(c.interval), documents]
+
+
+def comparison_csv_header(first: str, second: str) -> list[str]:
+    """CSV columns of `comparison_csv`, the two sides named `first` and `second`."""
+    sides = [f"{part}_{side}" for part in ("n_seeds", "f1") for side in (first, second)]
+    return [*sides, "f1_difference", "ci_low", "ci_high", "documents", "refused"]
+
+
+def comparison_csv(comparison: Comparison) -> list[object]:
+    """A comparison's CSV values: seed counts, both F1s, the difference, its interval, documents, refusal."""
+    c, interval = comparison, comparison.interval
+    return [
+        len(c.first.runs),
+        len(c.second.runs),
+        *(csv_percent(value) for value in (c.a.mean, c.b.mean, c.delta)),
+        csv_percent(interval.low if interval else None),
+        csv_percent(interval.high if interval else None),
+        "" if interval is None else interval.documents,
+        c.refused or "",
+    ]
+
+
+# the cell-key fields both sides of a pair share, in the CSV's column order
+_PAIR_KEY = ("model", "corpus", "epoch", "scale", "data")
+
+
 def difference_table(cells: Sequence[Cell], n_resamples: int, seed: int) -> Table:
     """A row per pair: both seed-mean F1s, their difference and its paired 95% interval."""
     found = pairs(cells)
@@ -118,14 +165,7 @@ def difference_table(cells: Sequence[Cell], n_resamples: int, seed: int) -> Tabl
     for first, second in found:
         key = first.key
         comparison = compare(first, second, n_resamples, seed)
-        a, b, delta, interval, refused = (
-            comparison.a,
-            comparison.b,
-            comparison.delta,
-            comparison.interval,
-            comparison.refused,
-        )
-        refused_any = refused_any or refused is not None
+        refused_any = refused_any or comparison.refused is not None
         both = (
             f"{setting[first.key]} / {setting[second.key]}"
             if setting[first.key] != setting[second.key]
@@ -135,43 +175,24 @@ def difference_table(cells: Sequence[Cell], n_resamples: int, seed: int) -> Tabl
             [
                 family_name(key.model),
                 corpus_name(key.corpus),
-                MISSING if key.epoch is None else str(key.epoch),
+                epoch_text(key.epoch),
                 *([both] if show else []),
-                f"{seeds_text(first)} / {seeds_text(second)}",
-                mean_std(a),
-                mean_std(b),
-                delta_text(comparison),
-                interval_text(interval),
-                MISSING if interval is None else str(interval.documents),
+                *comparison_cells(comparison),
             ]
         )
         csv_rows.append(
             [
-                key.model,
-                key.corpus,
-                "" if key.epoch is None else key.epoch,
-                key.scale,
-                key.data,
+                *key_csv(key, _PAIR_KEY),
                 first.key.budget,
                 second.key.budget,
                 setting[first.key],
                 setting[second.key],
-                len(first.runs),
-                len(second.runs),
-                csv_percent(a.mean),
-                csv_percent(b.mean),
-                csv_percent(delta),
-                csv_percent(interval.low if interval else None),
-                csv_percent(interval.high if interval else None),
-                "" if interval is None else interval.documents,
-                refused or "",
+                *comparison_csv(comparison),
             ]
         )
     what = (
         "Token classification F1 minus seq2seq F1 (percentage points) on the test set, per model and corpus run "
-        "with both approaches. Interval: paired 95% bootstrap over test documents (the same resampled documents "
-        f"for both approaches, {n_resamples} resamples, seed {seed}); when it excludes 0, the gap is not an "
-        "accident of which documents are in the test set."
+        "with both approaches. " + interval_note("both approaches", n_resamples, seed, "gap")
     )
     if refused_any:
         what += " `refused`: the two sides scored different test documents, so their F1s are not comparable."
@@ -185,33 +206,13 @@ def difference_table(cells: Sequence[Cell], n_resamples: int, seed: int) -> Tabl
             "Language",
             "Epoch",
             *(["Setting"] if show else []),
-            "Seeds (tokencls / seq2seq)",
-            "Token cls F1",
-            "Seq2seq F1",
-            "Δ F1",
-            "95% paired CI",
-            "Docs",
+            *comparison_header("Seeds (tokencls / seq2seq)", "Token cls F1", "Seq2seq F1"),
         ],
         rows=rows,
         csv_header=[
-            "model",
-            "corpus",
-            "epoch",
-            "scale",
-            "data",
-            "budget_tokencls",
-            "budget_seq2seq",
-            "setting_tokencls",
-            "setting_seq2seq",
-            "n_seeds_tokencls",
-            "n_seeds_seq2seq",
-            "f1_tokencls",
-            "f1_seq2seq",
-            "f1_difference",
-            "ci_low",
-            "ci_high",
-            "documents",
-            "refused",
+            *_PAIR_KEY,
+            *(f"{part}_{side}" for part in ("budget", "setting") for side in (FIRST, SECOND)),
+            *comparison_csv_header(FIRST, SECOND),
         ],
         csv_rows=csv_rows,
     )

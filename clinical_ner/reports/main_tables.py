@@ -8,6 +8,7 @@ from collections.abc import Callable, Sequence
 from clinical_ner.reports.bootstrap import Interval
 from clinical_ner.reports.captions import caption, score_format
 from clinical_ner.reports.cells import CellKey, metric, settings
+from clinical_ner.reports.columns import epoch_text, key_csv
 from clinical_ner.reports.labels import corpus_name, family_name
 from clinical_ner.reports.paper_results import SCORING_NOTE, PaperRow, paper_row, paper_rows
 from clinical_ner.reports.render import (
@@ -47,10 +48,6 @@ GUARANTEED = frozenset(
 GUARANTEED_TEXT = "guaranteed by the decoder"
 
 
-def _epoch(value: int | None) -> str:
-    return MISSING if value is None else str(value)
-
-
 def _paper(approach: str, key: CellKey) -> PaperRow | None:
     """The published row for a cell; none for other NER data than PharmaCoNER."""
     return paper_row(approach, key.model, key.corpus) if key.data == "pharmaconer" else None
@@ -88,28 +85,8 @@ def _documents(scores: CellScores) -> str:
     return "" if interval is None else str(interval.documents)
 
 
-def _coordinates_csv(scores: CellScores, setting: str) -> list[object]:
-    key, cell = scores.cell.key, scores.cell
-    return [
-        key.approach,
-        key.model,
-        family_name(key.model),
-        key.corpus,
-        corpus_name(key.corpus),
-        "" if key.epoch is None else key.epoch,
-        key.scale,
-        key.data,
-        key.budget,
-        key.pretrain_budget,
-        setting,
-        seed_list(cell),
-        len(cell.runs),
-        len(cell.failed),
-        status(cell),
-    ]
-
-
-COORDINATES_CSV = [
+# the cell's own columns in both tables' CSVs (`key_csv`), before its setting, seeds and status
+_KEY = (
     "approach",
     "model",
     "base_model",
@@ -120,12 +97,20 @@ COORDINATES_CSV = [
     "data",
     "budget",
     "pretrain_budget",
-    "setting",
-    "seeds",
-    "n_seeds",
-    "n_failed",
-    "status",
-]
+)
+COORDINATES_CSV = [*_KEY, "setting", "seeds", "n_seeds", "n_failed", "status"]
+
+
+def _coordinates_csv(scores: CellScores, setting: str) -> list[object]:
+    cell = scores.cell
+    return [
+        *key_csv(cell.key, _KEY),
+        setting,
+        seed_list(cell),
+        len(cell.runs),
+        len(cell.failed),
+        status(cell),
+    ]
 
 
 def _paper_table(rows: Sequence[PaperRow], generative: bool) -> str:
@@ -139,7 +124,7 @@ def _paper_table(rows: Sequence[PaperRow], generative: bool) -> str:
             extra = [f"{getattr(row, p):.2f}" for _, _, p in GENERATIVE if p]
             body.append([family_name(row.model), *scores, *extra])
         else:
-            body.append([corpus_name(row.corpus), _epoch(row.epoch), family_name(row.model), *scores])
+            body.append([corpus_name(row.corpus), epoch_text(row.epoch), family_name(row.model), *scores])
     return markdown_table(header, body)
 
 
@@ -173,7 +158,7 @@ def tokencls_table(cells: Sequence[CellScores], n_resamples: int, seed: int) -> 
         rows.append(
             [
                 corpus_name(key.corpus),
-                _epoch(key.epoch),
+                epoch_text(key.epoch),
                 family_name(key.model),
                 *extra,
                 seeds_text(scores.cell),
@@ -257,7 +242,7 @@ def seq2seq_table(cells: Sequence[CellScores], n_resamples: int, seed: int) -> T
         rows.append(
             [
                 family_name(key.model),
-                *([corpus_name(key.corpus), _epoch(key.epoch)] if with_corpus else []),
+                *([corpus_name(key.corpus), epoch_text(key.epoch)] if with_corpus else []),
                 *([setting[key]] if show else []),
                 decoding(key),
                 seeds_text(cell),

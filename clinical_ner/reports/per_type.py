@@ -6,11 +6,10 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from clinical_ner.reports.captions import caption
-from clinical_ner.reports.cells import CELL_CSV_HEADER, Cell, cell_header, settings
+from clinical_ner.reports.cells import Cell, settings
 from clinical_ner.reports.collect import Run
-from clinical_ner.reports.labels import approach_name, corpus_name, family_name
-from clinical_ner.reports.render import FAILED, MISSING, Table, csv_percent, mean_std
-from clinical_ner.reports.scores import seeds_text
+from clinical_ner.reports.columns import CELL_CSV_HEADER, cell_cells, cell_csv, cell_header
+from clinical_ner.reports.render import FAILED, Table, csv_percent, mean_std
 
 
 def _per_type(run: Run) -> Mapping[str, Any]:
@@ -41,26 +40,14 @@ def per_type_table(cells: Sequence[Cell]) -> Table:
     show = any(setting.values())
     rows, csv_rows = [], []
     for cell in cells:
-        key = cell.key
-        coordinates = [approach_name(key.approach), family_name(key.model), corpus_name(key.corpus)]
-        epoch = MISSING if key.epoch is None else str(key.epoch)
         f1s = [mean_std(cell.summary(type_metric(t, "f1"))) if cell.ok else FAILED for t in types]
-        rows.append([*coordinates, epoch, *([setting[key]] if show else []), seeds_text(cell), *f1s])
+        rows.append([*cell_cells(cell, setting[cell.key], show), *f1s])
         for entity_type in types:
             summaries = [cell.summary(type_metric(entity_type, n)) for n in ("precision", "recall", "f1")]
             support = cell.summary(type_metric(entity_type, "support"))
             csv_rows.append(
                 [
-                    key.approach,
-                    key.model,
-                    key.corpus,
-                    "" if key.epoch is None else key.epoch,
-                    key.scale,
-                    key.data,
-                    key.budget,
-                    key.pretrain_budget,
-                    setting[key],
-                    len(cell.runs),
+                    *cell_csv(cell, setting[cell.key]),
                     entity_type,
                     *(v for s in summaries for v in (csv_percent(s.mean), csv_percent(s.std))),
                     "" if support.mean is None else f"{support.mean:.1f}",
