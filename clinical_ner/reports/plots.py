@@ -63,13 +63,29 @@ def _annotate(ax: Axes, text: str, x: float, y: float) -> None:
         ax.annotate(text, (x, y), textcoords="offset points", xytext=(4, 4), fontsize=7).set_in_layout(False)
 
 
-def _legend(ax: Axes, cells: Sequence[Cell], paper: bool = False) -> None:
-    approaches = sorted({c.key.approach for c in cells}, key=lambda a: rank(a, APPROACH_ORDER))
-    models = sorted({c.key.model for c in cells}, key=lambda m: rank(m, FAMILY_ORDER))
-    handles = [
+def _approaches(cells: Sequence[Cell]) -> list[str]:
+    """The approaches among `cells`, in the paper's order."""
+    return sorted({c.key.approach for c in cells}, key=lambda a: rank(a, APPROACH_ORDER))
+
+
+def _approach_handles(cells: Sequence[Cell]) -> list[Line2D]:
+    """Legend entries: each approach's marker."""
+    return [
         Line2D([], [], marker=_marker(a), color="0.3", linestyle="", label=approach_name(a))
-        for a in approaches
+        for a in _approaches(cells)
     ]
+
+
+def _log_x_if_wide(ax: Axes, xs: Sequence[float]) -> None:
+    """A log x axis where the values span more than 20x (runs from minutes to hours: a log axis keeps both)."""
+    if xs and min(xs) > 0 and max(xs) / min(xs) > 20:
+        ax.set_xscale("log")
+        ax.xaxis.set_minor_formatter(NullFormatter())
+
+
+def _legend(ax: Axes, cells: Sequence[Cell], paper: bool = False) -> None:
+    models = sorted({c.key.model for c in cells}, key=lambda m: rank(m, FAMILY_ORDER))
+    handles = _approach_handles(cells)
     handles += [
         Line2D([], [], marker="o", color=_color(m), linestyle="", label=family_name(m)) for m in models
     ]
@@ -153,7 +169,7 @@ def _series_label(series: tuple[str, int, str]) -> str:
 def f1_by_model_corpus(cells: Sequence[Cell], path: Path) -> Path:
     """Grouped bars of test F1 (error bars: seed std): one panel per approach, a group per model, a bar per
     corpus (and pretraining epoch, and setting when settings differ); `failed` where no seed completed."""
-    approaches = sorted({c.key.approach for c in cells}, key=lambda a: rank(a, APPROACH_ORDER)) or ["none"]
+    approaches = _approaches(cells) or ["none"]
     setting = settings(c.key for c in cells)
     fig = Figure(figsize=(max(6.4, 4.2 * len(approaches)), 4.4))
     axes = fig.subplots(1, len(approaches), squeeze=False)[0]
@@ -194,9 +210,7 @@ def cost_vs_f1(cells: Sequence[Cell], path: Path) -> Path:
         xs.append(seconds)
         ax.plot(seconds, f1, marker=_marker(cell.key.approach), color=_color(cell.key.model), linestyle="")
         _annotate(ax, _tag(cell), seconds, f1)
-    if xs and min(xs) > 0 and max(xs) / min(xs) > 20:  # runs from minutes to hours: a log axis keeps both
-        ax.set_xscale("log")
-        ax.xaxis.set_minor_formatter(NullFormatter())
+    _log_x_if_wide(ax, xs)
     ax.set(ylim=(0, 100), xlabel="Training time (s, incl. continual pretraining)", ylabel="Test F1 (%)")
     ax.set_title("Cost vs test F1")
     _legend(ax, cells)
@@ -250,19 +264,12 @@ def decision(scores: Sequence[CellScores], path: Path) -> Path:
                 capsize=2,
             )
             _annotate(ax, _tag(cell), x, f1)
-        xs = [x for _, x, *_ in points]
-        if xs and min(xs) > 0 and max(xs) / min(xs) > 20:
-            ax.set_xscale("log")
-            ax.xaxis.set_minor_formatter(NullFormatter())
+        _log_x_if_wide(ax, [x for _, x, *_ in points])
         ax.set(xlabel=label, ylim=(0, 100))
     axes[0].set_ylabel("Test F1 (%), 95% interval over documents")
     cells = [score.cell for score in scores]
-    approaches = sorted({c.key.approach for c in cells}, key=lambda a: rank(a, APPROACH_ORDER))
     corpora = sorted({c.key.corpus for c in cells}, key=lambda c: rank(c, CORPUS_ORDER))
-    handles = [
-        Line2D([], [], marker=_marker(a), color="0.3", linestyle="", label=approach_name(a))
-        for a in approaches
-    ]
+    handles = _approach_handles(cells)
     handles += [
         Patch(color=_corpus_color(c), label=CORPUS_SHORT.get(c, c) or "not continued") for c in corpora
     ]
