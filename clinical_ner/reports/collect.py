@@ -19,6 +19,11 @@ COORDINATES = ("approach", "model", "corpus", "scale", "seed")
 SCORES = ("precision", "recall", "f1")
 
 
+def _text_field(name: str) -> property:
+    """A Run property: the record's top-level `name` as text ("None" when it has none)."""
+    return property(lambda run: str(run.data.get(name)), doc=f"The record's `{name}`, as text.")
+
+
 @dataclass(frozen=True)
 class Run:
     """One results.json: where it lies and what it holds."""
@@ -26,25 +31,11 @@ class Run:
     path: Path
     data: Mapping[str, Any]
 
-    @property
-    def status(self) -> str:
-        return str(self.data.get("status"))
-
-    @property
-    def approach(self) -> str:
-        return str(self.data.get("approach"))
-
-    @property
-    def model(self) -> str:
-        return str(self.data.get("model"))
-
-    @property
-    def corpus(self) -> str:
-        return str(self.data.get("corpus"))
-
-    @property
-    def scale(self) -> str:
-        return str(self.data.get("scale"))
+    status = _text_field("status")
+    approach = _text_field("approach")
+    model = _text_field("model")
+    corpus = _text_field("corpus")
+    scale = _text_field("scale")
 
     @property
     def seed(self) -> int | None:
