@@ -1,9 +1,12 @@
-"""User errors: one clear line on stderr and a non-zero exit, never a traceback."""
+"""User errors: one clear line on stderr and a non-zero exit, never a traceback; and the other conventions
+every entry point shares (its parser, its warnings)."""
 
 from __future__ import annotations
 
+import argparse
 import errno
 import functools
+import logging
 import sys
 from collections.abc import Callable
 from typing import TypeVar
@@ -35,6 +38,16 @@ def cli(main: Callable[..., T]) -> Callable[..., T]:
             sys.exit(code)
 
     return wrapper
+
+
+def module_parser(module: str, description: str) -> argparse.ArgumentParser:
+    """The argument parser of an entry point, its usage line naming the `python -m <module>` form."""
+    return argparse.ArgumentParser(prog=f"python -m {module}", description=description)
+
+
+def warnings_to_stderr() -> None:
+    """Log warnings as one `warning: ...` line each on stderr, keeping stdout for the command's own output."""
+    logging.basicConfig(level=logging.WARNING, format="warning: %(message)s", stream=sys.stderr)
 
 
 def known_failure(err: BaseException) -> tuple[str, int] | None:

@@ -1,4 +1,4 @@
-"""CLI: score a folder of predicted BRAT .ann files against gold with the official PharmaCoNER rules.
+"""Strict span P/R/F1 of predicted .ann files vs. gold (PharmaCoNER subtask 1 rules).
 
 python -m clinical_ner.evaluate GOLD_DIR PRED_DIR [--rule codalab|standalone] [--json] [--errors FILE]
 """
@@ -7,23 +7,19 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import sys
 from pathlib import Path
 
 from rich.console import Console
 from rich.table import Table
 
-from clinical_ner.errors import UserError, cli
+from clinical_ner.errors import UserError, cli, module_parser, warnings_to_stderr
 from clinical_ner.io_utils import atomic_write_json
 from clinical_ner.metrics.span_scorer import RULES, Scores, error_report, read_ann_dir, score_dirs
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="python -m clinical_ner.evaluate",
-        description="Strict span P/R/F1 of predicted .ann files vs. gold (PharmaCoNER subtask 1 rules).",
-    )
+    parser = module_parser("clinical_ner.evaluate", __doc__.splitlines()[0])
     parser.add_argument("gold_dir", type=Path, help="folder of gold <id>.ann files")
     parser.add_argument("pred_dir", type=Path, help="folder of predicted <id>.ann files")
     parser.add_argument(
@@ -61,7 +57,7 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point; returns 0 on success (user errors exit 2 through `cli`)."""
     args = _parser().parse_args(argv)
     # Warnings (e.g. gold docs without a prediction file) go to stderr, keeping stdout clean for --json.
-    logging.basicConfig(level=logging.WARNING, format="warning: %(message)s", stream=sys.stderr)
+    warnings_to_stderr()
     scores = score_dirs(args.gold_dir, args.pred_dir, args.rule)
     if args.errors is not None:
         report = error_report(

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from clinical_ner.analysis.error_html import render_page
 from clinical_ner.analysis.error_runs import RunErrors, load_runs
-from clinical_ner.errors import UserError, cli
+from clinical_ner.errors import UserError, cli, module_parser
 from clinical_ner.io_utils import atomic_write_text
 from clinical_ner.metrics.error_categories import totals
 from clinical_ner.metrics.span_scorer import RULES
@@ -31,9 +31,9 @@ def default_out(first_run: Path, split: str, runs: int) -> Path:
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="python -m clinical_ner.analysis.error_page",
-        description="One static HTML page of a run's errors (several runs: side by side); opens from disk.",
+    parser = module_parser(
+        "clinical_ner.analysis.error_page",
+        "One static HTML page of a run's errors (several runs: side by side); opens from disk.",
     )
     parser.add_argument(
         "runs", type=Path, nargs="+", metavar="RUN", help="run folders (results.json + predictions/)"

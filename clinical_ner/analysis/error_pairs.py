@@ -1,6 +1,7 @@
-"""CLI: one error page per approach pair of a sweep. Every cell that more than one approach completed (same model,
-corpus, pretraining epoch, scale, seed and NER corpus) gets a page with its runs side by side, token
-classification first.
+"""One error page per cell that several approaches completed (runs side by side).
+
+Every cell of a sweep that more than one approach completed (same model, corpus, pretraining epoch, scale, seed
+and NER corpus) gets a page with its runs side by side, token classification first.
 
 python -m clinical_ner.analysis.error_pairs SWEEP_DIR [--out DIR] [--split test]
 
@@ -10,13 +11,12 @@ Pages go to `SWEEP_DIR/errors/` unless --out says otherwise: they hold clinical 
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 from collections import defaultdict
 from pathlib import Path
 
 from clinical_ner.analysis.error_page import summary_line, write_page
-from clinical_ner.errors import UserError, cli
+from clinical_ner.errors import UserError, cli, module_parser, warnings_to_stderr
 from clinical_ner.reports.collect import Run, collect
 
 APPROACH_ORDER = ("tokencls", "seq2seq")  # the page's columns, left to right; other approaches after them
@@ -50,10 +50,7 @@ def approach_pairs(folders: list[Path]) -> dict[str, list[Path]]:
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="python -m clinical_ner.analysis.error_pairs",
-        description="One error page per cell that several approaches completed (runs side by side).",
-    )
+    parser = module_parser("clinical_ner.analysis.error_pairs", __doc__.splitlines()[0])
     parser.add_argument("sweep", type=Path, help="a sweep folder (e.g. multirun/paper_grid)")
     parser.add_argument("--out", type=Path, help="folder for the pages (default: SWEEP/errors)")
     parser.add_argument("--split", default="test", help="the split shown (default: test)")
@@ -64,7 +61,7 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Entry point; returns 0 (also when the sweep holds no pair yet: it says so)."""
     args = _parser().parse_args(argv)
-    logging.basicConfig(level=logging.WARNING, format="warning: %(message)s", stream=sys.stderr)
+    warnings_to_stderr()
     if not args.sweep.is_dir():
         raise UserError(f"{args.sweep}: sweep folder not found")
     pairs = approach_pairs([args.sweep])

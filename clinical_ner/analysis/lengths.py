@@ -23,7 +23,7 @@ from clinical_ner.approaches.seq2seq.units import make_units
 from clinical_ner.config import compose_config
 from clinical_ner.data.ner_corpus import corpus_types, limit_splits, load_ner_splits
 from clinical_ner.data.types import Document
-from clinical_ner.errors import UserError, cli
+from clinical_ner.errors import UserError, cli, module_parser
 from clinical_ner.io_utils import atomic_write_text
 from clinical_ner.models.backbone import checkpoint_source
 from clinical_ner.models.factory import make_tokenizer
@@ -284,9 +284,7 @@ def _recommendation_notes(results: Sequence[FamilyLengths]) -> list[str]:
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        prog="python -m clinical_ner.analysis.lengths", description=__doc__.split("\n\n")[1]
-    )
+    parser = module_parser("clinical_ner.analysis.lengths", __doc__.split("\n\n")[1])
     parser.add_argument("overrides", nargs="*", help="Hydra overrides (scale=paper, data=synthetic, ...)")
     parser.add_argument("--out", type=Path, default=Path("tables"), help="output folder (default: tables)")
     parser.add_argument("--families", nargs="+", default=list(FAMILIES), help="model families to measure")

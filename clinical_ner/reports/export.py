@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from clinical_ner.errors import UserError, cli
+from clinical_ner.errors import UserError, cli, module_parser
 from clinical_ner.io_utils import atomic_write_text
 from clinical_ner.reports.collect import find_results, read_run
 
@@ -48,9 +48,7 @@ def export(sweep_dir: Path, to: Path) -> dict[str, list[Path]]:
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        prog="python -m clinical_ner.reports.export", description=__doc__.split("\n\n")[1]
-    )
+    parser = module_parser("clinical_ner.reports.export", __doc__.split("\n\n")[1])
     parser.add_argument("sweep_dir", type=Path, help="a sweep folder, e.g. multirun/study")
     parser.add_argument("--to", type=Path, default=DEFAULT_TO, help=f"results folder (default: {DEFAULT_TO})")
     return parser.parse_args(argv)

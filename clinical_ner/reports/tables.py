@@ -16,7 +16,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from clinical_ner.errors import UserError, cli
+from clinical_ner.errors import UserError, cli, module_parser, warnings_to_stderr
 from clinical_ner.reports.cells import Cell, group_cells, metric, settings
 from clinical_ner.reports.collect import Collection, collect
 from clinical_ner.reports.corpus_effect import corpus_effect_table
@@ -80,9 +80,7 @@ def summary_lines(collection: Collection, cells: Sequence[Cell]) -> list[str]:
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        prog="python -m clinical_ner.reports.tables", description=__doc__.split("\n\n")[1]
-    )
+    parser = module_parser("clinical_ner.reports.tables", __doc__.split("\n\n")[1])
     parser.add_argument("dirs", nargs="+", type=Path, help="run or sweep folders (searched recursively)")
     parser.add_argument("--out", type=Path, default=Path("tables"), help="output folder (default: tables)")
     parser.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples (0: no intervals)")
@@ -97,7 +95,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     if args.bootstrap < 0:
         raise UserError(f"--bootstrap must be >= 0, got {args.bootstrap}")
-    logging.basicConfig(level=logging.WARNING, format="warning: %(message)s", stream=sys.stderr)
+    warnings_to_stderr()
     collection = collect(args.dirs)
     if not collection.runs and not collection.skipped:
         raise UserError(f"no results.json found under {', '.join(map(str, args.dirs))}")
