@@ -21,7 +21,7 @@ import json
 import logging
 import time
 import urllib.parse
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -52,6 +52,22 @@ def fetch_json(session: requests.Session, url: str) -> object:
         raise UserError(f"{url}: the service answered with something that is not JSON ({err})") from None
 
 
+def paged(page_of: Callable[[int], tuple[list, bool]], limit: int) -> Iterator:
+    """The items of a paginated listing, pages 1, 2, ... (`page_of(n)`: its items and whether it is the last
+    page), at most `limit`; a page is fetched only when the ones before it fell short of `limit`."""
+    page, seen = 1, 0
+    while seen < limit:
+        items, last = page_of(page)
+        for item in items:
+            if seen >= limit:
+                return
+            seen += 1
+            yield item
+        if not items or last:
+            return
+        page += 1
+
+
 # ---------------------------------------------------------------------------------------------- DailyMed
 
 
@@ -59,22 +75,16 @@ def dailymed_setids(
     session: requests.Session, limit: int, query: str | None, page_size: int = 100
 ) -> Iterator[str]:
     """SPL set ids from the paginated `spls.json` list (optionally `drug_name=query`), at most `limit`."""
-    page, seen = 1, 0
-    while seen < limit:
+
+    def page_of(page: int) -> tuple[list, bool]:
         params = {"page": page, "pagesize": min(page_size, 100)}
         if query:
             params["drug_name"] = query
         listing = fetch_json(session, f"{DAILYMED_API}/spls.json?{urllib.parse.urlencode(params)}")
-        entries = listing.get("data") or []
-        for entry in entries:
-            if seen >= limit:
-                return
-            seen += 1
-            yield entry["setid"]
         total_pages = int((listing.get("metadata") or {}).get("total_pages") or page)
-        if not entries or page >= total_pages:
-            return
-        page += 1
+        return listing.get("data") or [], page >= total_pages
+
+    return (entry["setid"] for entry in paged(page_of, limit))
 
 
 def download_dailymed(out: Path, limit: int, query: str | None = None, delay: float = 0.2) -> list[Path]:
@@ -146,23 +156,18 @@ def html_to_text(html: str) -> str:
 
 def cima_medicines(session: requests.Session, limit: int, query: str | None) -> Iterator[dict]:
     """Medicines from the paginated `medicamentos` search (optionally `nombre=query`), at most `limit`."""
-    page, seen = 1, 0
-    while seen < limit:
+
+    def page_of(page: int) -> tuple[list, bool]:
         params = {"pagina": page}
         if query:
             params["nombre"] = query
         listing = fetch_json(session, f"{CIMA_API}/medicamentos?{urllib.parse.urlencode(params)}")
         results = listing.get("resultados") or []
-        for medicine in results:
-            if seen >= limit:
-                return
-            seen += 1
-            yield medicine
         total = int(listing.get("totalFilas") or 0)
         size = int(listing.get("tamanioPagina") or len(results) or 1)
-        if not results or page * size >= total:
-            return
-        page += 1
+        return results, page * size >= total
+
+    return paged(page_of, limit)
 
 
 def cima_document_text(session: requests.Session, nregistro: str, doc_type: int) -> str:
