@@ -19,6 +19,7 @@ Generation variants (SmolLM2-135M-Instruct, batch 32, continuous batching, free 
 
 Usage: python scripts/bench_real_weights.py [--steps 4] [--rounds 3] [--prompts 32] [--threads 2]
        [--parts tokencls,seq2seq,generation] [--sequential]  (one variant in memory at a time: ~3.5 GB peak)
+       [--variants after,full-head,answer-head]  (training variants to run: all by default)
        python scripts/bench_real_weights.py --small   (a random tiny Llama and random windows: seconds; tests)
 On a host without bf16 kernels (torch capability AVX2) the bf16 baseline runs a scalar fallback at ~1 token/s:
 there use e.g. --steps 1 --rounds 1 --batch-size 4 --prompts 4 --max-new-tokens 12 (README's run: ~10 min).
@@ -246,14 +247,20 @@ def run_variants(
 
 
 def bench_training(
-    work: Workload, steps: int, rounds: int, auto: str, sequential: bool = False
+    work: Workload,
+    steps: int,
+    rounds: int,
+    auto: str,
+    sequential: bool = False,
+    only: tuple = tuple(TRAIN_VARIANTS),
 ) -> dict[str, dict]:
-    """Token-classification tokens/s per variant (TRAIN_VARIANTS), every variant from the same weights."""
+    """Token-classification tokens/s per variant (TRAIN_VARIANTS, those in `only`), all from the same weights."""
     builders = {
         name: lambda p=precision, e=extra: make_step(
             copy.deepcopy(work.classifier), auto if p == "auto" else p, full_head_loss, **e
         )
         for name, (precision, extra) in TRAIN_VARIANTS.items()
+        if name in only
     }
     results, timed = run_variants(builders, work.batches, steps, rounds, sequential)
     tokens = sum(int(b["attention_mask"].sum()) for b in timed)
@@ -268,13 +275,19 @@ def bench_training(
 
 
 def bench_seq2seq_training(
-    work: Workload, steps: int, rounds: int, auto: str, sequential: bool = False
+    work: Workload,
+    steps: int,
+    rounds: int,
+    auto: str,
+    sequential: bool = False,
+    only: tuple = tuple(S2S_VARIANTS),
 ) -> dict[str, dict]:
     """Seq2seq training tokens/s per loss (S2S_VARIANTS) on the same examples, from the same weights; each row
     also says how far its losses are from the first variant's (the same up to float rounding)."""
     builders = {
         name: lambda f=loss: make_step(copy.deepcopy(work.lm), auto, f, fused=True)
         for name, loss in S2S_VARIANTS.items()
+        if name in only
     }
     results, timed = run_variants(builders, work.s2s_batches, steps, rounds, sequential)
     tokens = sum(int(b["attention_mask"].sum()) for b in timed)
@@ -354,10 +367,17 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument(
         "--sequential", action="store_true", help="one training variant in memory at a time (not interleaved)"
     )
+    parser.add_argument(
+        "--variants",
+        default=",".join([*TRAIN_VARIANTS, *S2S_VARIANTS]),
+        help="training variants to run (e.g. leave out `before` where bf16 is a scalar fallback)",
+    )
     args = parser.parse_args(argv)
-    parts = args.parts.split(",")
+    parts, variants = args.parts.split(","), tuple(args.variants.split(","))
     if not set(parts) <= set(PARTS):
         parser.error(f"--parts: choose from {','.join(PARTS)}")
+    if not set(variants) <= {*TRAIN_VARIANTS, *S2S_VARIANTS}:
+        parser.error(f"--variants: choose from {','.join([*TRAIN_VARIANTS, *S2S_VARIANTS])}")
     torch.set_num_threads(args.threads)
     batches = args.steps * (args.rounds + 1)
     if args.small:
@@ -385,15 +405,16 @@ def main(argv: list[str] | None = None) -> dict:
 
     flops = train_flops_per_token(*dims, c.num_hidden_layers, full=True)
     out = {"bandwidth_gbs": bandwidth, "auto": auto, "padding": work.padding}
-    if "tokencls" in parts:
-        training = bench_training(work, args.steps, args.rounds, auto, args.sequential)
+    if "tokencls" in parts and set(variants) & set(TRAIN_VARIANTS):
+        training = bench_training(work, args.steps, args.rounds, auto, args.sequential, variants)
         out["training"] = training
-        title = f"training (token classification, {training['before']['tokens']} tokens per variant, same windows)"
+        tokens = next(iter(training.values()))["tokens"]
+        title = f"training (token classification, {tokens} tokens per variant, same windows)"
         train_lines(title, training, flops, limit, work.padding["tokencls"])
     work.classifier = None  # its memory, before the causal LM trains
     gc.collect()
-    if "seq2seq" in parts:
-        s2s = bench_seq2seq_training(work, args.steps, args.rounds, auto, args.sequential)
+    if "seq2seq" in parts and set(variants) & set(S2S_VARIANTS):
+        s2s = bench_seq2seq_training(work, args.steps, args.rounds, auto, args.sequential, variants)
         out["seq2seq_training"] = s2s
         row = next(iter(s2s.values()))
         # useful FLOPs per real token: the decoder layers at every token, the LM head (trained: tied embedding)
