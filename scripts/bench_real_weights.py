@@ -80,7 +80,7 @@ class Workload:
     """What the benchmark runs: a token classifier, a causal LM, training batches and prompts."""
 
     classifier: torch.nn.Module | None
-    lm: torch.nn.Module
+    lm: torch.nn.Module | None
     batches: list[dict]
     prompts: list[list[int]]
     pad_id: int
@@ -128,10 +128,12 @@ def padding_share(batches: list[dict]) -> float:
     return 1 - real / sum(b["attention_mask"].numel() for b in batches)
 
 
-def real_workload(batches: int, batch_size: int, prompts: int, s2s_batch_size: int) -> Workload:
+def real_workload(
+    batches: int, batch_size: int, prompts: int, s2s_batch_size: int, parts: tuple = PARTS
+) -> Workload:
     """SmolLM2-135M (packaged or hub weights) on PharmaCoNER: the small recipe's training windows (its datamodule,
     length-grouped batches), the seq2seq small recipe's training examples (its stage's datamodule) and its test
-    prompts (sentences, longest first dropped)."""
+    prompts (sentences, longest first dropped). Only the models that `parts` train or run are loaded."""
     from clinical_ner.approaches.seq2seq.stage import Seq2seqStage
     from clinical_ner.approaches.tokencls.datamodule import TokenClsDataModule, Windowing
     from clinical_ner.approaches.tokencls.tagging import bio_labels
@@ -159,13 +161,17 @@ def real_workload(batches: int, batch_size: int, prompts: int, s2s_batch_size: i
     epoch = list(data.train_dataloader())  # cheap (no model): the padding share over a whole epoch
     windows = epoch[:batches]
     torch.manual_seed(0)
-    classifier = build_token_classifier(cfg.model, cfg.scale, tokenizer, labels, bidirectional=True)
+    classifier = None
+    if "tokencls" in parts:
+        classifier = build_token_classifier(cfg.model, cfg.scale, tokenizer, labels, bidirectional=True)
     s2s = compose_config(["model=smollm2", "scale=small", "approach=seq2seq"])
     s2s.data.batch_size = s2s_batch_size
     instruct = make_tokenizer(s2s.model, s2s.scale, texts, cache_dir(s2s.cache_dir), True)
     stage = Seq2seqStage(s2s, instruct, types, splits)
     s2s_epoch = list(stage.build_datamodule().train_dataloader())
-    lm = build_causal_lm(s2s.model, s2s.scale, instruct, instruct=True).eval()
+    lm = None
+    if {"seq2seq", "generation"} & set(parts):
+        lm = build_causal_lm(s2s.model, s2s.scale, instruct, instruct=True).eval()
     return Workload(
         classifier,
         lm,
@@ -383,8 +389,8 @@ def main(argv: list[str] | None = None) -> dict:
     if args.small:
         work = tiny_workload(batches, args.batch_size, args.prompts)
     else:
-        work = real_workload(batches, args.batch_size, args.prompts, args.s2s_batch_size)
-    c = work.classifier.config
+        work = real_workload(batches, args.batch_size, args.prompts, args.s2s_batch_size, tuple(parts))
+    c = (work.classifier or work.lm).config  # the same architecture
     dims = (c.hidden_size, c.intermediate_size, c.num_attention_heads, c.num_key_value_heads)
     rows = 256 if args.small else 1024
     shapes = model_shapes(*dims, rows)
