@@ -18,7 +18,7 @@ Generation variants (SmolLM2-135M-Instruct, batch 32, continuous batching, free 
   slower path)
 
 Usage: python scripts/bench_real_weights.py [--steps 4] [--rounds 3] [--prompts 32] [--threads 2]
-       [--parts tokencls,seq2seq,generation] [--sequential]  (one variant in memory at a time: ~3.5 GB peak)
+       [--parts tokencls,seq2seq,generation] [--sequential]  (one variant in memory at a time: ~7 GB peak)
        [--variants after,full-head,answer-head]  (training variants to run: all by default)
        python scripts/bench_real_weights.py --small   (a random tiny Llama and random windows: seconds; tests)
 On a host without bf16 kernels (torch capability AVX2) the bf16 baseline runs a scalar fallback at ~1 token/s:
