@@ -43,3 +43,14 @@ def test_answer_loss_and_gradients_equal_the_models_own(tiny_llama, lora):
     for name, param in model.named_parameters():
         if param.requires_grad:
             assert torch.allclose(param.grad, expected[name], atol=1e-6), name
+
+
+def test_the_lm_head_sees_only_the_labelled_positions(tiny_llama):
+    model = tiny_llama(LlamaForCausalLM, seed=1, vocab_size=97, pad_token_id=None)
+    batch = _batch(model.config.vocab_size)
+    rows = []  # what the head projects: a [positions, hidden] matrix, no batch x sequence grid
+    model.lm_head.register_forward_hook(lambda m, args, out: rows.append(tuple(args[0].shape)))
+    answer_loss(model, batch)
+    labelled = int((batch["labels"][:, 1:] != -100).sum())  # after the causal shift
+    assert rows == [(labelled, model.config.hidden_size)]
+    assert labelled < batch["input_ids"].numel() // 2  # prompts and padding are most positions here

@@ -188,7 +188,11 @@ def test_feeding_a_run_gives_the_logits_of_stepping_through_it(tokenizer):
 
     with torch.inference_mode():
         fed = start()
+        heads = []  # positions the LM head projects per feed: each line's last run token only
+        hook = model.lm_head.register_forward_hook(lambda m, args, out: heads.append(args[0].shape[:-1]))
         fed.feed(runs)
+        hook.remove()
+        assert [tuple(shape) for shape in heads] == [(2, 1)]
         for line, run in enumerate(runs):
             alone = _Batch(
                 model, torch.tensor([prompts[line]]), torch.ones(1, len(prompts[line]), dtype=torch.long), [0]

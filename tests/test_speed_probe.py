@@ -112,12 +112,13 @@ def test_gemm_fraction_in_the_train_section():
     assert gemm_section(cfg, None, {})["gemm"] is None  # a GPU run: no CPU probe
 
 
-def test_bench_quick_mode_runs_both_variants(capsys):
+@pytest.mark.parametrize("order", [[], ["--sequential"]])
+def test_bench_quick_mode_runs_both_variants(capsys, order):
     spec = importlib.util.spec_from_file_location("bench", ROOT / "scripts" / "bench_real_weights.py")
     bench = importlib.util.module_from_spec(spec)
     sys.modules["bench"] = bench  # its dataclass looks its module up
     spec.loader.exec_module(bench)
-    args = ["--small", "--steps", "1", "--rounds", "1", "--batch-size", "2", "--prompts", "3"]
+    args = ["--small", "--steps", "1", "--rounds", "1", "--batch-size", "2", "--prompts", "3", *order]
     out = bench.main([*args, "--max-new-tokens", "4", "--probe-seconds", "0.05", "--threads", "1"])
     printed = capsys.readouterr().out
     for line in (
@@ -130,6 +131,12 @@ def test_bench_quick_mode_runs_both_variants(capsys):
     assert out["auto"] in ("bf16-mixed", "32-true") and out["bandwidth_gbs"] > 0
     assert set(out["training"]) == {"before", "auto-only", "after"}
     assert all(row["tokens_per_s"] > 0 and row["gemm_fraction"] > 0 for row in out["training"].values())
+    s2s = out["seq2seq_training"]
+    assert set(s2s) == {"full-head", "answer-head"} and "training (seq2seq" in printed
+    assert s2s["answer-head"]["loss_difference"] < 1e-5  # the same losses step by step, same weights
+    assert 0 < s2s["answer-head"]["labelled"] < s2s["answer-head"]["tokens"]
+    assert all(0 < row["optimizer_share"] < 1 for row in (*s2s.values(), *out["training"].values()))
+    assert 0 < out["padding"]["tokencls"] < 1 and 0 < out["padding"]["seq2seq"] < 1
     assert out["generation"]["before"]["same_answers"] == 3  # the baseline agrees with itself
     assert SimpleNamespace(**out["generation"]["after"]).docs_per_s > 0
 

@@ -240,11 +240,9 @@ class _Batch:
             added[line, : len(run)] = 1
         self.mask = torch.cat([self.mask, added], dim=1)
         positions = self.next_position + torch.arange(width, device=ids.device)
-        out = self.model(
-            input_ids=ids, attention_mask=self.mask, position_ids=positions, cache=self.cache, use_cache=True
-        )
         lengths = torch.tensor([len(run) for run in runs], device=ids.device)
-        self.logits = out.logits[torch.arange(len(runs), device=ids.device), lengths - 1]
+        # the LM head on each line's last run token only (not on `width` positions of a 49k-128k vocabulary)
+        self.logits = self._forward(ids, positions, logits_to_keep=(lengths - 1)[:, None])
         self.next_position = self.next_position + lengths[:, None]
 
     def step(self, tokens: torch.Tensor) -> None:
