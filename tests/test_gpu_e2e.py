@@ -1,29 +1,18 @@
-"""scripts/gpu_e2e.py at --small size on the CPU: the real CLI runs every approach on a random checkpoint of a
+"""clinical_ner.checks.gpu.e2e at --small size on the CPU: the real CLI runs every approach on a random checkpoint of a
 family's architecture and the report has a complete row per run."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
-from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
+from clinical_ner.checks.gpu import e2e as gpu_e2e
+
 RUNS = ["make checkpoint", "tokencls", "seq2seq constrained", "seq2seq free", "tokencls QLoRA"]
 
 
-def load_script():
-    spec = importlib.util.spec_from_file_location("gpu_e2e", ROOT / "scripts" / "gpu_e2e.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["gpu_e2e"] = module  # its dataclasses look their module up
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_unknown_family_and_missing_gpu_are_refused(capsys):
-    gpu_e2e = load_script()
     with pytest.raises(SystemExit):
         gpu_e2e.main(["--families", "llama9"])
     assert "unknown families" in capsys.readouterr().err
@@ -32,7 +21,6 @@ def test_unknown_family_and_missing_gpu_are_refused(capsys):
 @pytest.mark.slow
 def test_small_run_on_cpu_reports_every_run(tmp_path):
     pytest.importorskip("bitsandbytes")
-    gpu_e2e = load_script()
     out, work = tmp_path / "gpu_e2e.md", tmp_path / "work"
     argv = ["--small", "--families", "llama3_2", "--threads", "1", "--work", str(work), "--out", str(out)]
     assert gpu_e2e.main(argv) == 0

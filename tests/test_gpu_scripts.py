@@ -1,23 +1,14 @@
-"""scripts/gpu_mfu.py and scripts/gpu_decode.py at --small size on the CPU: every case measured, and our
+"""clinical_ner.checks.gpu.mfu and .decode at --small size on the CPU: every case measured, and our
 decoder's free answers identical to `model.generate` on the same prompts."""
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
-
-
-def load(name: str):
-    spec = importlib.util.spec_from_file_location(name, ROOT / "scripts" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module  # its dataclasses look their module up
-    spec.loader.exec_module(module)
-    return module
+from clinical_ner.checks.gpu import decode as gpu_decode
+from clinical_ner.checks.gpu import mfu as gpu_mfu
 
 
 def table(path: Path) -> list[list[str]]:
@@ -27,7 +18,6 @@ def table(path: Path) -> list[list[str]]:
 
 @pytest.mark.slow
 def test_mfu_small_measures_every_case(tmp_path):
-    gpu_mfu = load("gpu_mfu")
     out = tmp_path / "mfu.md"
     argv = ["--small", "--families", "llama3_2", "--steps", "1", "--no-compile", "--out", str(out)]
     assert gpu_mfu.main(argv) == 0
@@ -38,7 +28,6 @@ def test_mfu_small_measures_every_case(tmp_path):
 
 @pytest.mark.slow
 def test_decode_small_free_answers_equal_generate(tmp_path):
-    gpu_decode = load("gpu_decode")
     out = tmp_path / "decode.md"
     argv = ["--small", "--no-batch-api", "--cache", str(tmp_path / "cache"), "--out", str(out)]
     assert gpu_decode.main(argv) == 0

@@ -24,7 +24,7 @@ LAYERS: list[set[str]] = [
     {"metrics", "models"},
     {"planning", "training"},
     {"pretrain", "approaches.tokencls", "approaches.seq2seq", "approaches"},
-    {"analysis", "run"},
+    {"analysis", "run", "checks"},  # checks: commands a user runs on the code or a GPU
     {"train", "predict", "evaluate", "plan"},  # entry points
     {"cli"},  # the `clinical-ner` command over them (it imports them by name, when a command runs)
     {"__main__"},  # python -m clinical_ner

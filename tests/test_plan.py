@@ -7,7 +7,6 @@ docs/planning.md quotes.
 
 from __future__ import annotations
 
-import importlib.util
 import subprocess
 import sys
 from dataclasses import replace
@@ -16,6 +15,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from clinical_ner.checks.gpu import planner as gpu_check
 from clinical_ner.config import compose_config
 from clinical_ner.models.backbone import count_parameters
 from clinical_ner.plan import main as plan_main
@@ -227,10 +227,6 @@ def test_cli_error_exit_code_in_a_process() -> None:
 
 
 def test_gpu_check_small_on_cpu(tmp_path: Path) -> None:
-    spec = importlib.util.spec_from_file_location("gpu_check", ROOT / "scripts" / "gpu_check.py")
-    gpu_check = importlib.util.module_from_spec(spec)
-    sys.modules["gpu_check"] = gpu_check  # its dataclasses look their module up
-    spec.loader.exec_module(gpu_check)
     out = tmp_path / "gpu_check.md"
     assert gpu_check.main(["--small", "--families", "llama3", "--out", str(out)]) == 0
     rows = [line for line in out.read_text().splitlines() if line.startswith("| llama3 |")]

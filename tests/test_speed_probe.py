@@ -1,5 +1,5 @@
 """This CPU's limits measured in the run: the GEMM probe, `precision: auto`, the results.json `train` fields it
-feeds (steady-state tokens/s, GEMM fraction), and scripts/bench_real_weights.py's quick mode."""
+feeds (steady-state tokens/s, GEMM fraction), and benchmarks/bench_real_weights.py's quick mode."""
 
 from __future__ import annotations
 
@@ -113,7 +113,7 @@ def test_gemm_fraction_in_the_train_section():
 
 
 def test_bench_quick_mode_runs_both_variants(capsys):
-    spec = importlib.util.spec_from_file_location("bench", ROOT / "scripts" / "bench_real_weights.py")
+    spec = importlib.util.spec_from_file_location("bench", ROOT / "benchmarks" / "bench_real_weights.py")
     bench = importlib.util.module_from_spec(spec)
     sys.modules["bench"] = bench  # its dataclass looks its module up
     spec.loader.exec_module(bench)

@@ -5,8 +5,8 @@ micro-batch 16 x 1 (same effective batch 16), with and without `torch.compile`; 
 projection, whole documents) with the LM head on every position (the original's loss) and on answer positions
 only (`answer_loss`, what the CLI trains with).
 
-    python scripts/gpu_mfu.py --families llama3_1,llama3_2 --out docs/gpu_mfu.md     # one GPU, ~2-3 min
-    python scripts/gpu_mfu.py --small                                                # CPU smoke run
+    python -m clinical_ner.checks.gpu.mfu --families llama3_1,llama3_2 --out docs/gpu_mfu.md     # one GPU, ~2-3 min
+    python -m clinical_ner.checks.gpu.mfu --small                                                # CPU smoke run
 
 MFU = real tokens/s x model FLOPs per token (clinical_ner/planning/flops.py: 2N forward, 2N input gradients,
 attention; the frozen base has no weight gradients; the LM head counted only where it is applied) / bf16 dense
@@ -24,9 +24,7 @@ from pathlib import Path
 import torch
 
 from clinical_ner.approaches.seq2seq.module import answer_loss
-from clinical_ner.config import compose_config
-from clinical_ner.planning import flops_per_token, setup_for
-from clinical_ner.planning.device_check import (
+from clinical_ner.checks.gpu.device import (
     FAMILIES,
     device_for,
     free,
@@ -36,6 +34,8 @@ from clinical_ner.planning.device_check import (
     sync,
     write_report,
 )
+from clinical_ner.config import compose_config
+from clinical_ner.planning import flops_per_token, setup_for
 from clinical_ner.planning.measure import build_model, random_batch
 
 
@@ -138,7 +138,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.small:
         torch.set_num_threads(1)
         cases = [replace(c, micro_batch=c.micro_batch // 4, length=32) for c in cases]
-    lines = report_head("Training MFU at real size", device_name, "scripts/gpu_mfu.py", argv)
+    lines = report_head("Training MFU at real size", device_name, "clinical_ner.checks.gpu.mfu", argv)
     lines += ["| family | case | tokens/s | MFU |", "| --- | --- | ---: | ---: |"]
     print("\n".join(lines), flush=True)
     for family in families:

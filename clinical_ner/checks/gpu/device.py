@@ -1,4 +1,4 @@
-"""What the device checks share (scripts/gpu_check.py: the planner against a GPU; scripts/gpu_e2e.py: the real
+"""What the device checks share (checks.gpu.planner: the planner against a GPU; checks.gpu.e2e: the real
 CLI on random real-size checkpoints): the families, the device, the peak FLOP/s that MFU divides by, and the head
 of their Markdown reports."""
 
@@ -45,11 +45,11 @@ def peak_flops(cfg, setup: Setup, device: torch.device) -> float | None:
     return (p.cpu_peak_tflops_bf16 if setup.precision.compute == 2 else p.cpu_peak_tflops_fp32) * 1e12
 
 
-def report_head(title: str, device_name: str, script: str, argv: list[str]) -> list[str]:
-    """The first lines of a report: title, date, device, versions and the command (`script` + `argv`)."""
+def report_head(title: str, device_name: str, module: str, argv: list[str]) -> list[str]:
+    """The first lines of a report: title, date, device, versions and the command (`python -m module` + `argv`)."""
     import transformers
 
-    command = shlex.join(["python", script, *argv])
+    command = shlex.join(["python", "-m", module, *argv])
     return [
         f"# {title}",
         "",

@@ -3,9 +3,9 @@ allocated on the GPU in bf16, no download) trains a few steps of each approach (
 seq2seq: LoRA r 64 on every projection) and generates a batch; prints tokens/s, MFU, peak memory
 (torch.cuda.max_memory_allocated) and the planner's prediction beside each measurement.
 
-    python scripts/gpu_check.py [--families llama2,llama3,llama3_1,llama3_2] [--steps 4] [--batch-size 8]
+    python -m clinical_ner.checks.gpu.planner [--families llama2,llama3,llama3_1,llama3_2] [--steps 4] [--batch-size 8]
         [--length 256] [--quantization nf4] [--out docs/gpu_check.md]
-    python scripts/gpu_check.py --small     # CPU: tiny sizes, 2 steps in fp32 (tests/test_plan.py runs this)
+    python -m clinical_ner.checks.gpu.planner --small     # CPU: tiny sizes, 2 steps in fp32 (tests/test_plan.py runs this)
 
 On CPU the "peak" column is the measured tensor bytes (parameters, gradients, AdamW state, saved activations).
 """
@@ -20,9 +20,7 @@ from pathlib import Path
 
 import torch
 
-from clinical_ner.config import compose_config
-from clinical_ner.planning import GiB, flops_per_token, plan_setup, setup_for
-from clinical_ner.planning.device_check import (
+from clinical_ner.checks.gpu.device import (
     FAMILIES,
     device_for,
     free,
@@ -32,6 +30,8 @@ from clinical_ner.planning.device_check import (
     sync,
     write_report,
 )
+from clinical_ner.config import compose_config
+from clinical_ner.planning import GiB, flops_per_token, plan_setup, setup_for
 from clinical_ner.planning.measure import build_model, measure_step, random_batch
 from clinical_ner.planning.memory import Setup, plan_generation
 
@@ -156,7 +156,9 @@ def _line(r: Row) -> str:
 def markdown(rows: list[Row], device_name: str, argv: list[str]) -> str:
     """The report: date, device, versions, command and one table row per check."""
     head = [
-        *report_head("GPU check: planner vs. measurement", device_name, "scripts/gpu_check.py", argv),
+        *report_head(
+            "GPU check: planner vs. measurement", device_name, "clinical_ner.checks.gpu.planner", argv
+        ),
         "| family | task | quantization | batch x tokens | tokens/s | MFU | measured GiB | planned GiB | ratio |",
         "| --- | --- | --- | --- | ---: | ---: | ---: | ---: | ---: |",
     ]

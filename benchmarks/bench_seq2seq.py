@@ -8,7 +8,7 @@ then prints the two ratios. Our loop at batch 1 is timed too, so the gain of bat
 `--model RUN/model` benchmarks a trained run's saved model instead (one that writes real entities). The token
 budget defaults to the tiny recipe's: constrained decoding closes the array once the budget left could not finish
 an entity, so a budget of 64 would make it answer `[]` at once and measure nothing.
-Usage: python scripts/bench_seq2seq.py [--prompts 128] [--batch-size 16] [--max-new-tokens 192] [--threads N]
+Usage: python benchmarks/bench_seq2seq.py [--prompts 128] [--batch-size 16] [--max-new-tokens 192] [--threads N]
     [--model RUN/model] [--entity-bias 0]
 
 `--formats` compares the answer formats instead (approach.format json / inline / words): for each, a fresh tiny

@@ -1,6 +1,7 @@
 """Gold round trip of each seq2seq answer format on a PharmaCoNER split: spans -> answer -> parse -> spans.
 
-Usage: PHARMACONER_DIR=... python scripts/roundtrip_formats.py [--split train] [--unit sentence]
+Usage: PHARMACONER_DIR=... clinical-ner format-roundtrip [--split train] [--unit sentence]
+(= python -m clinical_ner.analysis.format_roundtrip)
 """
 
 from __future__ import annotations

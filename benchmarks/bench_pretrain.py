@@ -7,7 +7,7 @@ document into 8000-token windows overlapping by 2000 (25%), padded; here that is
 windows of `block` tokens overlapping by `block // 4`, each padded to `block` (padding masked out of loss and
 attention). Prints, for each, raw tokens/s (every position computed, padding included), and unique training
 tokens/s (tokens not seen before in the epoch: no padding, no re-trained overlap), then the ratio.
-Usage: python scripts/bench_pretrain.py [--steps 30] [--batch-size 16] [--block 256] [--threads 2]
+Usage: python benchmarks/bench_pretrain.py [--steps 30] [--batch-size 16] [--block 256] [--threads 2]
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 Same tiny model (same init), same windows, batch size, precision (bf16 autocast), thread count and compile
 setting (off) on both sides, in one process; prints tokens/s of each, the ratio, and padding efficiency.
-Usage: python scripts/bench_tokencls.py [--steps 60] [--batch-size 32] [--threads 2]
+Usage: python benchmarks/bench_tokencls.py [--steps 60] [--batch-size 32] [--threads 2]
 """
 
 from __future__ import annotations

@@ -3,8 +3,8 @@ continuous-batching loop (free and schema-constrained) against `model.generate` 
 prompts, and against transformers' continuous-batching `generate_batch`, for sentence and document units of the
 corpus's test split (prompts rendered by the run's own renderer and a tokenizer of the family's kind trained here).
 
-    python scripts/gpu_decode.py --family llama3_1 --out docs/gpu_decode.md      # one GPU, ~2 min
-    python scripts/gpu_decode.py --small                                         # CPU smoke run
+    python -m clinical_ner.checks.gpu.decode --family llama3_1 --out docs/gpu_decode.md      # one GPU, ~2 min
+    python -m clinical_ner.checks.gpu.decode --small                                         # CPU smoke run
 
 Random weights never write a stop token, so every free answer runs to `--max-new-tokens` and all free decoders make
 the same number of tokens; the constrained decoder writes what the schema allows (it may close early). The
@@ -25,12 +25,12 @@ from transformers import GenerationConfig
 from clinical_ner.approaches.seq2seq.datamodule import prompt_split
 from clinical_ner.approaches.seq2seq.decoding import SchemaConstraint, TokenVocab, generate
 from clinical_ner.approaches.seq2seq.prompt import make_renderer
+from clinical_ner.checks.gpu.device import FAMILIES, device_for, report_head, sync, write_report
 from clinical_ner.config import compose_config
 from clinical_ner.data.batching import PadCollator
 from clinical_ner.data.ner_corpus import corpus_types, load_ner_splits
 from clinical_ner.models.tokenizer import load_or_train_tokenizer
 from clinical_ner.planning import setup_for
-from clinical_ner.planning.device_check import FAMILIES, device_for, report_head, sync, write_report
 from clinical_ner.planning.measure import build_model
 
 BANDWIDTH = 4.8e12  # H200 HBM3e, datasheet bytes/s
@@ -128,7 +128,7 @@ def main(argv: list[str] | None = None) -> int:
     kv_per_token = a.layers * 2 * a.kv_heads * a.head_dim * 2
     precision = "bf16-true" if device.type == "cuda" else "32"
     token_vocab = TokenVocab(tokenizer)
-    lines = report_head("Seq2seq decoding at real size", device_name, "scripts/gpu_decode.py", argv)
+    lines = report_head("Seq2seq decoding at real size", device_name, "clinical_ner.checks.gpu.decode", argv)
     lines += [
         f"{args.family} (random weights, {weight_bytes / 2**30:.1f} GiB), batch {b}, {budget} new tokens at most.",
         "",

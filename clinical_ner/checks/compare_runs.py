@@ -1,9 +1,9 @@
 """Same numbers before and after a refactor: run three fast cases with one checkout's code, then compare two
 such folders field by field.
 
-    python scripts/compare_runs.py run /tmp/before --code /tmp/old_checkout   # runs the old code
-    python scripts/compare_runs.py run /tmp/after                               # runs this checkout
-    python scripts/compare_runs.py compare /tmp/before /tmp/after
+    python -m clinical_ner.checks.compare_runs run /tmp/before --code /tmp/old_checkout   # runs the old code
+    python -m clinical_ner.checks.compare_runs run /tmp/after                               # runs this checkout
+    python -m clinical_ner.checks.compare_runs compare /tmp/before /tmp/after
 
 Cases: token classification 30 steps (PharmaCoNER, $PHARMACONER_DIR), seq2seq with constrained decoding 20 steps
 (5 dev/test documents; token classification 20), and a 2-cell synthetic sweep (`-m seed=1,2`). Compared: every numeric field of each
@@ -21,7 +21,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+from clinical_ner.run_folder import MODEL_DIR, PREDICTIONS_DIR, RESULTS_FILE
+
+ROOT = Path(__file__).resolve().parents[2]  # the checkout this package sits in
 # one thread: on a shared machine two threads per run contend badly, and the numbers must not depend on it
 FAST = ["logger=csv", "trainer.enable_progress_bar=false", "trainer.threads=1"]
 CASES = {
@@ -83,8 +85,8 @@ def _files(folder: Path) -> dict[str, str]:
 def compare(before: Path, after: Path) -> list[str]:
     """The differences between two `run` folders, one line each (empty: identical)."""
     differences: list[str] = []
-    old_results = {p.relative_to(before) for p in before.rglob("results.json")}
-    new_results = {p.relative_to(after) for p in after.rglob("results.json")}
+    old_results = {p.relative_to(before) for p in before.rglob(RESULTS_FILE)}
+    new_results = {p.relative_to(after) for p in after.rglob(RESULTS_FILE)}
     if old_results != new_results:
         differences.append(f"results.json sets differ: {sorted(map(str, old_results ^ new_results))}")
     for rel in sorted(old_results & new_results):
@@ -97,7 +99,7 @@ def compare(before: Path, after: Path) -> list[str]:
             if a.get(key) != b.get(key):
                 differences.append(f"{rel}: {key} {a.get(key)} != {b.get(key)}")
         run = rel.parent
-        for sub in ("model", "predictions"):
+        for sub in (MODEL_DIR, PREDICTIONS_DIR):
             fa, fb = _files(before / run / sub), _files(after / run / sub)
             for key in sorted(fa.keys() | fb.keys()):
                 if fa.get(key) != fb.get(key):
@@ -125,7 +127,7 @@ def main(argv: list[str] | None = None) -> int:
     differences = compare(args.before, args.after)
     for line in differences:
         print(line)
-    checked = len(list(args.before.rglob("results.json")))
+    checked = len(list(args.before.rglob(RESULTS_FILE)))
     print(f"{'identical' if not differences else f'{len(differences)} differences'} ({checked} results.json)")
     return 1 if differences else 0
 

@@ -5,8 +5,8 @@ Each variant runs in its own process (kernel choices are read when torch loads).
 another machine's CPU: `ATEN_CPU_CAPABILITY` picks torch's own vectorised kernels (norms, softmax, activations),
 `ONEDNN_MAX_CPU_ISA` the oneDNN kernels behind bf16 matmuls, `MKL_CBWR` MKL's fp32 GEMM code path.
 
-    python scripts/cpu_determinism.py --out /tmp/determinism.json            # tiny random model, 30 steps
-    python scripts/cpu_determinism.py --extra model=smollm2 scale=small data.train_limit=16 --steps 3
+    python -m clinical_ner.checks.determinism --out /tmp/determinism.json            # tiny random model, 30 steps
+    python -m clinical_ner.checks.determinism --extra model=smollm2 scale=small data.train_limit=16 --steps 3
 """
 
 from __future__ import annotations
@@ -19,7 +19,9 @@ import sys
 import tempfile
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+from clinical_ner.run_folder import RunFolder
+
+ROOT = Path(__file__).resolve().parents[2]  # the checkout this package sits in
 VARIANTS = {
     "baseline (2 threads)": ({}, 2),
     "baseline again": ({}, 2),
@@ -44,15 +46,14 @@ def train(folder: Path, env: dict, threads: int, steps: int, extra: list[str], c
     done = subprocess.run(command, cwd=ROOT, env=environment, capture_output=True, text=True)
     if done.returncode != 0:
         raise SystemExit(f"{folder.name}: exit {done.returncode}\n{done.stderr[-2000:]}")
-    return json.loads((folder / "results.json").read_text())
+    return json.loads(RunFolder(folder).results.read_text())
 
 
 def weights(folder: Path) -> dict:
+    """The model's state dict from the run's last checkpoint."""
     import torch
 
-    return torch.load(folder / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)[
-        "state_dict"
-    ]
+    return torch.load(RunFolder(folder).last_checkpoint, map_location="cpu", weights_only=True)["state_dict"]
 
 
 def compare(first: dict, other: dict) -> tuple[bool, float]:
@@ -81,7 +82,7 @@ def main() -> None:
             row |= {"dev_f1": results["dev"]["f1"], "test_f1": results["test"]["f1"]}
             rows.append(row)
             print(json.dumps(row), flush=True)
-            (folder / "checkpoints" / "last.ckpt").unlink()  # keep /tmp small between variants
+            RunFolder(folder).last_checkpoint.unlink()  # keep /tmp small between variants
     if args.out:
         args.out.write_text(json.dumps(rows, indent=2) + "\n")
 

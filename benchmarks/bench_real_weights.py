@@ -12,8 +12,8 @@ Generation variants (SmolLM2-135M-Instruct, batch 32, continuous batching, free 
   before: fp32 weights under bf16 autocast;  after: `precision: auto` (fp32 without autocast where bf16 is the
   slower path)
 
-Usage: python scripts/bench_real_weights.py [--steps 4] [--rounds 3] [--prompts 32] [--threads 2]
-       python scripts/bench_real_weights.py --small   (a random tiny Llama and random windows: seconds; tests)
+Usage: python benchmarks/bench_real_weights.py [--steps 4] [--rounds 3] [--prompts 32] [--threads 2]
+       python benchmarks/bench_real_weights.py --small   (a random tiny Llama and random windows: seconds; tests)
 On a host without bf16 kernels (torch capability AVX2) the bf16 baseline runs a scalar fallback at ~1 token/s:
 there use e.g. --steps 1 --rounds 1 --batch-size 4 --prompts 4 --max-new-tokens 12 (README's run: ~10 min).
 """

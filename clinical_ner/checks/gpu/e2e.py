@@ -6,8 +6,8 @@ classification (`quantization=nf4`) with short budgets. One Markdown table: per 
 `timings`), training tokens/s, MFU, peak memory beside the planner's prediction (CUDA only) and new tokens/s of
 generation.
 
-    python scripts/gpu_e2e.py --families llama3_2,llama3_1 --budget-s 460 --out docs/gpu_e2e.md   # one GPU
-    python scripts/gpu_e2e.py --small --families llama3_2 --threads 1 --out /tmp/gpu_e2e.md       # CPU
+    python -m clinical_ner.checks.gpu.e2e --families llama3_2,llama3_1 --budget-s 460 --out docs/gpu_e2e.md   # one GPU
+    python -m clinical_ner.checks.gpu.e2e --small --families llama3_2 --threads 1 --out /tmp/gpu_e2e.md       # CPU
 
 Runs that do not fit in `--budget-s` (wall seconds for everything, checkpoints included) are listed as skipped;
 a run is stopped when the budget ends. Work folders (checkpoints of 6-16 GB at real size) live under `--work`
@@ -29,12 +29,7 @@ from pathlib import Path
 
 import torch
 
-from clinical_ner.config import compose_config
-from clinical_ner.data.ner_corpus import load_ner_splits
-from clinical_ner.models.backbone import kv_heads_at
-from clinical_ner.models.tokenizer import load_or_train_tokenizer
-from clinical_ner.planning import GiB, flops_per_token, plan_setup, setup_for
-from clinical_ner.planning.device_check import (
+from clinical_ner.checks.gpu.device import (
     FAMILIES,
     device_for,
     free,
@@ -43,10 +38,15 @@ from clinical_ner.planning.device_check import (
     report_head,
     write_report,
 )
+from clinical_ner.config import compose_config
+from clinical_ner.data.ner_corpus import load_ner_splits
+from clinical_ner.models.backbone import kv_heads_at
+from clinical_ner.models.tokenizer import load_or_train_tokenizer
+from clinical_ner.planning import GiB, flops_per_token, plan_setup, setup_for
 from clinical_ner.planning.measure import build_model
 from clinical_ner.run_folder import RunFolder
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[3]  # the checkout: the CLI runs from there
 RUNS = {  # name -> what the run adds to the paper recipe of its approach
     "tokencls": ["approach=tokencls"],
     "seq2seq constrained": ["approach=seq2seq", "approach.decoding=constrained"],
@@ -290,7 +290,10 @@ def main(argv: list[str] | None = None) -> int:
     env |= {"WANDB_MODE": "offline", "TOKENIZERS_PARALLELISM": "false"}
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
     head = report_head(
-        "End to end: the CLI on random real-size checkpoints", device_name, "scripts/gpu_e2e.py", argv
+        "End to end: the CLI on random real-size checkpoints",
+        device_name,
+        "clinical_ner.checks.gpu.e2e",
+        argv,
     )
     settings = (
         f"Per run: {args.max_steps} optimizer steps at most, one epoch of {args.train_docs} training documents, "

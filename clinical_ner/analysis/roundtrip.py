@@ -2,7 +2,8 @@
 
 Trains (or loads from cache) each kind's tokenizer on PharmaCoNER train+dev text, encodes the chosen split with
 windows, feeds the gold labels back as predictions, and classifies every mention that does not come back
-exactly. Usage: python scripts/roundtrip.py [--data DIR] [--split test] [--vocab 8000]
+exactly. Usage: clinical-ner roundtrip [--data DIR] [--split test] [--vocab 8000]
+(= python -m clinical_ner.analysis.roundtrip)
 """
 
 from __future__ import annotations
@@ -86,6 +87,7 @@ def measure(tokenizer, docs: list[Document], label2id: dict[str, int], position:
 
 
 def main() -> None:
+    """Print, per tokenizer kind and label position, how many gold mentions come back exactly."""
     torch.set_num_threads(1)
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(

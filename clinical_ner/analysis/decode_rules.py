@@ -1,5 +1,5 @@
 """Compare ill-formed-tag rules on a trained run's dev predictions (decoding only, no retraining).
-Usage: python scripts/decode_rules.py RUN_DIR [--split dev]"""
+Usage: clinical-ner decode-rules RUN_DIR [--split dev]   (= python -m clinical_ner.analysis.decode_rules)"""
 
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ from clinical_ner.data.batching import Batching
 from clinical_ner.data.brat import read_split
 from clinical_ner.inference_settings import read_inference_settings
 from clinical_ner.models.backbone import load_token_classifier
-from clinical_ner.predict import model_folder
+from clinical_ner.run_folder import RunFolder
 
 
 def main() -> None:
@@ -29,7 +29,8 @@ def main() -> None:
     parser.add_argument("--split", default="dev", choices=["dev", "test"])
     args = parser.parse_args()
     torch.set_num_threads(1)
-    folder = model_folder(args.run_dir)
+    model_dir = RunFolder(args.run_dir).model
+    folder = model_dir if model_dir.is_dir() else args.run_dir  # a run folder, or its model folder itself
     settings = read_inference_settings(folder, TokenClsInference)
     docs = read_split(Path(os.environ["PHARMACONER_DIR"]) / args.split)
     model = load_token_classifier(str(folder))
