@@ -5,7 +5,7 @@ seq2seq: LoRA r 64 on every projection) and generates a batch; prints tokens/s, 
 
     python -m clinical_ner.checks.gpu.planner [--families llama2,llama3,llama3_1,llama3_2] [--steps 4] [--batch-size 8]
         [--length 256] [--quantization nf4] [--out docs/gpu_check.md]
-    python -m clinical_ner.checks.gpu.planner --small     # CPU: tiny sizes, 2 steps in fp32 (tests/test_plan.py runs this)
+    python -m clinical_ner.checks.gpu.planner --small   # CPU: tiny sizes, 2 steps in fp32 (tests/unit/test_plan.py)
 
 On CPU the "peak" column is the measured tensor bytes (parameters, gradients, AdamW state, saved activations).
 """
@@ -70,7 +70,7 @@ def train_check(cfg, setup: Setup, device: torch.device, steps: int) -> tuple[fl
     model = build_model(cfg, setup, device)
     free(device, reset_peak=True)  # peak from here: an NF4 build passes through bf16 weights
     batch = random_batch(setup, device)
-    if device.type == "cpu":  # tensor bytes of one step, measured as tests/test_plan.py does
+    if device.type == "cpu":  # tensor bytes of one step, measured as tests/unit/test_plan.py does
         measured = measure_step(model, setup, batch).total
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-5)
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=setup.precision.mixed)

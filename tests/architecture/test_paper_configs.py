@@ -17,7 +17,7 @@ from clinical_ner.config import compose_config
 from clinical_ner.errors import UserError
 from clinical_ner.run import ranks
 
-CONF = Path(__file__).resolve().parent.parent / "conf"
+CONF = Path(__file__).resolve().parents[2] / "conf"
 MODELS = sorted(p.stem for p in (CONF / "model").glob("*.yaml"))
 CORPORA = ["none", "es", "en", "bilingual"]
 APPROACHES = ["tokencls", "seq2seq"]

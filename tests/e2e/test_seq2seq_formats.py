@@ -30,10 +30,10 @@ from clinical_ner.data.types import Span
 from clinical_ner.metrics.span_scorer import parse_official_ann
 from clinical_ner.models.tokenizer import train_tokenizer
 from clinical_ner.predict import main as predict_main
-from tests.test_seq2seq import PHARMA, TYPES, tiny_model
-from tests.test_seq2seq_e2e import TINY
+from tests.e2e.test_seq2seq_e2e import TINY
+from tests.unit.test_seq2seq import PHARMA, TYPES, tiny_model
 
-CONF = Path(__file__).resolve().parent.parent / "conf"
+CONF = Path(__file__).resolve().parents[2] / "conf"
 COPY = ("inline", "words")
 TEXT = "Se pautó paracetamol 1 g cada 8 h por fiebre, y ácido fólico."
 GOLD = [Span(9, 20, "FARMACO"), Span(21, 24, "DOSIS"), Span(38, 44, "SINTOMA"), Span(48, 60, "FARMACO")]

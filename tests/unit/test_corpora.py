@@ -18,7 +18,7 @@ from clinical_ner.pretrain.corpora import (
 )
 from clinical_ner.pretrain.spl import read_spl
 
-FIXTURES = Path(__file__).parent / "fixtures" / "download"
+FIXTURES = Path(__file__).parent.parent / "fixtures" / "download"
 
 
 def test_spl_sections_markup_stripped():

@@ -1,6 +1,6 @@
 """Every training epoch gets its own seeded batch order under a real Lightning Trainer (Lightning calls
 `set_epoch` on samplers only, never on our batch sampler: BatchSamplerEpoch does), and a resumed run replays the
-order of the epoch it resumes in (the pipeline's resume: tests/test_checkpoints.py)."""
+order of the epoch it resumes in (the pipeline's resume: tests/e2e/test_checkpoints.py)."""
 
 from __future__ import annotations
 

@@ -18,7 +18,7 @@ from clinical_ner.metrics.span_scorer import parse_official_ann
 from clinical_ner.predict import tag_documents
 from clinical_ner.run.pipeline import run
 
-CONF = Path(__file__).resolve().parent.parent / "conf"
+CONF = Path(__file__).resolve().parents[2] / "conf"
 QUIET = ["logger=none", "trainer.enable_progress_bar=false", "trainer.threads=2"]
 SMALL = ["scale.hidden_size=64", "scale.num_layers=2", "scale.intermediate_size=128"]  # seconds, not minutes
 

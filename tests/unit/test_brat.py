@@ -21,7 +21,7 @@ from clinical_ner.data.brat import (
 from clinical_ner.data.types import Span
 from clinical_ner.errors import UserError
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+REPO_ROOT = Path(__file__).resolve().parents[2]
 TEXT = "Se pauta omeprazol y calcio.\nLa PTH era normal."
 QUIRK_DOC = "S0211-69952015000200015-1"
 

@@ -22,7 +22,7 @@ from clinical_ner.models import packaged_weights
 from clinical_ner.paths import cache_dir
 
 pytestmark = [pytest.mark.slow, pytest.mark.corpus]
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 CACHE = cache_dir()  # read before any fixture points CLINICAL_NER_CACHE at a temporary folder
 FEW = [
     "model=smollm2",

@@ -13,7 +13,7 @@ from clinical_ner.run.registry import APPROACHES, stage_class
 from clinical_ner.training.inputs import RunInputs
 from clinical_ner.training.stage import FineTuneStage
 
-CONF = Path(__file__).resolve().parent.parent / "conf"
+CONF = Path(__file__).resolve().parents[2] / "conf"
 
 
 def test_every_approach_config_has_a_stage_and_back():

@@ -19,7 +19,7 @@ from headless import chromium, dump_dom, screenshot
 
 from clinical_ner.analysis import error_page
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 SMALL = ["scale.hidden_size=64", "scale.num_layers=2", "scale.intermediate_size=128"]
 VOID = {"area", "base", "br", "col", "embed", "hr", "img", "input", "link", "meta", "source", "wbr"}
 DOCS = 8

@@ -1,7 +1,7 @@
 """The planner (clinical_ner.plan, clinical_ner.planning) against measurements on CPU.
 
 Acceptance: the memory estimate is within 15% of the measured tensor bytes (parameters, gradients, AdamW state,
-saved activations) wherever measured. `python tests/test_plan.py` prints the measured/planned table that
+saved activations) wherever measured. `python tests/unit/test_plan.py` prints the measured/planned table that
 docs/planning.md quotes.
 """
 
@@ -23,7 +23,7 @@ from clinical_ner.planning import GiB, count_params, flops_per_token, plan_memor
 from clinical_ner.planning.measure import build_model, measure_step, random_batch
 from clinical_ner.planning.memory import Setup, nf4_bytes, plan_setup
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 TOLERANCE = 0.15
 COMPONENTS = ("weights", "adapters", "gradients", "optimizer", "activations", "logits")
 SMALL = [

@@ -15,7 +15,7 @@ from composing import NANO, compose_train
 
 from clinical_ner.run.pipeline import run
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 CONF = ROOT / "conf"
 FILES = sorted(p.relative_to(CONF) for p in CONF.rglob("*.yaml") if p.parent != CONF)
 SMALL = [

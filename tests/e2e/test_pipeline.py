@@ -19,7 +19,7 @@ from clinical_ner.models.tokenizer import standalone_tokenizer, train_tokenizer
 from clinical_ner.predict import tag_documents
 from clinical_ner.run.pipeline import run
 
-CONF = Path(__file__).resolve().parent.parent / "conf"
+CONF = Path(__file__).resolve().parents[2] / "conf"
 TINY = MICRO
 MAX_LENGTH = 64
 

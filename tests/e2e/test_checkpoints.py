@@ -15,7 +15,7 @@ from clinical_ner.run.pipeline import run
 from clinical_ner.training import finetune
 from clinical_ner.training.checkpoints import BASE_KEY
 
-CONF = Path(__file__).resolve().parent.parent / "conf"
+CONF = Path(__file__).resolve().parents[2] / "conf"
 # the tiny default sizes (4.7M parameters), LoRA r 12 on every projection + the `score` head, two epochs
 LORA = [
     "data=synthetic",

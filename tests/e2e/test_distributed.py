@@ -1,7 +1,7 @@
 """Several devices, one run: rank-aware batches, DDP equivalent to one process, one run folder per job, and
 configs that cannot run fail in seconds. CPU only: DDP over gloo with 2 processes.
 
-Run as a script (`python tests/test_distributed.py OUT DEVICES BATCH STEPS`), this file is one rank of the
+Run as a script (`python tests/e2e/test_distributed.py OUT DEVICES BATCH STEPS`), this file is one rank of the
 loss-equivalence test.
 """
 
@@ -30,7 +30,7 @@ from clinical_ner.errors import UserError
 from clinical_ner.run import ranks
 from clinical_ner.training.optim import OptimSpec
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 TINY = MICRO
 QUIET = ["logger=none", "trainer.enable_progress_bar=false", "trainer.threads=1"]
 
@@ -391,7 +391,7 @@ def _rank_main(out: Path, devices: int, batch: int, steps: int) -> None:
 def _train(out: Path, devices: int, batch: int, steps: int) -> dict:
     out.mkdir(parents=True)
     command = [sys.executable, __file__, str(out), str(devices), str(batch), str(steps)]
-    base = {**os.environ, "PYTHONPATH": str(ROOT)}
+    base = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), str(ROOT / "tests")])}  # + composing
     if devices == 1:
         subprocess.run(command, check=True, env=base, capture_output=True, timeout=600)
     else:

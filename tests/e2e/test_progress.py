@@ -22,7 +22,7 @@ from clinical_ner import progress
 from clinical_ner.data.synthetic import synthetic_splits
 from clinical_ner.run.pipeline import run
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 CONF = ROOT / "conf"
 SMALL = [
     "data=synthetic",

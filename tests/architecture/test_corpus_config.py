@@ -8,7 +8,7 @@ import pytest
 from composing import compose_train
 from hydra.errors import ConfigCompositionException
 
-CONF = Path(__file__).resolve().parent.parent / "conf"
+CONF = Path(__file__).resolve().parents[2] / "conf"
 
 
 @pytest.mark.parametrize("corpus", ["none", "es", "en", "bilingual"])

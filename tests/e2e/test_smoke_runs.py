@@ -14,7 +14,7 @@ from composing import MICRO, compose_train
 from clinical_ner.errors import UserError
 from clinical_ner.train import run
 
-CONF = Path(__file__).resolve().parent.parent / "conf"
+CONF = Path(__file__).resolve().parents[2] / "conf"
 QUIET = ["data=synthetic", "logger=csv", "trainer.threads=1", "trainer.enable_progress_bar=false"]
 SMALL = [*MICRO, "scale.vocab_size=1000"]
 SEQ2SEQ = ["approach=seq2seq", "approach.max_new_tokens=24", "data.eval_limit=4", "approach.val_limit=2"]

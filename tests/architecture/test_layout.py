@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-PACKAGE = Path(__file__).resolve().parent.parent / "clinical_ner"
+PACKAGE = Path(__file__).resolve().parents[2] / "clinical_ner"
 
 # Bottom to top; a module may import its own component or any component of a lower layer, nothing else.
 LAYERS: list[set[str]] = [
@@ -89,7 +89,7 @@ GRAPH, THIRD_PARTY = read_imports()
 
 def test_every_module_has_a_layer() -> None:
     unplaced = sorted(m for m in GRAPH if component(m) not in LAYER)
-    assert not unplaced, f"modules in no layer of tests/test_layout.py: {unplaced}"
+    assert not unplaced, f"modules in no layer of tests/architecture/test_layout.py: {unplaced}"
 
 
 def test_no_import_cycle() -> None:

@@ -24,7 +24,7 @@ from clinical_ner.metrics.span_scorer import (
 )
 from clinical_ner.metrics.token_metrics import seqeval_f1
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 def _parity_run(pharmaconer_dir: Path) -> Path:

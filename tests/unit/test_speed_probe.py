@@ -21,7 +21,7 @@ from clinical_ner.run.pipeline import gemm_section
 from clinical_ner.training.callbacks import TrainStepTimer
 from clinical_ner.training.optim import OptimSpec, ScheduledModule
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.mark.parametrize(

@@ -17,7 +17,7 @@ import clinical_ner.data.download as download
 from clinical_ner.data import http
 from clinical_ner.pretrain.corpora import read_language
 
-FIXTURES = Path(__file__).parent / "fixtures" / "download"
+FIXTURES = Path(__file__).parent.parent / "fixtures" / "download"
 
 
 def _route(handler) -> None:

@@ -27,8 +27,8 @@ from clinical_ner.pretrain.packing import BlockDataset
 from clinical_ner.run.pipeline import run
 from clinical_ner.training.optim import OptimSpec
 
-CONF = Path(__file__).resolve().parent.parent / "conf"
-FIXTURES = Path(__file__).parent / "fixtures" / "download"
+CONF = Path(__file__).resolve().parents[2] / "conf"
+FIXTURES = Path(__file__).parent.parent / "fixtures" / "download"
 TINY = [
     "data=synthetic",
     "logger=none",

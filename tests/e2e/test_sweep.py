@@ -22,7 +22,7 @@ from clinical_ner.run.sweep import (
     wandb_sync_hint,
 )
 
-CONF = Path(__file__).resolve().parent.parent / "conf"
+CONF = Path(__file__).resolve().parents[2] / "conf"
 ROOT = CONF.parent
 SMALL = [*MICRO, "scale.vocab_size=600"]
 

@@ -13,7 +13,7 @@ from clinical_ner.metrics.span_scorer import parse_official_ann
 from clinical_ner.predict import main as predict_main
 from clinical_ner.run.pipeline import run
 
-CONF = Path(__file__).resolve().parent.parent / "conf"
+CONF = Path(__file__).resolve().parents[2] / "conf"
 TINY = [*MICRO, "scale.vocab_size=1000"]
 TEST_KEYS = {
     "precision",

@@ -22,7 +22,7 @@ from clinical_ner.training.loggers import (
     use_reference_artifact,
 )
 
-CONF = Path(__file__).resolve().parent.parent / "conf"
+CONF = Path(__file__).resolve().parents[2] / "conf"
 SMALL = [
     "data=synthetic",
     "logger=wandb",

@@ -13,7 +13,7 @@ import pytest
 
 from clinical_ner.training.timings import PhaseTimes, phase, recording
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 SMALL = ["scale.hidden_size=64", "scale.num_layers=2", "scale.intermediate_size=128"]
 TOKENCLS_PHASES = [
     "load_corpus",

@@ -9,7 +9,7 @@ from composing import compose_train
 from hydra.errors import ConfigCompositionException
 from omegaconf import OmegaConf
 
-CONF = Path(__file__).resolve().parent.parent / "conf"
+CONF = Path(__file__).resolve().parents[2] / "conf"
 
 
 def options(group: str) -> list[str]:
