@@ -103,7 +103,6 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     found = device_for(args.small)
     if found is None:
-        print("error: no CUDA device: use --small for the CPU run", file=sys.stderr)
         return 2
     device, device_name = found
     if args.small:

@@ -8,6 +8,7 @@ import argparse
 import datetime
 import gc
 import shlex
+import sys
 from pathlib import Path
 
 import torch
@@ -28,10 +29,11 @@ def parse_families(parser: argparse.ArgumentParser, text: str) -> list[str]:
 
 
 def device_for(small: bool) -> tuple[torch.device, str] | None:
-    """(device, its name) for a check: the CPU with `small`, else the GPU; None when no GPU is there."""
+    """(device, its name) for a check: the CPU with `small`, else the GPU; None (and one error line) without one."""
     if small:
         return torch.device("cpu"), "CPU (--small)"
     if not torch.cuda.is_available():
+        print("error: no CUDA device: use --small for the CPU run", file=sys.stderr)
         return None
     return torch.device("cuda"), torch.cuda.get_device_name()
 

@@ -29,15 +29,7 @@ from pathlib import Path
 
 import torch
 
-from clinical_ner.checks.gpu.device import (
-    FAMILIES,
-    device_for,
-    free,
-    parse_families,
-    peak_flops,
-    report_head,
-    write_report,
-)
+from clinical_ner.checks.gpu import device as gpu_common
 from clinical_ner.config import compose_config
 from clinical_ner.data.ner_corpus import load_ner_splits
 from clinical_ner.models.backbone import kv_heads_at
@@ -131,7 +123,7 @@ def make_checkpoint(family: str, args: argparse.Namespace, folder: Path, device:
     model.save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     del model
-    free(device)  # the runs are other processes: give them the whole GPU
+    gpu_common.free(device)  # the runs are other processes: give them the whole GPU
     return arch
 
 
@@ -163,7 +155,7 @@ def measured_row(family: str, run: str, status: str, wall: float, results: dict,
     sequences = train["steps"] * cfg.trainer.accumulate_grad_batches * cfg.data.batch_size
     if sequences and train["tokens"]:  # FLOPs at the mean real length (attention grows with it)
         length = max(1, round(train["tokens"] / sequences))
-        peak = peak_flops(cfg, setup, device)
+        peak = gpu_common.peak_flops(cfg, setup, device)
         flops = flops_per_token(replace(setup, length=min(length, setup.length))).train
         if setup.causal_lm:  # seq2seq trains with the LM head on answer positions only: not counted (a floor)
             flops -= 4 * setup.arch.vocab * setup.arch.hidden
@@ -245,7 +237,9 @@ def run_family(family: str, args, device, env: dict, deadline: float) -> list[Ro
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--families", default="llama3_2,llama3_1", help=f"comma-separated, from {FAMILIES}")
+    parser.add_argument(
+        "--families", default="llama3_2,llama3_1", help=f"comma-separated, from {gpu_common.FAMILIES}"
+    )
     parser.add_argument("--small", action="store_true", help="CPU: a 2-layer 128-wide model of each family")
     parser.add_argument("--budget-s", type=float, default=460.0, help="wall seconds for everything")
     parser.add_argument("--min-run-s", type=float, default=20.0, help="do not start a run with less left")
@@ -262,7 +256,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--work", help="work folder (default: a temporary one, removed at the end)")
     parser.add_argument("--out", type=Path, help="write the Markdown report here (e.g. docs/gpu_e2e.md)")
     args = parser.parse_args(argv)
-    args.families = parse_families(parser, args.families)
+    args.families = gpu_common.parse_families(parser, args.families)
     # few enough documents that the epoch ends within the steps: validation, checkpoint and selection run too
     defaults = (4, 4, 2, 16, 600) if args.small else (30, 32, 8, 64, 8000)
     names = ("max_steps", "train_docs", "eval_docs", "max_new_tokens", "tokenizer_vocab")
@@ -276,9 +270,8 @@ def main(argv: list[str] | None = None) -> int:
     """Parse options, run every family within the budget, print (and with --out write) the report."""
     argv = sys.argv[1:] if argv is None else argv
     args = parse_args(argv)
-    found = device_for(args.small)
+    found = gpu_common.device_for(args.small)
     if found is None:
-        print("error: no CUDA device: use --small for the CPU run", file=sys.stderr)
         return 2
     device, device_name = found
     if args.threads:
@@ -289,7 +282,7 @@ def main(argv: list[str] | None = None) -> int:
     env = {**os.environ, "CLINICAL_NER_CACHE": str(Path(args.work) / "cache"), "HF_HUB_OFFLINE": "1"}
     env |= {"WANDB_MODE": "offline", "TOKENIZERS_PARALLELISM": "false"}
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
-    head = report_head(
+    head = gpu_common.report_head(
         "End to end: the CLI on random real-size checkpoints",
         device_name,
         "clinical_ner.checks.gpu.e2e",
@@ -308,7 +301,7 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         if temporary:
             shutil.rmtree(args.work, ignore_errors=True)
-    write_report(args.out, markdown(rows, head, settings))
+    gpu_common.write_report(args.out, markdown(rows, head, settings))
     if args.out:
         print(f"wrote {args.out}")
     return 0 if all(r.status in ("ok", "skipped (budget)") for r in rows) else 1

@@ -24,16 +24,7 @@ from pathlib import Path
 import torch
 
 from clinical_ner.approaches.seq2seq.module import answer_loss
-from clinical_ner.checks.gpu.device import (
-    FAMILIES,
-    device_for,
-    free,
-    parse_families,
-    peak_flops,
-    report_head,
-    sync,
-    write_report,
-)
+from clinical_ner.checks.gpu import device as gpu_common
 from clinical_ner.config import compose_config
 from clinical_ner.planning import flops_per_token, setup_for
 from clinical_ner.planning.measure import build_model, random_batch
@@ -99,7 +90,7 @@ def measure(family: str, case: Case, device: torch.device, steps: int, small: bo
     start = 0.0
     for step in range(steps + 2):
         if step == 2:
-            sync(device)
+            gpu_common.sync(device)
             start = time.perf_counter()
         for _ in range(case.accumulate):
             with autocast:
@@ -107,38 +98,41 @@ def measure(family: str, case: Case, device: torch.device, steps: int, small: bo
             loss.backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
-    sync(device)
+    gpu_common.sync(device)
     tokens_per_s = steps * case.accumulate * setup.tokens / (time.perf_counter() - start)
     flops = flops_per_token(setup).train
     if setup.causal_lm and case.answer_only:  # the head (forward + input gradient) runs on answers only
         flops -= round(4 * setup.arch.vocab * setup.arch.hidden * (1 - case.answer_share))
-    peak = peak_flops(cfg, setup, device)
+    peak = gpu_common.peak_flops(cfg, setup, device)
     del model, optimizer, batch
-    free(device)
+    gpu_common.free(device)
     return tokens_per_s, tokens_per_s * flops / peak if peak else float("nan")
 
 
 def main(argv: list[str] | None = None) -> int:
     """Every family x case; prints (and with --out writes) one Markdown table."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--families", default="llama3_1,llama3_2", help=f"comma-separated, from {FAMILIES}")
+    parser.add_argument(
+        "--families", default="llama3_1,llama3_2", help=f"comma-separated, from {gpu_common.FAMILIES}"
+    )
     parser.add_argument("--steps", type=int, default=4, help="timed optimizer steps per case")
     parser.add_argument("--no-compile", action="store_true", help="skip the torch.compile cases")
     parser.add_argument("--small", action="store_true", help="CPU: tiny sizes, short sequences")
     parser.add_argument("--out", type=Path)
     argv = sys.argv[1:] if argv is None else argv
     args = parser.parse_args(argv)
-    families = parse_families(parser, args.families)
-    found = device_for(args.small)
+    families = gpu_common.parse_families(parser, args.families)
+    found = gpu_common.device_for(args.small)
     if found is None:
-        print("error: no CUDA device: use --small for the CPU run", file=sys.stderr)
         return 2
     device, device_name = found
     cases = [c for c in CASES if not (args.no_compile and c.compiled)]
     if args.small:
         torch.set_num_threads(1)
         cases = [replace(c, micro_batch=c.micro_batch // 4, length=32) for c in cases]
-    lines = report_head("Training MFU at real size", device_name, "clinical_ner.checks.gpu.mfu", argv)
+    lines = gpu_common.report_head(
+        "Training MFU at real size", device_name, "clinical_ner.checks.gpu.mfu", argv
+    )
     lines += ["| family | case | tokens/s | MFU |", "| --- | --- | ---: | ---: |"]
     print("\n".join(lines), flush=True)
     for family in families:
@@ -148,10 +142,10 @@ def main(argv: list[str] | None = None) -> int:
                 row = f"| {family} | {case.name} | {tokens_per_s:,.0f} | {mfu:.3f} |"
             except Exception as error:  # one failing case (e.g. compile) must not hide the others
                 row = f"| {family} | {case.name} | failed: {type(error).__name__}: {str(error)[:80]} | |"
-                free(device)
+                gpu_common.free(device)
             lines.append(row)
             print(row, flush=True)
-    write_report(args.out, "\n".join(lines) + "\n")
+    gpu_common.write_report(args.out, "\n".join(lines) + "\n")
     return 0
 
 

@@ -20,16 +20,7 @@ from pathlib import Path
 
 import torch
 
-from clinical_ner.checks.gpu.device import (
-    FAMILIES,
-    device_for,
-    free,
-    parse_families,
-    peak_flops,
-    report_head,
-    sync,
-    write_report,
-)
+from clinical_ner.checks.gpu import device as gpu_common
 from clinical_ner.config import compose_config
 from clinical_ner.planning import GiB, flops_per_token, plan_setup, setup_for
 from clinical_ner.planning.measure import build_model, measure_step, random_batch
@@ -68,7 +59,7 @@ def overrides(family: str, approach: str, args: argparse.Namespace) -> list[str]
 def train_check(cfg, setup: Setup, device: torch.device, steps: int) -> tuple[float, float]:
     """(tokens/s over the steps after the first, measured GiB) of `steps` AdamW steps on random batches."""
     model = build_model(cfg, setup, device)
-    free(device, reset_peak=True)  # peak from here: an NF4 build passes through bf16 weights
+    gpu_common.free(device, reset_peak=True)  # peak from here: an NF4 build passes through bf16 weights
     batch = random_batch(setup, device)
     if device.type == "cpu":  # tensor bytes of one step, measured as tests/unit/test_plan.py does
         measured = measure_step(model, setup, batch).total
@@ -77,14 +68,14 @@ def train_check(cfg, setup: Setup, device: torch.device, steps: int) -> tuple[fl
     start = 0.0
     for step in range(steps):
         if step == 1:
-            sync(device)
+            gpu_common.sync(device)
             start = time.perf_counter()
         with autocast:
             loss = model(**batch).loss
         loss.backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
-    sync(device)
+    gpu_common.sync(device)
     elapsed = time.perf_counter() - start
     if device.type == "cuda":
         measured = torch.cuda.max_memory_allocated(device)
@@ -99,8 +90,10 @@ def generate_check(cfg, setup: Setup, device: torch.device, batch: int, prompt: 
     model = build_model(cfg, setup, device).eval()
     ids = torch.randint(3, setup.arch.vocab, (batch, prompt), device=device)
     mask = torch.ones_like(ids)
-    free(device, reset_peak=True)  # peak from here: the model is resident, generation adds the KV cache
-    sync(device)
+    gpu_common.free(
+        device, reset_peak=True
+    )  # peak from here: the model is resident, generation adds the KV cache
+    gpu_common.sync(device)
     start = time.perf_counter()
     out = model.generate(
         input_ids=ids,
@@ -110,7 +103,7 @@ def generate_check(cfg, setup: Setup, device: torch.device, batch: int, prompt: 
         do_sample=False,
         pad_token_id=0,
     )
-    sync(device)
+    gpu_common.sync(device)
     elapsed = time.perf_counter() - start
     made = (out.shape[1] - prompt) * batch
     measured = torch.cuda.max_memory_allocated(device) / GiB if device.type == "cuda" else float("nan")
@@ -130,7 +123,7 @@ def run(args: argparse.Namespace) -> list[Row]:
             setup = setup_for(cfg, cuda=device.type == "cuda")
             plan = plan_setup(setup)
             tokens_per_s, measured = train_check(cfg, setup, device, args.steps)
-            peak = peak_flops(cfg, setup, device)
+            peak = gpu_common.peak_flops(cfg, setup, device)
             mfu = tokens_per_s * flops_per_token(setup).train / peak if peak else None
             planned = plan.tensors if device.type == "cuda" else plan.tensors - plan.transient
             shape = f"{setup.batch}x{setup.length}"
@@ -138,10 +131,10 @@ def run(args: argparse.Namespace) -> list[Row]:
             rows.append(Row(family, approach, q, shape, tokens_per_s, mfu, measured, planned / GiB))
             print(_line(rows[-1]), flush=True)
             if approach == "seq2seq":
-                free(device, reset_peak=True)
+                gpu_common.free(device, reset_peak=True)
                 rows.append(generate_check(cfg, setup, device, args.gen_batch, args.gen_prompt, args.gen_new))
                 print(_line(rows[-1]), flush=True)
-            free(device, reset_peak=True)
+            gpu_common.free(device, reset_peak=True)
     return rows
 
 
@@ -156,7 +149,7 @@ def _line(r: Row) -> str:
 def markdown(rows: list[Row], device_name: str, argv: list[str]) -> str:
     """The report: date, device, versions, command and one table row per check."""
     head = [
-        *report_head(
+        *gpu_common.report_head(
             "GPU check: planner vs. measurement", device_name, "clinical_ner.checks.gpu.planner", argv
         ),
         "| family | task | quantization | batch x tokens | tokens/s | MFU | measured GiB | planned GiB | ratio |",
@@ -168,7 +161,9 @@ def markdown(rows: list[Row], device_name: str, argv: list[str]) -> str:
 def main(argv: list[str] | None = None) -> int:
     """Parse options, run the checks, print (and with --out write) the Markdown table."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--families", default=",".join(FAMILIES), help="comma-separated model families")
+    parser.add_argument(
+        "--families", default=",".join(gpu_common.FAMILIES), help="comma-separated model families"
+    )
     parser.add_argument("--steps", type=int, default=4, help="training steps (the first is not timed)")
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--length", type=int, default=256, help="tokens per training sequence")
@@ -180,19 +175,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, help="write the Markdown table here (e.g. docs/gpu_check.md)")
     argv = sys.argv[1:] if argv is None else argv
     args = parser.parse_args(argv)
-    args.families = parse_families(parser, args.families)
+    args.families = gpu_common.parse_families(parser, args.families)
     if args.small:
         torch.set_num_threads(1)  # toy matmuls: threads only add synchronisation (100x slower on a busy CPU)
         args.steps, args.batch_size, args.length = 2, 2, 32
         args.gen_batch, args.gen_prompt, args.gen_new = 2, 16, 4
-    found = device_for(args.small)
+    found = gpu_common.device_for(args.small)
     if found is None:
-        print("no CUDA device: use --small for the CPU check", file=sys.stderr)
         return 2
     device_name = found[1]
     print(markdown([], device_name, argv), end="", flush=True)
     rows = run(args)
-    write_report(args.out, markdown(rows, device_name, argv))
+    gpu_common.write_report(args.out, markdown(rows, device_name, argv))
     if args.out:
         print(f"wrote {args.out}")
     return 0
