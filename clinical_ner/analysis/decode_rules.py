@@ -18,11 +18,13 @@ from clinical_ner.approaches.tokencls.inference import (
 )
 from clinical_ner.data.batching import Batching
 from clinical_ner.data.brat import read_split
+from clinical_ner.errors import cli
 from clinical_ner.inference_settings import read_inference_settings
 from clinical_ner.models.backbone import load_token_classifier
 from clinical_ner.run_folder import RunFolder
 
 
+@cli
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("run_dir", type=Path)

@@ -13,8 +13,10 @@ from pathlib import Path
 from clinical_ner.approaches.seq2seq.formats import FORMATS
 from clinical_ner.approaches.seq2seq.formats.roundtrip import round_trip
 from clinical_ner.data.brat import read_split
+from clinical_ner.errors import cli
 
 
+@cli
 def main() -> None:
     """Print, per format, the share of documents and of mentions that come back exactly."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])

@@ -28,6 +28,7 @@ from clinical_ner.approaches.tokencls.tagging import (
 )
 from clinical_ner.data.brat import read_split
 from clinical_ner.data.types import Document, Span
+from clinical_ner.errors import cli
 from clinical_ner.models.tokenizer import LLAMA3_SPLIT, _train_byte_level_bpe, load_or_train_tokenizer
 
 POSITIONS = ("all", "first", "last")
@@ -86,6 +87,7 @@ def measure(tokenizer, docs: list[Document], label2id: dict[str, int], position:
     return {"counts": counts, "examples": examples}
 
 
+@cli
 def main() -> None:
     """Print, per tokenizer kind and label position, how many gold mentions come back exactly."""
     torch.set_num_threads(1)
