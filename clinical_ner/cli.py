@@ -40,6 +40,30 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "data": ("clinical_ner.data.pharmaconer:main", "download the PharmaCoNER release into a folder"),
     "corpora": ("clinical_ner.data.download:main", "download drug-label text for continual pretraining"),
     "synthetic": ("clinical_ner.data.synthetic:main", "write the small synthetic BRAT corpus"),
+    "roundtrip": (
+        "clinical_ner.analysis.roundtrip:main",
+        "gold mentions that survive spans -> BIO tags -> spans, per tokenizer kind",
+    ),
+    "format-roundtrip": (
+        "clinical_ner.analysis.format_roundtrip:main",
+        "gold mentions that survive each seq2seq answer format's round trip",
+    ),
+    "decode-rules": (
+        "clinical_ner.analysis.decode_rules:main",
+        "ill-formed-tag rules compared on a trained token classifier's predictions",
+    ),
+    "compare-runs": (
+        "clinical_ner.checks.compare_runs:main",
+        "same numbers before and after a refactor: run three fast cases, compare two folders",
+    ),
+    "determinism": (
+        "clinical_ner.checks.determinism:main",
+        "same seed under other CPU settings: trained weights and dev F1 compared",
+    ),
+    "gpu-checks": (
+        "clinical_ner.checks.gpu.__main__:main",
+        "the GPU checks at real size (training MFU, decoding, the CLI end to end)",
+    ),
 }
 
 

@@ -48,7 +48,7 @@ BL_SPLIT = (
     r"(?i:'s|'t|'re|'ve|'m|'ll|'d)| ?[\p{L}\p{M}]+|\p{N}{1,3}| ?[^\s\p{L}\p{M}\p{N}]+[\r\n]*"
     r"|\s*[\r\n]+|\s+(?!\S)|\s+"
 )
-# The real Llama 3 pre-split, kept to measure what the deviation above buys (see scripts/roundtrip.py).
+# The real Llama 3 pre-split, kept to measure what the deviation above buys (see clinical_ner/analysis/roundtrip.py).
 LLAMA3_SPLIT = (
     r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*"
     r"|\s*[\r\n]+|\s+(?!\S)|\s+"

@@ -5,7 +5,7 @@ Saved activations come from walking one forward pass of the Hugging Face Llama o
 autograd's rule: an op saves what its backward needs for the inputs that require a gradient. Tensors are keyed by
 name, so one saved by several ops (the normed input of q/k/v) counts once, as a shared storage does. The walk
 follows transformers 5.x `modeling_llama` + `sdpa_attention_forward`, peft LoRA and bitsandbytes `MatMul4Bit`;
-tests/test_plan.py measures it against real autograd on CPU.
+tests/unit/test_plan.py measures it against real autograd on CPU.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """This machine's limits right now, measured in the calling process: the GEMM rate (bf16 and fp32) at a model's
 own matmul shapes and the memory bandwidth. A shared CPU can run several times slower one hour than the next, so a
-speed is only meaningful beside the limit measured in the same run (scripts/bench_real_weights.py, results.json
+speed is only meaningful beside the limit measured in the same run (benchmarks/bench_real_weights.py, results.json
 `train`). The host also changes: on a CPU with AMX bf16 matmuls run ~8x faster than fp32; on an AVX2-only CPU
 (no AVX-512 BF16, no AMX: torch's capability `AVX2`) bf16 falls back to a scalar loop ~7x SLOWER than fp32, so
 `trainer.precision=auto` picks the faster of the two by measuring (`choose_precision`)."""

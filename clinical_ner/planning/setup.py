@@ -164,7 +164,7 @@ def plan_pretrain(cfg: Any, cuda: bool = True) -> MemoryPlan | None:
 def micro_batch_for(cfg: Any, device_bytes: int) -> tuple[int, int]:
     """(micro-batch, accumulation) that keep the recipe's effective batch (`data.batch_size` x
     `trainer.accumulate_grad_batches`) in the largest micro-batch whose fine-tuning plan fits `device_bytes`:
-    bigger micro-batches amortize the per-kernel overhead of LoRA (scripts/gpu_mfu.py on an H200, effective batch
+    bigger micro-batches amortize the per-kernel overhead of LoRA (clinical_ner/checks/gpu/mfu.py on an H200, effective batch
     16 of 256-token windows: MFU 0.267 -> 0.301 at 8B, 0.137 -> 0.215 at 3B going from 8 x 2 to 16 x 1).
     The recipe's own split when no larger micro-batch fits."""
     batch, accumulate = int(cfg.data.batch_size), int(cfg.trainer.accumulate_grad_batches)

@@ -14,7 +14,7 @@ class CausalLMModule(ScheduledModule):
     """Next-token training of a `*ForCausalLM` on packed blocks, and perplexity on named evaluation sets.
 
     Labels are the input ids, unshifted: the Hugging Face causal-LM loss shifts them once internally, so that
-    logits[t] is scored against input_ids[t + 1] (tests/test_pretrain.py proves it on a periodic sequence).
+    logits[t] is scored against input_ids[t + 1] (tests/unit/test_pretrain.py proves it on a periodic sequence).
     Blocks hold no padding, so no attention mask is passed and every position but the last is a target.
     """
 

@@ -1,6 +1,6 @@
 """Experiment loggers: W&B (offline by default), CSV, or none.
 
-W&B conventions (tests/test_wandb.py):
+W&B conventions (tests/e2e/test_wandb.py):
 - A cell's run id comes from its run folder and its config (clinical_ner/run/pipeline.py:`cell_run_id`), with
   `resume="allow"`: a cell resumed from its checkpoint, or a failed cell run again, continues the same W&B run
   (offline, each attempt is a folder `offline-run-<time>-<id>` of that one run; `wandb sync` joins them).

@@ -1,5 +1,5 @@
 """Gold round trip of an answer format: spans -> target answer -> parse -> spans, counted per document and per
-mention (what tests/test_seq2seq_formats.py asserts and scripts/roundtrip_formats.py prints)."""
+mention (what tests/e2e/test_seq2seq_formats.py asserts and clinical_ner/analysis/format_roundtrip.py prints)."""
 
 from __future__ import annotations
 
