@@ -83,7 +83,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from clinical_ner.io_utils import atomic_write_json
+from clinical_ner.files.atomic import atomic_write_json
 from clinical_ner.run_folder import RESULTS_FILE, RunFolder
 
 SCHEMA_VERSION = 1

@@ -14,8 +14,8 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, open_dict
 
-from clinical_ner import progress
 from clinical_ner.config import public_config
+from clinical_ner.console import progress
 from clinical_ner.results import write_results
 from clinical_ner.run import ranks
 from clinical_ner.run.committed import committed_path, committed_results

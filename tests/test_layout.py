@@ -17,9 +17,9 @@ PACKAGE = Path(__file__).resolve().parent.parent / "clinical_ner"
 # Bottom to top; a module may import its own component or any component of a lower layer, nothing else.
 LAYERS: list[set[str]] = [
     # "" = the package's own __init__
-    {"", "errors", "io_utils", "paths", "progress", "code_version"},
+    {"", "errors", "files", "console", "code_version"},
     {"run_folder", "config_compare"},
-    {"config", "results", "inference_settings", "cache_check"},
+    {"config", "results", "inference_settings", "cache"},
     {"data", "reports"},  # reports read results.json files only
     {"metrics", "models"},
     {"planning", "training"},

@@ -17,7 +17,7 @@ from pathlib import Path
 from clinical_ner.analysis.error_html import render_page
 from clinical_ner.analysis.error_runs import RunErrors, load_runs
 from clinical_ner.errors import UserError, cli
-from clinical_ner.io_utils import atomic_write_text
+from clinical_ner.files.atomic import atomic_write_text
 from clinical_ner.metrics.error_categories import totals
 from clinical_ner.metrics.span_scorer import RULES
 from clinical_ner.run_folder import RunFolder

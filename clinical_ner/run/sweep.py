@@ -27,7 +27,7 @@ from omegaconf import DictConfig
 
 from clinical_ner.code_version import code_version
 from clinical_ner.config_compare import changed_keys, comparable, config_hash, flatten, show_value
-from clinical_ner.io_utils import atomic_write_json
+from clinical_ner.files.atomic import atomic_write_json
 from clinical_ner.run_folder import HYDRA_ENTRIES, STALE_PREFIX, WANDB_DIR, RunFolder
 
 log = logging.getLogger(__name__)

@@ -18,8 +18,8 @@ import lightning as L
 import torch
 from lightning.pytorch.callbacks import EarlyStopping, LearningRateMonitor, ModelCheckpoint
 
-from clinical_ner import progress
 from clinical_ner.config import TrainConfig
+from clinical_ner.console import progress
 from clinical_ner.errors import UserError
 from clinical_ner.inference_settings import InferenceSettings, write_inference_settings
 from clinical_ner.models import quantize

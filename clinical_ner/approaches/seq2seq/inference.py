@@ -16,11 +16,11 @@ from clinical_ner.approaches.seq2seq.metrics import Sample
 from clinical_ner.approaches.seq2seq.prompt import PromptRenderer
 from clinical_ner.approaches.seq2seq.units import target_entities
 from clinical_ner.config import Decoding, PromptUnit
+from clinical_ner.console.progress import bar
 from clinical_ner.data.types import Document, Span
 from clinical_ner.inference_settings import InferenceSettings
 from clinical_ner.metrics.span_scorer import score_documents
 from clinical_ner.models.quantize import is_adapter_folder, load_adapter
-from clinical_ner.progress import bar
 
 
 @dataclass
