@@ -16,10 +16,10 @@ from omegaconf import DictConfig, open_dict
 
 from clinical_ner.config import public_config
 from clinical_ner.console import progress
-from clinical_ner.results import write_results
 from clinical_ner.run import ranks
 from clinical_ner.run.committed import committed_path, committed_results
 from clinical_ner.run.pipeline import run
+from clinical_ner.run.record.results import write_results
 from clinical_ner.run.sweep import (
     finished_results,
     in_multirun,

@@ -44,7 +44,7 @@ from clinical_ner.planning.device_check import (
     write_report,
 )
 from clinical_ner.planning.measure import build_model
-from clinical_ner.run_folder import RunFolder
+from clinical_ner.run.record.folder import RunFolder
 
 ROOT = Path(__file__).resolve().parent.parent
 RUNS = {  # name -> what the run adds to the paper recipe of its approach

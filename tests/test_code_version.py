@@ -8,7 +8,7 @@ import logging
 import subprocess
 from pathlib import Path
 
-from clinical_ner.code_version import code_hash, code_version, git_state, hashed_files
+from clinical_ner.run.record.code_version import code_hash, code_version, git_state, hashed_files
 from clinical_ner.run.sweep import finished_results, prepare_run_dir, record_checkpoint_config, stale_reason
 
 CONFIG = {"seed": 1, "optim": {"lr": 0.001}}

@@ -17,9 +17,9 @@ PACKAGE = Path(__file__).resolve().parent.parent / "clinical_ner"
 # Bottom to top; a module may import its own component or any component of a lower layer, nothing else.
 LAYERS: list[set[str]] = [
     # "" = the package's own __init__
-    {"", "errors", "files", "console", "code_version"},
-    {"run_folder", "config_compare"},
-    {"config", "results", "inference_settings", "cache"},
+    {"", "errors", "files", "console"},
+    {"run.record", "config_compare"},
+    {"config", "cache"},
     {"data", "reports"},  # reports read results.json files only
     {"metrics", "models"},
     {"planning", "training"},
@@ -36,7 +36,7 @@ FORBIDDEN_THIRD_PARTY = {
     "metrics": {"lightning", "torch", "transformers"},  # scoring is pure
     "models": {"lightning"},  # models know no Lightning
     "reports": {"lightning", "torch", "transformers", "peft"},  # reports read results.json only
-    "results": {"torch"},  # read by reports
+    "run.record": {"lightning", "torch", "transformers", "peft"},  # read by reports
 }
 
 
@@ -46,10 +46,15 @@ def module_name(path: Path) -> str:
     return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
 
 
+# Sub-packages that are a layer unit of their own (below their parent package's layer, or beside a sibling)
+NESTED = {"run.record"}
+
+
 def component(module: str) -> str:
-    """The layer unit of a module: its top-level name below the package, or `approaches.<name>`."""
+    """The layer unit of a module: its top-level name below the package, `approaches.<name>`, or a NESTED
+    sub-package."""
     parts = module.split(".")[1:]
-    if parts[:1] == ["approaches"] and len(parts) > 1:
+    if parts[:1] == ["approaches"] and len(parts) > 1 or ".".join(parts[:2]) in NESTED:
         return ".".join(parts[:2])
     return parts[0] if parts else ""
 
@@ -164,7 +169,8 @@ def test_reader_sees_lazy_and_package_imports() -> None:
     assert LAYER[component("clinical_ner.run.ranks")] > LAYER[component("clinical_ner.training.rank_zero")]
 
 
-# Names of a run folder's entries: only clinical_ner/run_folder.py may spell them (the rest ask RunFolder).
+# Names of a run folder's entries: only clinical_ner/run/record/folder.py may spell them (the rest ask RunFolder).
+RUN_FOLDER_MODULE = "clinical_ner.run.record.folder"
 RUN_FOLDER_NAMES = {
     "results.json",
     "checkpoints",
@@ -191,7 +197,15 @@ def test_run_folder_paths_are_named_in_one_module() -> None:
     bad = [
         f"{module_name(path)}: {literal!r}"
         for path in sorted(PACKAGE.rglob("*.py"))
-        if path.name != "run_folder.py"
+        if module_name(path) != RUN_FOLDER_MODULE
         for literal in run_folder_literals(path)
     ]
-    assert not bad, "run-folder names spelled outside clinical_ner/run_folder.py:\n" + "\n".join(bad)
+    assert not bad, f"run-folder names spelled outside {RUN_FOLDER_MODULE}:\n" + "\n".join(bad)
+
+
+def test_parents_of_nested_components_import_nothing() -> None:
+    """Importing `clinical_ner.run.record.folder` runs `clinical_ner/run/__init__.py` first: if that imported
+    anything, reading the record from a low layer would load the layer above it."""
+    for nested in NESTED:
+        parent = "clinical_ner." + nested.rsplit(".", 1)[0]
+        assert not GRAPH[parent], f"{parent} imports {sorted(GRAPH[parent])}"

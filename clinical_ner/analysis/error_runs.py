@@ -25,7 +25,7 @@ from clinical_ner.data.types import Document
 from clinical_ner.errors import UserError
 from clinical_ner.metrics.error_categories import Outcome, category_counts, classify
 from clinical_ner.metrics.span_scorer import Scores, Triple, read_ann_dir, score_sets
-from clinical_ner.run_folder import RunFolder
+from clinical_ner.run.record.folder import RunFolder
 
 
 @dataclass

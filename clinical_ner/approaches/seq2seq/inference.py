@@ -18,9 +18,9 @@ from clinical_ner.approaches.seq2seq.units import target_entities
 from clinical_ner.config import Decoding, PromptUnit
 from clinical_ner.console.progress import bar
 from clinical_ner.data.types import Document, Span
-from clinical_ner.inference_settings import InferenceSettings
 from clinical_ner.metrics.span_scorer import score_documents
 from clinical_ner.models.quantize import is_adapter_folder, load_adapter
+from clinical_ner.training.inference_settings import InferenceSettings
 
 
 @dataclass
@@ -43,7 +43,7 @@ class PromptSettings:
 
 @dataclass
 class Seq2seqInference(InferenceSettings):
-    """How a seq2seq run prompted and decoded (clinical_ner/inference_settings.py)."""
+    """How a seq2seq run prompted and decoded (clinical_ner/training/inference_settings.py)."""
 
     APPROACH = "seq2seq"
     unit: PromptUnit

@@ -18,7 +18,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from clinical_ner.errors import UserError
 from clinical_ner.files.atomic import atomic_write_json
-from clinical_ner.run_folder import INFERENCE_FILE
+from clinical_ner.run.record.folder import INFERENCE_FILE
 
 
 @dataclass
