@@ -1,6 +1,6 @@
 """Hydra entry point: `python -m clinical_ner.train approach=tokencls model=llama2 corpus=none`.
 
-Composes the config (validated against clinical_ner/config.py), runs the stages, and writes `results.json`
+Composes the config (validated against clinical_ner/config/schema.py), runs the stages, and writes `results.json`
 in the run folder, `status: failed` with the error line when something goes wrong.
 """
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from clinical_ner.config_compare import config_hash
+from clinical_ner.config.compare import config_hash
 from clinical_ner.files.digests import json_digest
 from clinical_ner.pretrain.packing import tokens_cache_key
 

@@ -18,7 +18,7 @@ import torch
 from omegaconf import DictConfig
 
 from clinical_ner.config import check_config, public_config
-from clinical_ner.config_compare import comparable
+from clinical_ner.config.compare import comparable
 from clinical_ner.files.digests import json_digest
 from clinical_ner.models.backbone import weights_record
 from clinical_ner.planning.auto_precision import as_asked, resolve_precision

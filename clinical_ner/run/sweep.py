@@ -25,7 +25,7 @@ from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from clinical_ner.config_compare import changed_keys, comparable, config_hash, flatten, show_value
+from clinical_ner.config.compare import changed_keys, comparable, config_hash, flatten, show_value
 from clinical_ner.files.atomic import atomic_write_json
 from clinical_ner.run.record.code_version import code_version
 from clinical_ner.run.record.folder import HYDRA_ENTRIES, STALE_PREFIX, WANDB_DIR, RunFolder
