@@ -25,7 +25,7 @@ LAYERS: list[set[str]] = [
     {"planning", "training"},
     {"pretrain", "approaches.tokencls", "approaches.seq2seq", "approaches"},
     {"analysis", "run"},
-    {"train", "predict", "evaluate", "plan"},  # entry points
+    {"train", "predict", "evaluate"},  # entry points
     {"cli"},  # the `clinical-ner` command over them (it imports them by name, when a command runs)
     {"__main__"},  # python -m clinical_ner
 ]
