@@ -93,6 +93,29 @@ def read_imports() -> tuple[dict[str, set[str]], dict[str, set[str]]]:
 GRAPH, THIRD_PARTY = read_imports()
 
 
+# The only modules at the package's top level: the user entry points and the shared error type; everything else
+# lives in a package named for its job, so the tree answers "where is X".
+TOP_LEVEL = {"__init__", "__main__", "cli", "train", "predict", "evaluate", "errors"}
+
+
+def test_top_level_holds_only_entry_points() -> None:
+    loose = sorted(path.stem for path in PACKAGE.glob("*.py") if path.stem not in TOP_LEVEL)
+    assert not loose, f"modules loose at the top of clinical_ner/ (give each a package): {loose}"
+
+
+def test_every_package_has_an_init() -> None:
+    """A folder of modules without `__init__.py` is a namespace package: it imports, but pip leaves it out."""
+    missing = sorted(
+        str(folder.relative_to(PACKAGE))
+        for folder in PACKAGE.rglob("*")
+        if folder.is_dir()
+        and folder.name != "__pycache__"
+        and any(folder.glob("*.py"))
+        and not (folder / "__init__.py").is_file()
+    )
+    assert not missing, f"packages without __init__.py: {missing}"
+
+
 def test_every_module_has_a_layer() -> None:
     unplaced = sorted(m for m in GRAPH if component(m) not in LAYER)
     assert not unplaced, f"modules in no layer of tests/test_layout.py: {unplaced}"

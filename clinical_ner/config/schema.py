@@ -218,8 +218,8 @@ class PretrainConfig:
     flops: FlopsMethod = FlopsMethod.measure  # FLOPs per batch: counted on the meta device, or 6 * N * tokens
     # Peak FLOP/s per device that MFU divides by; null = Lightning's table (GPUs), else the CPU values below.
     peak_tflops: float | None = None
-    cpu_peak_tflops_bf16: float = 2.0  # 2 AVX-512/AMX cores measured at 1.5-2.5 TFLOP/s bf16 (DESIGN.md)
-    cpu_peak_tflops_fp32: float = 0.4  # the same cores measured at ~0.4 TFLOP/s fp32 matmul (DESIGN.md)
+    cpu_peak_tflops_bf16: float = 2.0  # 2 AVX-512/AMX cores measured at 1.5-2.5 TFLOP/s bf16 (2026-12-06 probe)
+    cpu_peak_tflops_fp32: float = 0.4  # the same cores measured at ~0.4 TFLOP/s fp32 matmul (same probe)
 
 
 @dataclass

@@ -141,7 +141,7 @@ class Seq2SeqDecoder:
         progress: str | None = None,
         enabled: bool | None = None,
     ) -> list[str]:
-        """Answers for some units of a split; with a `progress` description, under a bar (see progress.py)."""
+        """Answers for some units of a split; with a `progress` description, under a bar (clinical_ner/console/progress.py)."""
         prompts, texts = [split.prompts[i] for i in indices], [split.units[i].text for i in indices]
         if progress is None:
             return self.answers(model, prompts, texts)
