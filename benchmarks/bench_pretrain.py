@@ -22,12 +22,12 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from clinical_ner.cache.location import cache_dir
 from clinical_ner.config import compose_config
 from clinical_ner.data.brat import read_split
 from clinical_ner.data.synthetic import synthetic_splits
 from clinical_ner.models.backbone import build_causal_lm
 from clinical_ner.models.tokenizer import load_or_train_tokenizer
-from clinical_ner.paths import cache_dir
 from clinical_ner.pretrain.corpora import mix_languages, read_language
 from clinical_ner.pretrain.module import CausalLMModule
 from clinical_ner.pretrain.packing import BlockDataset, pack, tokenize_documents

@@ -141,7 +141,7 @@ def real_workload(
     from clinical_ner.data.brat import read_split
     from clinical_ner.models.backbone import build_causal_lm, build_token_classifier
     from clinical_ner.models.factory import make_tokenizer
-    from clinical_ner.paths import cache_dir
+    from clinical_ner.cache.location import cache_dir
 
     root = Path(os.environ["PHARMACONER_DIR"])
     splits = {name: read_split(root / name) for name in ("train", "dev", "test")}

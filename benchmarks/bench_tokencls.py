@@ -20,13 +20,13 @@ from transformers import DataCollatorForTokenClassification, Trainer, TrainingAr
 from clinical_ner.approaches.tokencls.datamodule import TokenClsDataModule, Windowing
 from clinical_ner.approaches.tokencls.module import TokenClsModule
 from clinical_ner.approaches.tokencls.tagging import bio_labels
+from clinical_ner.cache.location import cache_dir
 from clinical_ner.config import compose_config
 from clinical_ner.data.batching import Batching
 from clinical_ner.data.brat import entity_types, read_split
 from clinical_ner.data.synthetic import synthetic_splits
 from clinical_ner.models.backbone import build_token_classifier
 from clinical_ner.models.tokenizer import load_or_train_tokenizer
-from clinical_ner.paths import cache_dir
 from clinical_ner.training.optim import OptimSpec
 
 CFG = compose_config(["model=llama2", "scale=tiny"])  # the default tiny Llama 2 of a run

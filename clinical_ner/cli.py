@@ -22,7 +22,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "train": ("clinical_ner.train:main", "train and score one run, or a sweep with -m (Hydra overrides)"),
     "predict": ("clinical_ner.predict:main", "tag new .txt files with a trained run's model"),
     "evaluate": ("clinical_ner.evaluate:main", "score predicted BRAT .ann files against gold"),
-    "plan": ("clinical_ner.plan:main", "plan a run's GPU memory and throughput from its config"),
+    "plan": ("clinical_ner.planning.plan:main", "plan a run's GPU memory and throughput from its config"),
     "tables": ("clinical_ner.reports.tables:main", "the study's tables and figures from finished runs"),
     "errors": (
         "clinical_ner.analysis.error_page:main",

@@ -14,7 +14,7 @@ from rich.console import Console
 from rich.table import Table
 
 from clinical_ner.errors import UserError, cli, module_parser, warnings_to_stderr
-from clinical_ner.io_utils import atomic_write_json
+from clinical_ner.files.atomic import atomic_write_json
 from clinical_ner.metrics.span_scorer import RULES, Scores, error_report, read_ann_dir, score_dirs
 
 

@@ -12,13 +12,13 @@ from pathlib import Path
 import torch
 from transformers import AutoTokenizer
 
+from clinical_ner.console.progress import quiet_libraries
 from clinical_ner.data.brat import read_text, write_predictions
 from clinical_ner.data.types import Document
 from clinical_ner.errors import UserError, cli
-from clinical_ner.inference_settings import read_inference_settings, saved_approach, settings_file
-from clinical_ner.progress import quiet_libraries
+from clinical_ner.run.record.folder import INFERENCE_FILE, MODEL_DIR, RunFolder
 from clinical_ner.run.registry import stage_class
-from clinical_ner.run_folder import INFERENCE_FILE, MODEL_DIR, RunFolder
+from clinical_ner.training.inference_settings import read_inference_settings, saved_approach, settings_file
 
 
 def model_folder(run_dir: Path) -> Path:

@@ -1,6 +1,6 @@
 """Hydra entry point: `python -m clinical_ner.train approach=tokencls model=llama2 corpus=none`.
 
-Composes the config (validated against clinical_ner/config.py), runs the stages, and writes `results.json`
+Composes the config (validated against clinical_ner/config/schema.py), runs the stages, and writes `results.json`
 in the run folder, `status: failed` with the error line when something goes wrong.
 """
 
@@ -14,12 +14,12 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, open_dict
 
-from clinical_ner import progress
 from clinical_ner.config import public_config
-from clinical_ner.results import write_results
+from clinical_ner.console import progress
 from clinical_ner.run import ranks
 from clinical_ner.run.committed import committed_path, committed_results
 from clinical_ner.run.pipeline import run
+from clinical_ner.run.record.results import write_results
 from clinical_ner.run.sweep import (
     finished_results,
     in_multirun,

@@ -17,10 +17,10 @@ from pathlib import Path
 from clinical_ner.analysis.error_html import render_page
 from clinical_ner.analysis.error_runs import RunErrors, load_runs
 from clinical_ner.errors import UserError, cli, module_parser
-from clinical_ner.io_utils import atomic_write_text
+from clinical_ner.files.atomic import atomic_write_text
 from clinical_ner.metrics.error_categories import totals
 from clinical_ner.metrics.span_scorer import RULES
-from clinical_ner.run_folder import RunFolder
+from clinical_ner.run.record.folder import RunFolder
 
 PAGE_MODE = 0o600  # clinical text: the owner's eyes only
 

@@ -16,6 +16,7 @@ from pathlib import Path
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from clinical_ner.cache.location import cache_dir
 from clinical_ner.config import DataConfig
 from clinical_ner.data.brat import read_split
 from clinical_ner.data.pharmaconer import SPLITS, locate_corpus
@@ -24,8 +25,7 @@ from clinical_ner.data.types import Document
 from clinical_ner.errors import UserError
 from clinical_ner.metrics.error_categories import Outcome, category_counts, classify
 from clinical_ner.metrics.span_scorer import Scores, Triple, read_ann_dir, score_sets
-from clinical_ner.paths import cache_dir
-from clinical_ner.run_folder import RunFolder
+from clinical_ner.run.record.folder import RunFolder
 
 
 @dataclass

@@ -20,14 +20,14 @@ from clinical_ner.analysis.length_stats import coverage, length_stats, round_up
 from clinical_ner.approaches.seq2seq.datamodule import prompt_split, training_examples
 from clinical_ner.approaches.seq2seq.prompt import IGNORE, PromptRenderer, make_renderer
 from clinical_ner.approaches.seq2seq.units import make_units
+from clinical_ner.cache.location import cache_dir
 from clinical_ner.config import compose_config
 from clinical_ner.data.ner_corpus import corpus_types, limit_splits, load_ner_splits
 from clinical_ner.data.types import Document
 from clinical_ner.errors import UserError, cli, module_parser
-from clinical_ner.io_utils import atomic_write_text
+from clinical_ner.files.atomic import atomic_write_text
 from clinical_ner.models.backbone import checkpoint_source
 from clinical_ner.models.factory import make_tokenizer
-from clinical_ner.paths import cache_dir
 from clinical_ner.reports.labels import family_name
 from clinical_ner.reports.render import Table, markdown_table, to_csv, write_table
 

@@ -21,7 +21,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from clinical_ner.run_folder import MODEL_DIR, PREDICTIONS_DIR, RESULTS_FILE
+from clinical_ner.run.record.folder import MODEL_DIR, PREDICTIONS_DIR, RESULTS_FILE
 
 ROOT = Path(__file__).resolve().parents[2]  # the checkout this package sits in
 # one thread: on a shared machine two threads per run contend badly, and the numbers must not depend on it

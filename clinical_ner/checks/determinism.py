@@ -19,7 +19,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from clinical_ner.run_folder import RunFolder
+from clinical_ner.run.record.folder import RunFolder
 
 ROOT = Path(__file__).resolve().parents[2]  # the checkout this package sits in
 VARIANTS = {

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from clinical_ner.data.types import Document, Span
 from clinical_ner.errors import UserError
-from clinical_ner.io_utils import atomic_write_text
+from clinical_ner.files.atomic import atomic_write_text
 
 logger = logging.getLogger(__name__)
 

@@ -27,10 +27,10 @@ from pathlib import Path
 
 import requests
 
+from clinical_ner.console.progress import bar
 from clinical_ner.data import http
 from clinical_ner.errors import UserError, cli
-from clinical_ner.io_utils import atomic_write_text
-from clinical_ner.progress import bar
+from clinical_ner.files.atomic import atomic_write_text
 
 log = logging.getLogger(__name__)
 

@@ -13,7 +13,7 @@ import requests
 from requests.adapters import HTTPAdapter
 from urllib3.util.retry import Retry
 
-from clinical_ner.progress import bar
+from clinical_ner.console.progress import bar
 
 USER_AGENT = "clinical_ner-download/0.2 (research)"
 TIMEOUT_S = 60  # per connect and per read, not for the whole transfer

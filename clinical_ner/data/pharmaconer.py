@@ -21,7 +21,8 @@ from filelock import FileLock
 
 from clinical_ner.data import http
 from clinical_ner.errors import UserError, cli
-from clinical_ner.io_utils import atomic_write_json, file_digest
+from clinical_ner.files.atomic import atomic_write_json
+from clinical_ner.files.digests import file_digest
 
 log = logging.getLogger(__name__)
 

@@ -15,7 +15,7 @@ from pathlib import Path
 from clinical_ner.data.brat import write_ann
 from clinical_ner.data.types import Document, Span
 from clinical_ner.errors import UserError, cli
-from clinical_ner.io_utils import atomic_write_text
+from clinical_ner.files.atomic import atomic_write_text
 
 SPLITS = ("train", "dev", "test")
 ENTITY_TYPES = ("FARMACO", "DOSIS", "SINTOMA")

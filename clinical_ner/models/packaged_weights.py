@@ -27,11 +27,12 @@ from pathlib import Path
 
 from filelock import FileLock
 
-from clinical_ner.cache_check import broken_file, file_records
+from clinical_ner.cache.location import cache_dir
+from clinical_ner.cache.manifest import broken_file, file_records
 from clinical_ner.config import ModelConfig, PackagedWeightsConfig, WeightsSource
 from clinical_ner.errors import UserError
-from clinical_ner.io_utils import atomic_write_json, file_digest
-from clinical_ner.paths import cache_dir
+from clinical_ner.files.atomic import atomic_write_json
+from clinical_ner.files.digests import file_digest
 
 log = logging.getLogger(__name__)
 

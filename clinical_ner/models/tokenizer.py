@@ -21,9 +21,9 @@ from filelock import FileLock
 from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, pre_tokenizers, processors, trainers
 from transformers import AutoTokenizer, PreTrainedTokenizerBase, PreTrainedTokenizerFast
 
-from clinical_ner.cache_check import broken_file, file_records
+from clinical_ner.cache.manifest import broken_file, file_records
 from clinical_ner.errors import UserError
-from clinical_ner.io_utils import atomic_write_json
+from clinical_ner.files.atomic import atomic_write_json
 
 log = logging.getLogger(__name__)
 

@@ -189,5 +189,5 @@ def pretrain_misfit(cfg: Any, device_bytes: int | None) -> str | None:
         f"continual pretraining of {cfg.model.family} (scale={cfg.scale.name}) needs about {plan.total / GiB:.0f} "
         f"GiB per device ({state:.0f} GiB of {bytes_per_param * 8}-bit weights, gradients and AdamW states) but "
         f"the device has {device_bytes / GiB:.0f} GiB: shard it (pretrain.devices=N pretrain.strategy=fsdp) or "
-        f"plan it with python -m clinical_ner.plan"
+        f"plan it with python -m clinical_ner.planning.plan"
     )

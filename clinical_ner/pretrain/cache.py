@@ -18,8 +18,9 @@ from typing import Any
 
 from filelock import FileLock, Timeout
 
-from clinical_ner.cache_check import broken_file, file_records
-from clinical_ner.io_utils import atomic_write_json, json_digest
+from clinical_ner.cache.manifest import broken_file, file_records
+from clinical_ner.files.atomic import atomic_write_json
+from clinical_ner.files.digests import json_digest
 
 log = logging.getLogger(__name__)
 

@@ -26,9 +26,10 @@ import torch
 from filelock import FileLock
 from torch.utils.data import Dataset
 
-from clinical_ner.cache_check import broken_file, digest
+from clinical_ner.cache.manifest import broken_file, digest
 from clinical_ner.data.types import Document
-from clinical_ner.io_utils import atomic_write_json, file_digest, json_digest
+from clinical_ner.files.atomic import atomic_write_json
+from clinical_ner.files.digests import file_digest, json_digest
 
 log = logging.getLogger(__name__)
 

@@ -38,7 +38,7 @@ from clinical_ner.pretrain.data import (
 from clinical_ner.pretrain.module import CausalLMModule
 from clinical_ner.pretrain.packing import BlockDataset
 from clinical_ner.pretrain.throughput import PackedThroughputMonitor, peak_flops, training_flops
-from clinical_ner.run_folder import RunFolder
+from clinical_ner.run.record.folder import RunFolder
 from clinical_ner.training.callbacks import EpochLine, EpochWeightsSaver, TrainStepTimer, progress_bars
 from clinical_ner.training.inputs import RunInputs
 from clinical_ner.training.loggers import (

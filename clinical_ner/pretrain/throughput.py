@@ -41,7 +41,7 @@ def training_flops(model: torch.nn.Module, batch_size: int, block_size: int, met
 
 def peak_flops(settings: PretrainConfig, device: torch.device, precision: str) -> float | None:
     """Peak FLOP/s of one device: `pretrain.peak_tflops` if set, Lightning's table on GPUs, else the CPU values
-    measured on this project's 2-core machine (DESIGN.md: bf16 ~1.5-2.5 TFLOP/s, fp32 ~0.4 TFLOP/s)."""
+    measured on this project's 2-core machine (a 2026-12-06 probe: bf16 ~1.5-2.5 TFLOP/s, fp32 ~0.4 TFLOP/s)."""
     if settings.peak_tflops:
         return settings.peak_tflops * 1e12
     bf16 = "bf16" in str(precision)

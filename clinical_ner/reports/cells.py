@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, fields
 
 from clinical_ner.config import APPROACH_SCHEMAS
-from clinical_ner.config_compare import comparable, flatten, show_value
+from clinical_ner.config.compare import comparable, flatten, show_value
 from clinical_ner.reports.collect import Run
 from clinical_ner.reports.identity import (
     RANDOM_WEIGHTS,
@@ -177,7 +177,7 @@ def _approach_keys(config: Mapping) -> set[str] | None:
 
 def config_items(run: Run) -> tuple[tuple[str, str], ...]:
     """What a run computed with, beyond its seed: the resolved config without the seed and the keys that only
-    change how it was watched (clinical_ner/config_compare.py), without `pretrain` when nothing was pretrained."""
+    change how it was watched (clinical_ner/config/compare.py), without `pretrain` when nothing was pretrained."""
     config = run.data.get("config")
     if not isinstance(config, Mapping):
         return ()

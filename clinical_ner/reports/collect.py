@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from clinical_ner.run_folder import RESULTS_FILE, is_stale
+from clinical_ner.run.record.folder import RESULTS_FILE, is_stale
 
 log = logging.getLogger(__name__)
 

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from clinical_ner.errors import UserError, cli, module_parser
-from clinical_ner.io_utils import atomic_write_text
+from clinical_ner.files.atomic import atomic_write_text
 from clinical_ner.reports.collect import find_results, read_run
 
 DEFAULT_TO = Path("results/real_weights")

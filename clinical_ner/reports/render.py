@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from clinical_ner.io_utils import atomic_write_text
+from clinical_ner.files.atomic import atomic_write_text
 from clinical_ner.reports.bootstrap import Interval
 from clinical_ner.reports.cells import Summary
 

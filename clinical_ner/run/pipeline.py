@@ -17,15 +17,15 @@ import lightning as L
 import torch
 from omegaconf import DictConfig
 
-from clinical_ner.code_version import code_version
 from clinical_ner.config import check_config, public_config
-from clinical_ner.config_compare import comparable
-from clinical_ner.io_utils import json_digest
+from clinical_ner.config.compare import comparable
+from clinical_ner.files.digests import json_digest
 from clinical_ner.models.backbone import weights_record
 from clinical_ner.planning.auto_precision import as_asked, resolve_precision
 from clinical_ner.planning.probe import GemmProbe, train_flops_per_token
 from clinical_ner.planning.setup import arch_of, micro_batch_for
 from clinical_ner.pretrain.stage import run_pretrain
+from clinical_ner.run.record.code_version import code_version
 from clinical_ner.run.registry import stage_class
 from clinical_ner.training.inputs import RunInputs
 from clinical_ner.training.loggers import make_logger, opened, report_to_wandb, use_reference_artifact

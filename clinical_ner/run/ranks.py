@@ -54,7 +54,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from clinical_ner.config import listed_gpu_ids
 from clinical_ner.errors import EXIT_USER_ERROR, UserError
-from clinical_ner.run_folder import RANK_LOG, RunFolder
+from clinical_ner.run.record.folder import RANK_LOG, RunFolder
 from clinical_ner.training import rank_sync
 from clinical_ner.training.rank_sync import RENDEZVOUS_TIMEOUT, LocalLaunch, RankFailed, dead_rank
 from clinical_ner.training.rank_zero import global_rank, is_global_zero

@@ -1,7 +1,7 @@
 """The approaches a run can fine-tune with: `approach.name` -> its stage.
 
 A new approach is one folder under clinical_ner/approaches/ holding a `FineTuneStage` (clinical_ner/training/
-stage.py), one entry here, and its config (schema in clinical_ner/config.py, conf/approach/<name>.yaml).
+stage.py), one entry here, and its config (schema in clinical_ner/config/schema.py, conf/approach/<name>.yaml).
 """
 
 from __future__ import annotations

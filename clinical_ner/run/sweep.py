@@ -8,7 +8,7 @@ anything else (failed, never started) is redone. A folder whose results or check
 never resumes, or reports, an old run; the tables skip `stale-*` folders.
 
 The code counts like the config: a cell whose results (`code.hash`) or checkpoints (`checkpoints.json`) come
-from another code version (clinical_ner/code_version.py) is moved aside and redone, so a rerun after a code change
+from another code version (clinical_ner/run/record/code_version.py) is moved aside and redone, so a rerun after a code change
 never pools old cells with new ones; `sweep.reuse_other_code=true` keeps and reuses them (one line says so).
 """
 
@@ -25,10 +25,10 @@ from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from clinical_ner.code_version import code_version
-from clinical_ner.config_compare import changed_keys, comparable, config_hash, flatten, show_value
-from clinical_ner.io_utils import atomic_write_json
-from clinical_ner.run_folder import HYDRA_ENTRIES, STALE_PREFIX, WANDB_DIR, RunFolder
+from clinical_ner.config.compare import changed_keys, comparable, config_hash, flatten, show_value
+from clinical_ner.files.atomic import atomic_write_json
+from clinical_ner.run.record.code_version import code_version
+from clinical_ner.run.record.folder import HYDRA_ENTRIES, STALE_PREFIX, WANDB_DIR, RunFolder
 
 log = logging.getLogger(__name__)
 

@@ -10,7 +10,7 @@ import lightning as L
 import torch
 from lightning.pytorch.callbacks import Checkpoint, TQDMProgressBar
 
-from clinical_ner import progress
+from clinical_ner.console import progress
 
 log = logging.getLogger(__name__)
 

@@ -18,13 +18,12 @@ import lightning as L
 import torch
 from lightning.pytorch.callbacks import EarlyStopping, LearningRateMonitor, ModelCheckpoint
 
-from clinical_ner import progress
 from clinical_ner.config import TrainConfig
+from clinical_ner.console import progress
 from clinical_ner.errors import UserError
-from clinical_ner.inference_settings import InferenceSettings, write_inference_settings
 from clinical_ner.models import quantize
 from clinical_ner.models.backbone import is_bidirectional, set_attention_direction
-from clinical_ner.run_folder import BEST_CHECKPOINT, RunFolder
+from clinical_ner.run.record.folder import BEST_CHECKPOINT, RunFolder
 from clinical_ner.training.callbacks import (
     BatchSamplerEpoch,
     EpochLine,
@@ -33,6 +32,7 @@ from clinical_ner.training.callbacks import (
     progress_bars,
 )
 from clinical_ner.training.checkpoints import load_trained
+from clinical_ner.training.inference_settings import InferenceSettings, write_inference_settings
 from clinical_ner.training.rank_sync import ranks_done, ranks_ready
 from clinical_ner.training.rank_zero import is_global_zero
 from clinical_ner.training.timings import phase

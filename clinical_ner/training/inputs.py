@@ -7,11 +7,11 @@ from pathlib import Path
 
 from transformers import PreTrainedTokenizerBase
 
+from clinical_ner.cache.location import cache_dir
 from clinical_ner.config import TrainConfig
 from clinical_ner.data.ner_corpus import corpus_types, load_ner_splits
 from clinical_ner.data.types import Document
 from clinical_ner.models.factory import make_tokenizer
-from clinical_ner.paths import cache_dir
 
 
 @dataclass

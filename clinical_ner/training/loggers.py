@@ -24,7 +24,7 @@ from lightning.pytorch.utilities import rank_zero_only
 
 from clinical_ner.config import TrainConfig, public_config
 from clinical_ner.errors import UserError
-from clinical_ner.run_folder import CSV_DIR, CSV_PRETRAIN_DIR, RunFolder
+from clinical_ner.run.record.folder import CSV_DIR, CSV_PRETRAIN_DIR, RunFolder
 
 
 @dataclass(frozen=True)

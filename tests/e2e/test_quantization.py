@@ -22,7 +22,6 @@ from clinical_ner.approaches.tokencls.module import TokenClsModule
 from clinical_ner.config import compose_config
 from clinical_ner.data.batching import LengthGroupedBatchSampler, PadCollator
 from clinical_ner.errors import UserError
-from clinical_ner.inference_settings import read_inference_settings
 from clinical_ner.models import quantize
 from clinical_ner.models.backbone import (
     TOKEN_CLS_HEAD,
@@ -34,6 +33,7 @@ from clinical_ner.models.backbone import (
 )
 from clinical_ner.training.checkpoints import BASE_KEY, load_trained
 from clinical_ner.training.finetune import make_callbacks, make_trainer, save_model
+from clinical_ner.training.inference_settings import read_inference_settings
 from clinical_ner.training.optim import OptimSpec
 
 pytest.importorskip("bitsandbytes")

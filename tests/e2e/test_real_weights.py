@@ -16,10 +16,10 @@ from pathlib import Path
 
 import pytest
 
+from clinical_ner.cache.location import cache_dir
 from clinical_ner.config import compose_config
 from clinical_ner.errors import UserError
 from clinical_ner.models import packaged_weights
-from clinical_ner.paths import cache_dir
 
 pytestmark = [pytest.mark.slow, pytest.mark.corpus]
 ROOT = Path(__file__).resolve().parents[2]

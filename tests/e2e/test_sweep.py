@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from composing import MICRO, compose_train
 
-from clinical_ner.code_version import code_version
+from clinical_ner.run.record.code_version import code_version
 from clinical_ner.run.sweep import (
     finished_results,
     prepare_run_dir,
@@ -243,7 +243,7 @@ def test_a_record_from_before_the_approach_schemas_still_counts_as_the_same_conf
 
 def test_a_skipped_cell_returns_its_dev_f1_to_the_sweeper(tmp_path, capsys):
     from clinical_ner.config import compose_config, public_config
-    from clinical_ner.results import write_results
+    from clinical_ner.run.record.results import write_results
     from clinical_ner.train import main
 
     cfg = compose_config([f"output_dir={tmp_path}", "logger=none"])

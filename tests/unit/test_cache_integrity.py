@@ -8,7 +8,7 @@ import logging
 
 import numpy as np
 
-from clinical_ner import cache_check
+from clinical_ner.cache import manifest as cache_manifest
 from clinical_ner.config import compose_config
 from clinical_ner.data.types import Document
 from clinical_ner.models import packaged_weights
@@ -73,7 +73,7 @@ def test_packaged_weights_are_converted_again_when_damaged(tmp_path, monkeypatch
         folder.mkdir(parents=True, exist_ok=True)
         (folder / "model.safetensors").write_bytes(b"w" * 4096)
         (folder / "config.json").write_text("{}")
-        manifest = {"package": spec.package, "files": cache_check.file_records(folder)}
+        manifest = {"package": spec.package, "files": cache_manifest.file_records(folder)}
         (folder / packaged_weights.MANIFEST).write_text(json.dumps(manifest))
 
     monkeypatch.setattr(packaged_weights, "_build", fake_build)
@@ -97,7 +97,7 @@ def test_a_packaged_manifest_without_files_gets_them(tmp_path, monkeypatch):
     assert packaged_weights.materialize(spec, tmp_path) == folder
     files = json.loads((folder / packaged_weights.MANIFEST).read_text())["files"]
     assert files == {
-        "model.safetensors": {"size": 64, "sha256": cache_check.digest(folder / "model.safetensors")}
+        "model.safetensors": {"size": 64, "sha256": cache_manifest.digest(folder / "model.safetensors")}
     }
 
 
@@ -116,11 +116,11 @@ def test_a_damaged_pretrained_entry_is_rebuilt(tmp_path, caplog):
 
 def test_a_file_is_hashed_once_per_size_and_mtime(tmp_path, monkeypatch):
     calls = []
-    real = cache_check.file_digest
-    monkeypatch.setattr(cache_check, "file_digest", lambda path: calls.append(path) or real(path))
+    real = cache_manifest.file_digest
+    monkeypatch.setattr(cache_manifest, "file_digest", lambda path: calls.append(path) or real(path))
     path = tmp_path / "w.bin"
     path.write_bytes(b"a" * 100)
-    first = cache_check.digest(path)
-    assert cache_check.digest(path) == first and len(calls) == 1
+    first = cache_manifest.digest(path)
+    assert cache_manifest.digest(path) == first and len(calls) == 1
     path.write_bytes(b"b" * 101)
-    assert cache_check.digest(path) != first and len(calls) == 2
+    assert cache_manifest.digest(path) != first and len(calls) == 2

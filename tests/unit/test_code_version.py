@@ -8,7 +8,7 @@ import logging
 import subprocess
 from pathlib import Path
 
-from clinical_ner.code_version import code_hash, code_version, git_state, hashed_files
+from clinical_ner.run.record.code_version import code_hash, code_version, git_state, hashed_files
 from clinical_ner.run.sweep import finished_results, prepare_run_dir, record_checkpoint_config, stale_reason
 
 CONFIG = {"seed": 1, "optim": {"lr": 0.001}}
@@ -119,7 +119,7 @@ def test_checkpoints_of_older_code_are_not_resumed(tmp_path):
 
 def test_the_reuse_flag_is_no_part_of_the_cell():
     from clinical_ner.config import compose_config, public_config
-    from clinical_ner.config_compare import config_hash
+    from clinical_ner.config.compare import config_hash
 
     plain = public_config(compose_config([]))
     flagged = public_config(compose_config(["sweep.reuse_other_code=true"]))

@@ -9,8 +9,12 @@ import pytest
 from clinical_ner.approaches.seq2seq.inference import PromptSettings, Seq2seqInference
 from clinical_ner.approaches.tokencls.inference import TokenClsInference
 from clinical_ner.errors import UserError
-from clinical_ner.inference_settings import read_inference_settings, saved_approach, write_inference_settings
-from clinical_ner.run_folder import INFERENCE_FILE
+from clinical_ner.run.record.folder import INFERENCE_FILE
+from clinical_ner.training.inference_settings import (
+    read_inference_settings,
+    saved_approach,
+    write_inference_settings,
+)
 
 TOKENCLS = TokenClsInference("bf16-mixed", 64, "last", "begin", 256, 32)
 SEQ2SEQ = Seq2seqInference(

@@ -42,8 +42,8 @@ def test_the_recipe_stays_when_nothing_larger_fits():
 def test_a_rerun_after_a_planned_micro_batch_skips_the_finished_cell(tmp_path, monkeypatch, capsys):
     """The chosen split is recorded under `train`, the config stays as asked, so the next run skips the cell
     (CPU: the GPU's memory and the planner's choice are patched)."""
-    from clinical_ner.code_version import code_version
     from clinical_ner.run import pipeline
+    from clinical_ner.run.record.code_version import code_version
     from clinical_ner.train import main
 
     monkeypatch.setenv("CLINICAL_NER_CACHE", str(tmp_path / "cache"))

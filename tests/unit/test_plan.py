@@ -1,4 +1,4 @@
-"""The planner (clinical_ner.plan, clinical_ner.planning) against measurements on CPU.
+"""The planner (clinical_ner.planning: plan.py, the command, and its formulas) against measurements on CPU.
 
 Acceptance: the memory estimate is within 15% of the measured tensor bytes (parameters, gradients, AdamW state,
 saved activations) wherever measured. `python tests/unit/test_plan.py` prints the measured/planned table that
@@ -18,10 +18,10 @@ import torch
 from clinical_ner.checks.gpu import planner as gpu_check
 from clinical_ner.config import compose_config
 from clinical_ner.models.backbone import count_parameters
-from clinical_ner.plan import main as plan_main
 from clinical_ner.planning import GiB, count_params, flops_per_token, plan_memory, plan_pretrain, setup_for
 from clinical_ner.planning.measure import build_model, measure_step, random_batch
 from clinical_ner.planning.memory import Setup, nf4_bytes, plan_setup
+from clinical_ner.planning.plan import main as plan_main
 
 ROOT = Path(__file__).resolve().parents[2]
 TOLERANCE = 0.15
@@ -220,7 +220,10 @@ def test_cli_errors_are_one_line(argv: list[str], capsys) -> None:
 
 def test_cli_error_exit_code_in_a_process() -> None:
     result = subprocess.run(
-        [sys.executable, "-m", "clinical_ner.plan", "model=nope"], capture_output=True, text=True, cwd=ROOT
+        [sys.executable, "-m", "clinical_ner.planning.plan", "model=nope"],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
     )
     assert result.returncode == 2
     assert "Traceback" not in result.stderr and "error: " in result.stderr

@@ -16,11 +16,11 @@ from clinical_ner.approaches.seq2seq.metrics import Sample
 from clinical_ner.approaches.seq2seq.prompt import PromptRenderer
 from clinical_ner.approaches.seq2seq.units import target_entities
 from clinical_ner.config import Decoding, PromptUnit
+from clinical_ner.console.progress import bar
 from clinical_ner.data.types import Document, Span
-from clinical_ner.inference_settings import InferenceSettings
 from clinical_ner.metrics.span_scorer import score_documents
 from clinical_ner.models.quantize import is_adapter_folder, load_adapter
-from clinical_ner.progress import bar
+from clinical_ner.training.inference_settings import InferenceSettings
 
 
 @dataclass
@@ -43,7 +43,7 @@ class PromptSettings:
 
 @dataclass
 class Seq2seqInference(InferenceSettings):
-    """How a seq2seq run prompted and decoded (clinical_ner/inference_settings.py)."""
+    """How a seq2seq run prompted and decoded (clinical_ner/training/inference_settings.py)."""
 
     APPROACH = "seq2seq"
     unit: PromptUnit
@@ -141,7 +141,7 @@ class Seq2SeqDecoder:
         progress: str | None = None,
         enabled: bool | None = None,
     ) -> list[str]:
-        """Answers for some units of a split; with a `progress` description, under a bar (see progress.py)."""
+        """Answers for some units of a split; with a `progress` description, under a bar (clinical_ner/console/progress.py)."""
         prompts, texts = [split.prompts[i] for i in indices], [split.units[i].text for i in indices]
         if progress is None:
             return self.answers(model, prompts, texts)

@@ -13,19 +13,19 @@ from transformers import PreTrainedTokenizerBase
 from clinical_ner.approaches.tokencls.datamodule import EncodedSplit, TokenClsDataModule, Windowing
 from clinical_ner.approaches.tokencls.tagging import decode_document, tags_for_seqeval
 from clinical_ner.config import IllFormed, LabelPosition
+from clinical_ner.console.progress import bar
 from clinical_ner.data.batching import Batching
 from clinical_ner.data.types import Document, Span
-from clinical_ner.inference_settings import InferenceSettings
 from clinical_ner.metrics.span_scorer import score_documents
 from clinical_ner.metrics.token_metrics import seqeval_f1
 from clinical_ner.models.backbone import load_token_classifier
 from clinical_ner.models.precision import autocast_for
-from clinical_ner.progress import bar
+from clinical_ner.training.inference_settings import InferenceSettings
 
 
 @dataclass
 class TokenClsInference(InferenceSettings):
-    """How a token-classification run windowed its text and decoded tags (clinical_ner/inference_settings.py)."""
+    """How a token-classification run windowed its text and decoded tags (clinical_ner/training/inference_settings.py)."""
 
     APPROACH = "tokencls"
     label_position: LabelPosition

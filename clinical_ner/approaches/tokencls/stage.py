@@ -19,10 +19,10 @@ from clinical_ner.approaches.tokencls.inference import (
 )
 from clinical_ner.approaches.tokencls.module import TokenClsModule
 from clinical_ner.approaches.tokencls.tagging import bio_labels
+from clinical_ner.console.progress import bar
 from clinical_ner.data.batching import Batching
 from clinical_ner.models.backbone import TOKEN_CLS_HEAD, build_token_classifier
 from clinical_ner.models.tokenizer import standalone_tokenizer
-from clinical_ner.progress import bar
 from clinical_ner.training.optim import OptimSpec
 from clinical_ner.training.stage import FineTuneStage, SplitPrediction
 

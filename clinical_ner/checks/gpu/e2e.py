@@ -36,7 +36,7 @@ from clinical_ner.models.backbone import kv_heads_at
 from clinical_ner.models.tokenizer import load_or_train_tokenizer
 from clinical_ner.planning import GiB, flops_per_token, plan_setup, setup_for
 from clinical_ner.planning.measure import build_model
-from clinical_ner.run_folder import RunFolder
+from clinical_ner.run.record.folder import RunFolder
 
 ROOT = Path(__file__).resolve().parents[3]  # the checkout: the CLI runs from there
 RUNS = {  # name -> what the run adds to the paper recipe of its approach

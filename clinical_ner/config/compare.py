@@ -21,7 +21,7 @@ from typing import Any
 
 from omegaconf import OmegaConf
 
-from clinical_ner.io_utils import json_digest
+from clinical_ner.files.digests import json_digest
 
 # top-level keys that change how a run is watched or where it writes, not what it computes
 NOT_RESULTS = ("output_dir", "cache_dir", "ckpt_path", "committed_dir", "logger", "sweep")

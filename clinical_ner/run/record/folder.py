@@ -2,7 +2,7 @@
 
 ```
 <run dir>/
-  results.json              RunFolder.results           the run's record (clinical_ner/results.py)
+  results.json              RunFolder.results           the run's record (clinical_ner/run/record/results.py)
   model/                    RunFolder.model             save_pretrained weights + tokenizer + INFERENCE_FILE
   predictions/<split>/      RunFolder.predictions(s)    one BRAT .ann per document
   checkpoints/              RunFolder.checkpoints       best-<epoch>.ckpt (best dev F1) and last.ckpt (resume)

@@ -12,7 +12,7 @@ import hashlib
 import subprocess
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[3]  # the checkout: clinical_ner/run/record/ -> root
 HASHED = (("clinical_ner", "*.py"), ("conf", "*.yaml"))
 
 

@@ -1,10 +1,11 @@
 """Plan a run's GPU memory and throughput from its config, without loading any weights.
 
-    python -m clinical_ner.plan model=llama2 approach=tokencls scale=paper [quantization=nf4] [data.batch_size=8 ...]
+    clinical-ner plan model=llama2 approach=tokencls scale=paper [quantization=nf4] [data.batch_size=8 ...]
         [--gpu h100|h200|a100|l4|rtx4090] [--mfu 0.4] [--checkpointing on|off] [--json]
 
-Overrides are the Hydra ones of `clinical_ner.train`. With `corpus != none` the continual-pretraining stage is
-planned first (full fine-tuning, FSDP across `pretrain.devices`). Formulas and assumptions: docs/planning.md.
+(= `python -m clinical_ner.planning.plan ...`). Overrides are the Hydra ones of `clinical_ner.train`. With
+`corpus != none` the continual-pretraining stage is planned first (full fine-tuning, FSDP across
+`pretrain.devices`). Formulas and assumptions: docs/planning.md.
 """
 
 from __future__ import annotations
@@ -142,7 +143,7 @@ def as_json(plan: MemoryPlan, gpu: Gpu, mfu: float) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     """Compose the config from the overrides, plan each stage the run trains, print tables (or JSON)."""
-    parser = _Parser(prog="python -m clinical_ner.plan", description=__doc__.splitlines()[0])
+    parser = _Parser(prog="python -m clinical_ner.planning.plan", description=__doc__.splitlines()[0])
     parser.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. model=llama3 scale=paper")
     parser.add_argument("--gpu", choices=sorted(GPUS), default="h100")
     parser.add_argument("--mfu", type=float, default=0.4, help="model FLOPs utilization for tokens/s")

@@ -57,7 +57,7 @@ Schema (version 1; later stages add keys, never rename them):
   clinical_ner/models/packaged_weights.py)
 - `machine`: where it ran: `cpu` (model name), `cpu_capability` (torch's kernels: AVX2, AVX512, ...), `threads`,
   `torch`, `cuda` (device name or null). bf16 runs of the same seed differ across CPUs (README)
-- `code`: which code computed the run (clinical_ner/code_version.py): `hash` (sha256 over the package's `*.py`
+- `code`: which code computed the run (clinical_ner/run/record/code_version.py): `hash` (sha256 over the package's `*.py`
   and conf/'s `*.yaml` only: README, docs and test edits do not count), `commit` (git HEAD, null outside a
   checkout), `dirty` (uncommitted changes under clinical_ner/ or conf/; null outside a checkout). Failed records
   carry it too. A rerun never reuses a cell of another `hash` unless `sweep.reuse_other_code=true`, and cells of
@@ -83,8 +83,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from clinical_ner.io_utils import atomic_write_json
-from clinical_ner.run_folder import RESULTS_FILE, RunFolder
+from clinical_ner.files.atomic import atomic_write_json
+from clinical_ner.run.record.folder import RESULTS_FILE, RunFolder
 
 SCHEMA_VERSION = 1
 __all__ = ["RESULTS_FILE", "SCHEMA_VERSION", "write_results"]

@@ -17,8 +17,8 @@ from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from clinical_ner.errors import UserError
-from clinical_ner.io_utils import atomic_write_json
-from clinical_ner.run_folder import INFERENCE_FILE
+from clinical_ner.files.atomic import atomic_write_json
+from clinical_ner.run.record.folder import INFERENCE_FILE
 
 
 @dataclass

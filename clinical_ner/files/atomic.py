@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import tempfile
@@ -33,15 +32,3 @@ def atomic_write_text(path: Path | str, text: str) -> None:
 def atomic_write_json(path: Path | str, obj: Any) -> None:
     """Write `obj` as indented JSON (key order kept, non-ASCII kept) atomically, with a trailing newline."""
     atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False, ensure_ascii=False) + "\n")
-
-
-def json_digest(material: Any) -> str:
-    """Hex sha256 of `material` written as JSON with sorted keys (what JSON cannot write goes through `str`):
-    the one digest behind cache keys, config hashes and run ids."""
-    return hashlib.sha256(json.dumps(material, sort_keys=True, default=str).encode("utf-8")).hexdigest()
-
-
-def file_digest(path: Path | str, algorithm: str = "sha256") -> str:
-    """Hex digest of a file's bytes, streamed (corpus files, downloads and cached weights can be large)."""
-    with open(path, "rb") as handle:
-        return hashlib.file_digest(handle, algorithm).hexdigest()

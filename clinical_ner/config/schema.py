@@ -3,15 +3,12 @@ so a misspelt key or a wrong type fails in a second instead of after an hour of 
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
-from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, ListConfig, OmegaConf
 
-from clinical_ner.config_compare import register_resolvers
 from clinical_ner.errors import UserError
 
 
@@ -221,8 +218,8 @@ class PretrainConfig:
     flops: FlopsMethod = FlopsMethod.measure  # FLOPs per batch: counted on the meta device, or 6 * N * tokens
     # Peak FLOP/s per device that MFU divides by; null = Lightning's table (GPUs), else the CPU values below.
     peak_tflops: float | None = None
-    cpu_peak_tflops_bf16: float = 2.0  # 2 AVX-512/AMX cores measured at 1.5-2.5 TFLOP/s bf16 (DESIGN.md)
-    cpu_peak_tflops_fp32: float = 0.4  # the same cores measured at ~0.4 TFLOP/s fp32 matmul (DESIGN.md)
+    cpu_peak_tflops_bf16: float = 2.0  # 2 AVX-512/AMX cores measured at 1.5-2.5 TFLOP/s bf16 (2026-12-06 probe)
+    cpu_peak_tflops_fp32: float = 0.4  # the same cores measured at ~0.4 TFLOP/s fp32 matmul (same probe)
 
 
 @dataclass
@@ -367,10 +364,6 @@ def typed_config(container: dict):
     return OmegaConf.merge(OmegaConf.structured(TrainConfig), {"approach": approach}, container)
 
 
-# a key is secret when its last word is one of these: `hf_token`, `api_key` go, `max_new_tokens` stays
-SECRET_KEY = re.compile(r"(^|_)(key|token|secret|password)$", re.IGNORECASE)
-
-
 def listed_gpu_ids(devices) -> list[int] | None:
     """The GPU ids of `trainer.devices` when it lists them (`[2, 3]`, `"2,3"`, `"2,"`), as Lightning reads
     them; None when it is a count (`2`, `"2"`, `-1`, `auto`)."""
@@ -382,46 +375,8 @@ def listed_gpu_ids(devices) -> list[int] | None:
     return None
 
 
-def public_config(cfg) -> dict:
-    """The resolved config with anything that looks like a secret removed (it is saved and logged)."""
-    resolved = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
-
-    def scrub(node):
-        if isinstance(node, dict):
-            return {k: scrub(v) for k, v in node.items() if not SECRET_KEY.search(str(k))}
-        return [scrub(v) for v in node] if isinstance(node, list) else node
-
-    return scrub(resolved)
-
-
 def check_config(cfg) -> None:
     """Run the schema's value checks on a composed config: the dataclasses' `__post_init__` (Hydra checks
     keys and types only), and `check_approach`. Raises UserError."""
     check_approach(cfg.approach)
     OmegaConf.to_object(cfg)
-
-
-def compose_config(overrides: list[str] | None = None):
-    """The run config from conf/ with Hydra overrides, outside a Hydra job (scripts, notebooks)."""
-    from pathlib import Path
-
-    from hydra import compose, initialize_config_dir
-
-    conf = Path(__file__).resolve().parent.parent / "conf"
-    with initialize_config_dir(config_dir=str(conf), version_base="1.3"):
-        cfg = compose("train", overrides=["output_dir=/tmp/clinical_ner", *(overrides or [])])
-    check_config(cfg)
-    return cfg
-
-
-def register_configs() -> None:
-    """Register the schemas: conf/train.yaml lists `train_schema` first in its defaults, each
-    conf/approach/<name>.yaml its approach's `<name>_schema`."""
-    store = ConfigStore.instance()
-    store.store(name="train_schema", node=TrainConfig)
-    for name, schema in APPROACH_SCHEMAS.items():
-        store.store(group="approach", name=f"{name}_schema", node=schema)
-
-
-register_configs()
-register_resolvers()

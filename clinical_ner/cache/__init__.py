@@ -1,0 +1,1 @@
+"""Caches that outlive a run: where they live (location.py) and what an entry's manifest promises (manifest.py)."""

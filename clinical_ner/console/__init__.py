@@ -1,0 +1,1 @@
+"""What the terminal shows besides log lines: progress bars (progress.py)."""
