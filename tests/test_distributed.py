@@ -13,6 +13,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from functools import partial
 from pathlib import Path
@@ -223,19 +224,31 @@ time.sleep(120)
         parent.kill()
 
 
-def test_sigterm_and_broken_collectives_become_rank_failed():
+def _sigterm_soon(delay: float) -> None:
+    """SIGTERM to this process after `delay` seconds, as torchrun's agent sends when another rank died."""
+    threading.Timer(delay, os.kill, (os.getpid(), signal.SIGTERM)).start()
+
+
+def test_the_launchers_sigterm_becomes_rank_failed():
     with pytest.raises(RankFailed, match="stopped by the launcher"), scope.stopped_by_launcher():
-        os.kill(os.getpid(), signal.SIGTERM)
-        time.sleep(5)  # the handler raises here
-    with pytest.raises(RankFailed, match="a collective failed") as caught, scope.stopped_by_launcher():
-        try:
-            raise torch.distributed.DistNetworkError("Connection closed by peer\nmore")
-        except torch.distributed.DistError as err:
-            raise RuntimeError("fit failed") from err
+        _sigterm_soon(0.1)
+        time.sleep(30)  # the handler raises here
+    # this rank's collective broke first (the peer is gone); the agent's SIGTERM follows: a dead peer's fault
+    expected = pytest.raises(RankFailed, match="this rank saw: Read error")
+    with expected as caught, scope.stopped_by_launcher(grace_s=30):
+        _sigterm_soon(0.2)
+        raise RuntimeError("Read error: Connection reset by peer\nmore")
     assert "more" not in str(caught.value)  # one line
-    with pytest.raises(UserError), scope.stopped_by_launcher():  # the rank's own errors go through
-        raise UserError("bad")
     assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # restored
+
+
+def test_a_ranks_own_errors_go_through():
+    with pytest.raises(ValueError, match="a bug"), scope.stopped_by_launcher(grace_s=0.1):
+        raise ValueError("a bug")  # no SIGTERM followed: not another rank's doing
+    started = time.monotonic()
+    with pytest.raises(UserError), scope.stopped_by_launcher(grace_s=30):
+        raise UserError("bad")
+    assert time.monotonic() - started < 5  # at once
 
 
 def test_unsharded_copy_rebuilds_the_trained_model():
@@ -492,13 +505,17 @@ def test_torchrun_job_writes_one_run_folder(tmp_path):
 DIE_IN_TRAINING = """
 import os, sys, threading, time
 if os.environ.get("RANK") == "1" and os.environ.get("DIE_IN_TRAINING"):
+    def initialized():
+        try:  # torch.distributed may still be half imported
+            return sys.modules["torch.distributed"].is_initialized()
+        except (KeyError, AttributeError):
+            return False
+
     def die():
-        while True:
-            dist = sys.modules.get("torch.distributed")
-            if dist is not None and dist.is_available() and dist.is_initialized():
-                print("rank 1 dies on purpose", flush=True)
-                os._exit(1)
+        while not initialized():
             time.sleep(0.05)
+        print("rank 1 dies on purpose", flush=True)
+        os._exit(1)
     threading.Thread(target=die, daemon=True).start()
 """
 

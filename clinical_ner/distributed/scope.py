@@ -2,8 +2,8 @@
 
 - `restored_env`, `process_group_scope`: the next job of a `-m` sweep (same process) starts clean.
 - `stopped_by_launcher`: under torchrun (and our local launch, which uses torch's elastic agent too), the agent
-  stops the other ranks with SIGTERM when one dies; rank 0 turns that, or a collective broken by the dead peer,
-  into `RankFailed`, so the failure policy records the cell and prints one `error:` line.
+  stops the other ranks with SIGTERM when one dies; rank 0 turns that into `RankFailed` (also when a collective
+  broken by the dead peer failed first), so the failure policy records the cell and prints one `error:` line.
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import signal
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 
@@ -30,6 +31,7 @@ LAUNCH_ENV = (
     "TORCHELASTIC_USE_AGENT_STORE",
     "TORCHELASTIC_SIGNALS_TO_HANDLE",
 )
+LAUNCHER_GRACE_S = 15.0  # torchrun's agent looks at its ranks every 0.1-5 s (--monitor_interval)
 STOPPED = "stopped by the launcher (SIGTERM): another rank died or the job was cancelled"
 
 
@@ -59,19 +61,17 @@ def process_group_scope() -> Iterator[None]:
                 torch.distributed.destroy_process_group()
 
 
-def broken_collective(err: BaseException | None) -> BaseException | None:
-    """The torch.distributed error behind `err` (a collective or store that lost a peer), or None."""
-    while err is not None:
-        if isinstance(err, torch.distributed.DistError):
-            return err
-        err = err.__cause__ or err.__context__
-    return None
+def first_line(err: BaseException) -> str:
+    """The first line of an error's message (gloo's and NCCL's run over several)."""
+    return (str(err).strip().splitlines() or [type(err).__name__])[0]
 
 
 @contextmanager
-def stopped_by_launcher() -> Iterator[None]:
-    """For a rank of a multi-process job: SIGTERM (the launcher stopping the job) raises `RankFailed`, and so
-    does a collective broken by a dead peer; the process's own errors go through unchanged."""
+def stopped_by_launcher(grace_s: float = LAUNCHER_GRACE_S) -> Iterator[None]:
+    """For a rank of a job whose launcher stops every rank with SIGTERM when one dies (torchrun, our local
+    launch): SIGTERM raises `RankFailed`. When this rank fails first by itself (gloo raises as soon as a peer
+    is gone), it waits `grace_s` for that SIGTERM: if it comes, a dead peer was the cause (`RankFailed`);
+    if not, its own error goes through unchanged. A UserError always goes through at once."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
@@ -82,13 +82,13 @@ def stopped_by_launcher() -> Iterator[None]:
     previous = signal.signal(signal.SIGTERM, on_sigterm)  # Lightning's fit calls it after its own handler
     try:
         yield
-    except RankFailed:
+    except (RankFailed, UserError):
         raise
     except Exception as err:
-        broken = None if isinstance(err, UserError) else broken_collective(err)
-        if broken is None:
-            raise
-        first_line = (str(broken).strip().splitlines() or [type(broken).__name__])[0]
-        raise RankFailed(f"a collective failed, another rank died or left ({first_line})") from err
+        try:
+            time.sleep(grace_s)  # the launcher's SIGTERM, if another rank died, raises in here
+        except RankFailed:
+            raise RankFailed(f"{STOPPED}; this rank saw: {first_line(err)}") from err
+        raise
     finally:
         signal.signal(signal.SIGTERM, previous)
