@@ -61,11 +61,6 @@ def process_group_scope() -> Iterator[None]:
                 torch.distributed.destroy_process_group()
 
 
-def first_line(err: BaseException) -> str:
-    """The first line of an error's message (gloo's and NCCL's run over several)."""
-    return (str(err).strip().splitlines() or [type(err).__name__])[0]
-
-
 @contextmanager
 def stopped_by_launcher(grace_s: float = LAUNCHER_GRACE_S) -> Iterator[None]:
     """For a rank of a job whose launcher stops every rank with SIGTERM when one dies (torchrun, our local
@@ -87,8 +82,8 @@ def stopped_by_launcher(grace_s: float = LAUNCHER_GRACE_S) -> Iterator[None]:
     except Exception as err:
         try:
             time.sleep(grace_s)  # the launcher's SIGTERM, if another rank died, raises in here
-        except RankFailed:
-            raise RankFailed(f"{STOPPED}; this rank saw: {first_line(err)}") from err
+        except RankFailed as stopped:  # what this rank saw was a symptom: kept as the cause, in its log
+            raise stopped from err
         raise
     finally:
         signal.signal(signal.SIGTERM, previous)
