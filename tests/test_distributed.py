@@ -177,6 +177,9 @@ def test_the_rank_that_died_first_is_the_cause(tmp_path):
     err = _failure(tmp_path, {0: (1, 10), 1: (-9, 11)}, {0: stopped})  # rank 0 only stopped because of rank 1
     assert isinstance(err, RankFailed) and str(err).startswith("rank 1 exited with code -9")
     assert "rank 1 ran out of memory" in str(err)  # the dead rank's log tail
+    # rank 0 killed by the agent's SIGTERM before it could say so; rank 1 exited by itself
+    err = _failure(tmp_path / "b", {0: (-signal.SIGTERM, 10), 1: (1, 10)}, {})
+    assert str(err).startswith("rank 1 exited with code 1")
 
 
 def test_rank_zero_failures_keep_their_kind(tmp_path):
@@ -501,31 +504,49 @@ def test_torchrun_job_writes_one_run_folder(tmp_path):
     assert not [line for line in proc.stderr.splitlines() if line.startswith("error:")]
 
 
-# a test hook: rank 1 of a torchrun job dies (as if killed) once the process group exists, i.e. mid-training
+# a test hook (sitecustomize): rank 1 dies, as if killed, once its process group exists, i.e. mid-training; with
+# $DIE_SEED only in the job whose config has that seed (a worker of a local sweep: its config file is an argument)
 DIE_IN_TRAINING = """
-import os, sys, threading, time
-if os.environ.get("RANK") == "1" and os.environ.get("DIE_IN_TRAINING"):
-    def initialized():
-        try:  # torch.distributed may still be half imported
-            return sys.modules["torch.distributed"].is_initialized()
-        except (KeyError, AttributeError):
-            return False
+import os, re, sys, threading, time
 
-    def die():
-        while not initialized():
-            time.sleep(0.05)
-        print("rank 1 dies on purpose", flush=True)
-        os._exit(1)
+def doomed():
+    if os.environ.get("RANK") != "1" or not os.environ.get("DIE_IN_TRAINING"):
+        return False
+    if "DIE_SEED" not in os.environ:
+        return True
+    if "--output-dir" not in sys.argv:
+        return False
+    config = open(sys.argv[sys.argv.index("--output-dir") - 1]).read()
+    return re.search(rf"^seed: {os.environ['DIE_SEED']}$", config, re.MULTILINE) is not None
+
+def initialized():
+    try:  # torch.distributed may still be half imported
+        return sys.modules["torch.distributed"].is_initialized()
+    except (KeyError, AttributeError):
+        return False
+
+def die():
+    while not initialized():
+        time.sleep(0.05)
+    print("rank 1 dies on purpose", flush=True)
+    os._exit(1)
+
+if doomed():
     threading.Thread(target=die, daemon=True).start()
 """
 
 
-@pytest.mark.slow
-def test_a_dead_rank_brings_a_torchrun_job_down_with_one_line(tmp_path):
+def _die_in_training(tmp_path: Path, **env: str) -> dict[str, str]:
+    """The environment that makes rank 1 die mid-training (DIE_IN_TRAINING)."""
     hook = tmp_path / "hook"
     hook.mkdir()
     (hook / "sitecustomize.py").write_text(DIE_IN_TRAINING)
-    env = {"PYTHONPATH": os.pathsep.join([str(hook), str(ROOT)]), "DIE_IN_TRAINING": "1"}
+    return {"PYTHONPATH": os.pathsep.join([str(hook), str(ROOT)]), "DIE_IN_TRAINING": "1", **env}
+
+
+@pytest.mark.slow
+def test_a_dead_rank_brings_a_torchrun_job_down_with_one_line(tmp_path):
+    env = _die_in_training(tmp_path)
     started = time.monotonic()
     proc = _torchrun(
         ["trainer.max_steps=50", "save_model=false", f"hydra.run.dir={tmp_path / 'run'}"], tmp_path, env
@@ -553,28 +574,14 @@ def test_ddp_sweep_runs_each_cell_once(tmp_path):
     assert all(json.loads(p.read_text())["status"] == "complete" for p in found)
 
 
-# a test hook: rank 1 of a local multi-process job exits at start-up when its config's seed is $DIE_SEED
-DIE_ON_SEED = """
-import os, re, sys
-if os.environ.get("LOCAL_RANK") == "1" and os.environ.get("DIE_SEED") and "--output-dir" in sys.argv:
-    config = open(sys.argv[sys.argv.index("--output-dir") - 1]).read()
-    if re.search(rf"^seed: {os.environ['DIE_SEED']}$", config, re.MULTILINE):
-        print("rank 1 dies on purpose", flush=True)
-        os._exit(1)
-"""
-
-
 @pytest.mark.slow
 def test_a_dead_rank_fails_its_cell_and_the_sweep_goes_on(tmp_path):
-    hook = tmp_path / "hook"
-    hook.mkdir()
-    (hook / "sitecustomize.py").write_text(DIE_ON_SEED)
     proc = _cli(
         ["-m", "data=synthetic", "trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2"]
         + ["trainer.max_steps=2", "seed=1,2", "save_model=false", *TINY, *QUIET]
         + [f"hydra.sweep.dir={tmp_path / 'sweep'}"],
         tmp_path,
-        env={"PYTHONPATH": os.pathsep.join([str(hook), str(ROOT)]), "DIE_SEED": "1"},
+        env=_die_in_training(tmp_path, DIE_SEED="1"),
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     records = {}

@@ -173,9 +173,12 @@ def failure_of(failures: dict, launch: LocalLaunch, folder: RunFolder, times: Ph
     one, a full disk stays a full disk (it stops a sweep); anything else is `RankFailed`."""
     reports = {rank: read_report(launch, rank) for rank in failures}
 
-    def order(rank: int) -> tuple[bool, float, int]:
-        stopped = bool(reports[rank] and reports[rank].get("stopped"))
-        return stopped, failures[rank].timestamp, rank
+    def order(rank: int) -> tuple[bool, bool, float, int]:
+        code = failures[rank].exitcode
+        # stopped by the agent (its SIGTERM, raised as RankFailed or not yet handled) comes last; a rank that
+        # exited by itself comes before one killed by a signal (out of memory: SIGKILL)
+        stopped = bool(reports[rank] and reports[rank].get("stopped")) or code == -signal.SIGTERM
+        return stopped, code < 0, failures[rank].timestamp, rank
 
     rank = min(failures, key=order)
     report, code = reports[rank], failures[rank].exitcode
