@@ -307,6 +307,19 @@ def test_slurm_tasks_must_match_devices_and_give_the_rank(monkeypatch):
     assert checks.externally_launched() and global_rank() == 1
 
 
+def test_torchrun_processes_must_match_devices(monkeypatch):
+    for name in ("LOCAL_RANK", "RANK", "SLURM_NTASKS", "SLURM_NTASKS_PER_NODE", "SLURM_JOB_NAME"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("TORCHELASTIC_RUN_ID", "test")  # as torchrun starts each process
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "1")
+    with pytest.raises(UserError, match="torchrun --nproc_per_node 2"):
+        checks.check_distributed(
+            compose_config(["trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2"])
+        )
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "2")
+    assert checks.check_distributed(compose_config(["trainer=ddp", "trainer.accelerator=cpu"])) == 2
+
+
 def test_slurm_launcher_composes_from_the_command_line(tmp_path):
     proc = subprocess.run(
         [sys.executable, "-m", "clinical_ner.train", "hydra/launcher=slurm", "hydra.launcher.partition=gpu"]
