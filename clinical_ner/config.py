@@ -212,7 +212,7 @@ class PretrainConfig:
     gradient_clip_val: float = MISSING
     accelerator: str = "auto"
     devices: Any = 1
-    strategy: str = "auto"  # auto | ddp | fsdp (several devices; see clinical_ner/run/ranks.py)
+    strategy: str = "auto"  # auto | ddp | fsdp (several devices; see clinical_ner/distributed/)
     precision: str = MISSING  # falls back to 16-mixed on GPUs without bf16
     gradient_checkpointing: bool = MISSING
     seed: int = 0  # init of a random (tiny) base and block order; apart from the run seed
