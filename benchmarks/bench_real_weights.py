@@ -137,11 +137,11 @@ def real_workload(
     from clinical_ner.approaches.seq2seq.stage import Seq2seqStage
     from clinical_ner.approaches.tokencls.datamodule import TokenClsDataModule, Windowing
     from clinical_ner.approaches.tokencls.tagging import bio_labels
+    from clinical_ner.cache.location import cache_dir
     from clinical_ner.config import compose_config
     from clinical_ner.data.brat import read_split
     from clinical_ner.models.backbone import build_causal_lm, build_token_classifier
     from clinical_ner.models.factory import make_tokenizer
-    from clinical_ner.cache.location import cache_dir
 
     root = Path(os.environ["PHARMACONER_DIR"])
     splits = {name: read_split(root / name) for name in ("train", "dev", "test")}

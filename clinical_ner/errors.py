@@ -20,6 +20,10 @@ class UserError(Exception):
     """A mistake in the user's input or configuration; the message is one self-contained line."""
 
 
+class RankFailed(RuntimeError):
+    """Another rank of this multi-process job died or was stopped: the job fails, a sweep goes on."""
+
+
 def cli(main: Callable[..., T]) -> Callable[..., T]:
     """Wrap a command-line entry point so a UserError prints `error: ...` and exits with code 2, and a full
     disk prints one line naming the file and exits with code 1."""

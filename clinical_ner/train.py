@@ -16,9 +16,8 @@ from omegaconf import DictConfig, open_dict
 
 from clinical_ner.config import public_config
 from clinical_ner.console import progress
-from clinical_ner.run import ranks
+from clinical_ner.distributed.launch import run_job as run_on_devices
 from clinical_ner.run.committed import committed_path, committed_results
-from clinical_ner.run.pipeline import run
 from clinical_ner.run.record.results import write_results
 from clinical_ner.run.sweep import (
     finished_results,
@@ -28,6 +27,7 @@ from clinical_ner.run.sweep import (
     wandb_sync_hint,
 )
 from clinical_ner.run.task import Cell, task_wrapper
+from clinical_ner.training.rank_zero import is_global_zero
 
 log = logging.getLogger(__name__)
 CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")
@@ -67,7 +67,7 @@ def main(cfg: DictConfig) -> float | None:
         return objective(done)
     resume(cfg)
     results = run_job(cfg)
-    if results is None or not ranks.is_global_zero():  # a failed sweep cell, or a rank > 0
+    if results is None or not is_global_zero():  # a failed sweep cell, or a rank > 0
         return None
     path = write_results(run_dir, results)
     test = results.get("test", {})
@@ -90,8 +90,8 @@ def resume(cfg: DictConfig) -> None:
     that writes its checkpoints. Another config's results or checkpoints are moved aside; an explicit
     `ckpt_path` (e.g. `last` with more steps) is the user's choice: the folder is left as it is."""
     run_dir, config = Path(cfg.output_dir), public_config(cfg)
-    # one job, one run folder: rank 0 writes it; other ranks run on scratch folders (clinical_ner/run/ranks.py)
-    rank_zero = ranks.is_global_zero()
+    # one job, one run folder: rank 0 writes it; other ranks run on scratch folders (clinical_ner/distributed/launch.py)
+    rank_zero = is_global_zero()
     reuse = bool(cfg.sweep.reuse_other_code)  # another code version's checkpoint resumes only when asked
     last = prepare_run_dir(run_dir, config, rank_zero, reuse) if cfg.ckpt_path is None else None
     if last is not None:
@@ -104,9 +104,8 @@ def resume(cfg: DictConfig) -> None:
 
 @task_wrapper
 def run_job(cell: Cell) -> dict:
-    """Check the config, start the other ranks, run the stages; the phases are timed into the cell."""
-    with ranks.job(cell.cfg, on_failure=cell.record_failure) as rank_cfg:
-        return run(rank_cfg, cell.times)
+    """Check the config, run the stages on the devices it asks for; the phases are timed into the cell."""
+    return run_on_devices(cell.cfg, cell.times)
 
 
 if __name__ == "__main__":

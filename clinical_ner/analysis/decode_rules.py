@@ -19,9 +19,9 @@ from clinical_ner.approaches.tokencls.inference import (
 from clinical_ner.data.batching import Batching
 from clinical_ner.data.brat import read_split
 from clinical_ner.errors import cli
-from clinical_ner.training.inference_settings import read_inference_settings
 from clinical_ner.models.backbone import load_token_classifier
 from clinical_ner.run.record.folder import RunFolder
+from clinical_ner.training.inference_settings import read_inference_settings
 
 
 @cli

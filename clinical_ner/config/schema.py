@@ -209,7 +209,7 @@ class PretrainConfig:
     gradient_clip_val: float = MISSING
     accelerator: str = "auto"
     devices: Any = 1
-    strategy: str = "auto"  # auto | ddp | fsdp (several devices; see clinical_ner/run/ranks.py)
+    strategy: str = "auto"  # auto | ddp | fsdp (several devices; see clinical_ner/distributed/)
     precision: str = MISSING  # falls back to 16-mixed on GPUs without bf16
     gradient_checkpointing: bool = MISSING
     seed: int = 0  # init of a random (tiny) base and block order; apart from the run seed
@@ -218,7 +218,9 @@ class PretrainConfig:
     flops: FlopsMethod = FlopsMethod.measure  # FLOPs per batch: counted on the meta device, or 6 * N * tokens
     # Peak FLOP/s per device that MFU divides by; null = Lightning's table (GPUs), else the CPU values below.
     peak_tflops: float | None = None
-    cpu_peak_tflops_bf16: float = 2.0  # 2 AVX-512/AMX cores measured at 1.5-2.5 TFLOP/s bf16 (2026-12-06 probe)
+    cpu_peak_tflops_bf16: float = (
+        2.0  # 2 AVX-512/AMX cores measured at 1.5-2.5 TFLOP/s bf16 (2026-12-06 probe)
+    )
     cpu_peak_tflops_fp32: float = 0.4  # the same cores measured at ~0.4 TFLOP/s fp32 matmul (same probe)
 
 

@@ -29,7 +29,7 @@ def resolve_precision(cfg: Any, seconds: float = PROBE_SECONDS) -> GemmProbe | N
     and return the CPU probe (None on a GPU, where `auto` means bf16-mixed and no CPU rate is measured)."""
     sections = _sections(cfg)
     # several ranks must agree: each would probe on its own and might choose differently, so they keep bf16
-    accelerator = str(cfg.trainer.accelerator)  # as Lightning picks CUDA (run/ranks.py wants_gpu)
+    accelerator = str(cfg.trainer.accelerator)  # as Lightning picks CUDA (distributed/checks.py wants_gpu)
     gpu = accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available())
     if gpu or int(os.environ.get("WORLD_SIZE", "1")) > 1:
         for section in sections:

@@ -2,7 +2,7 @@
 registry); returns the results record.
 
 Called by the Hydra entry point (clinical_ner/train.py) in rank 0 and by every other rank of a multi-device job
-(clinical_ner/run/ranks.py).
+(clinical_ner/distributed/).
 """
 
 from __future__ import annotations

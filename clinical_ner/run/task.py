@@ -24,12 +24,11 @@ from typing import Any
 
 from omegaconf import DictConfig
 
-from clinical_ner.errors import EXIT_USER_ERROR, disk_full, known_failure
+from clinical_ner.errors import EXIT_USER_ERROR, RankFailed, disk_full, known_failure
 from clinical_ner.run.pipeline import coordinates
 from clinical_ner.run.record.code_version import code_version
 from clinical_ner.run.record.results import write_results
 from clinical_ner.run.sweep import in_multirun
-from clinical_ner.training.rank_sync import RankFailed
 from clinical_ner.training.rank_zero import is_global_zero
 from clinical_ner.training.timings import PhaseTimes
 

@@ -1,7 +1,7 @@
 """What every fine-tuning stage shares: callbacks, the Trainer (and its DDP/FSDP strategy), best-checkpoint
 reload, saving, result sections.
 
-Several devices (clinical_ner/run/ranks.py): every rank runs the stage; the training sampler shards the
+Several devices (clinical_ner/distributed/): every rank runs the stage; the training sampler shards the
 batches itself (Lightning's sampler injection is off), validation runs in full on every rank; after training,
 ranks > 0 leave the stage: rank 0 alone predicts dev and test, scores and writes the model.
 """
@@ -33,7 +33,6 @@ from clinical_ner.training.callbacks import (
 )
 from clinical_ner.training.checkpoints import load_trained
 from clinical_ner.training.inference_settings import InferenceSettings, write_inference_settings
-from clinical_ner.training.rank_sync import ranks_done, ranks_ready
 from clinical_ner.training.rank_zero import is_global_zero
 from clinical_ner.training.timings import phase
 
@@ -300,10 +299,8 @@ def fit_and_select(
         raise UserError("nothing to train on: the training split gives no batch (see data.train_limit)")
     callbacks, checkpoint, timer = make_callbacks(cfg, run_dir)
     trainer = make_trainer(cfg, run_dir, callbacks, logger)
-    ranks_ready()  # a rank that died while loading fails the job here, not after a rendezvous timeout
     with phase("fit") as fit:
         trainer.fit(module, datamodule=data, ckpt_path=cfg.ckpt_path)
-    ranks_done()
     with phase("select"):
         score = checkpoint.best_model_score
         if score is None and trainer.global_step > 0:

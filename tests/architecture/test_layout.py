@@ -25,6 +25,7 @@ LAYERS: list[set[str]] = [
     {"planning", "training"},
     {"pretrain", "approaches.tokencls", "approaches.seq2seq", "approaches"},
     {"analysis", "run", "checks"},  # checks: commands a user runs on the code or a GPU
+    {"distributed"},  # which launcher runs a job's stages (run.pipeline) on one or several devices
     {"train", "predict", "evaluate"},  # entry points
     {"cli"},  # the `clinical-ner` command over them (it imports them by name, when a command runs)
     {"__main__"},  # python -m clinical_ner
@@ -186,11 +187,11 @@ def test_forbidden_third_party_imports() -> None:
 
 def test_reader_sees_lazy_and_package_imports() -> None:
     """The graph reader finds function-level and package-style imports (else the tests above prove little)."""
-    assert "clinical_ner.run.pipeline" in GRAPH["clinical_ner.run.ranks"]  # imported inside worker_main
+    assert "clinical_ner.run.pipeline" in GRAPH["clinical_ner.distributed.worker"]  # imported inside main
     assert (
         "clinical_ner.models.quantize" in GRAPH["clinical_ner.training.finetune"]
     )  # from models import quantize
-    assert LAYER[component("clinical_ner.run.ranks")] > LAYER[component("clinical_ner.training.rank_zero")]
+    assert LAYER[component("clinical_ner.distributed.launch")] > LAYER[component("clinical_ner.run.pipeline")]
 
 
 # Names of a run folder's entries: only clinical_ner/run/record/folder.py may spell them (the rest ask RunFolder).

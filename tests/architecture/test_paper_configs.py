@@ -14,8 +14,8 @@ import pytest
 import torch
 
 from clinical_ner.config import compose_config
+from clinical_ner.distributed import checks
 from clinical_ner.errors import UserError
-from clinical_ner.run import ranks
 
 CONF = Path(__file__).resolve().parents[2] / "conf"
 MODELS = sorted(p.stem for p in (CONF / "model").glob("*.yaml"))
@@ -78,10 +78,10 @@ def test_every_paper_config_composes_and_is_accepted_or_refused_by_name(
     assert cfg.pretrain.block_size == 4096
     reason = refusal(corpus, quant, trainer)
     if reason is None:
-        assert ranks.check_job(cfg) == (2 if trainer == "ddp" else 1)
+        assert checks.check_job(cfg) == (2 if trainer == "ddp" else 1)
     else:
         with pytest.raises(UserError, match=reason):
-            ranks.check_job(cfg)
+            checks.check_job(cfg)
 
 
 @pytest.mark.parametrize("approach", APPROACHES)
@@ -90,7 +90,7 @@ def test_fsdp_full_fine_tuning_is_accepted(approach, corpus, two_gpus, weights):
     cfg = paper(
         "llama3_1", corpus, approach, "none", "fsdp", "approach.finetune=full", f"model.path={weights}"
     )
-    assert ranks.check_job(cfg) == 2
+    assert checks.check_job(cfg) == 2
 
 
 @pytest.mark.parametrize(
@@ -102,7 +102,7 @@ def test_missing_weights_are_named_before_anything_loads(
 ):
     missing = tmp_path / "no-such-checkpoint"
     with pytest.raises(UserError, match=f"model.path={missing} is not a folder"):
-        ranks.check_job(paper(model, corpus, approach, quant, trainer, f"model.path={missing}"))
+        checks.check_job(paper(model, corpus, approach, quant, trainer, f"model.path={missing}"))
 
 
 @pytest.mark.parametrize("approach", APPROACHES)
@@ -111,12 +111,12 @@ def test_offline_hub_without_cached_weights_is_named(approach, monkeypatch):
     cfg = paper("llama3", "none", approach, "none", "default")
     expected = cfg.model.instruct_id if approach == "seq2seq" else cfg.model.hf_id
     with pytest.raises(UserError, match=f"'{expected}' are not in the local Hugging Face cache"):
-        ranks.check_job(cfg)
+        checks.check_job(cfg)
 
 
 def test_a_folder_without_config_is_no_checkpoint(tmp_path):
     with pytest.raises(UserError, match="has no config.json"):
-        ranks.check_job(paper("llama2", "none", "tokencls", "none", "default", f"model.path={tmp_path}"))
+        checks.check_job(paper("llama2", "none", "tokencls", "none", "default", f"model.path={tmp_path}"))
 
 
 @pytest.mark.parametrize(

@@ -1,8 +1,9 @@
-"""Several devices, one run: rank-aware batches, DDP equivalent to one process, one run folder per job, and
-configs that cannot run fail in seconds. CPU only: DDP over gloo with 2 processes.
+"""Several devices, one run: rank-aware batches, DDP equivalent to one process, one run folder per job, a dead
+rank failing its job (under torchrun and in a local sweep) without a hang, and configs that cannot run fail in
+seconds. CPU only: DDP over gloo with 2 processes.
 
-Run as a script (`python tests/e2e/test_distributed.py OUT DEVICES BATCH STEPS`), this file is one rank of the
-loss-equivalence test.
+Run as a script (`python tests/e2e/test_distributed.py OUT DEVICES BATCH STEPS`, under torchrun for 2 devices),
+this file is one rank of the loss-equivalence test.
 """
 
 from __future__ import annotations
@@ -10,12 +11,10 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
 import time
-from datetime import timedelta
 from functools import partial
 from pathlib import Path
 from types import SimpleNamespace
@@ -26,9 +25,12 @@ from composing import MICRO, compose_train
 
 from clinical_ner.config import compose_config
 from clinical_ner.data.batching import LengthGroupedBatchSampler, rank_slice
-from clinical_ner.errors import UserError
-from clinical_ner.run import ranks
+from clinical_ner.distributed import checks, launch, local, scope
+from clinical_ner.errors import RankFailed, UserError, disk_full
+from clinical_ner.run.record.folder import RunFolder
 from clinical_ner.training.optim import OptimSpec
+from clinical_ner.training.rank_zero import global_rank, is_global_zero
+from clinical_ner.training.timings import PhaseTimes
 
 ROOT = Path(__file__).resolve().parents[2]
 TINY = MICRO
@@ -81,7 +83,7 @@ def test_sampler_reads_the_process_group_by_default():
     "accelerator,devices,expected", [("cpu", 2, 2), ("cpu", "3", 3), ("cpu", "auto", 1), ("cpu", [0, 1], 2)]
 )
 def test_device_count(accelerator, devices, expected):
-    assert ranks.device_count(accelerator, devices) == expected
+    assert checks.device_count(accelerator, devices) == expected
 
 
 @pytest.mark.parametrize(
@@ -98,7 +100,7 @@ def test_impossible_distributed_configs_fail_before_loading(overrides, message):
     if torch.cuda.is_available():
         pytest.skip("these combinations are about a machine without CUDA")
     with pytest.raises(UserError, match=message):
-        ranks.check_job(compose_config(overrides))
+        checks.check_job(compose_config(overrides))
 
 
 def test_fsdp_with_lora_is_refused(monkeypatch):
@@ -106,99 +108,98 @@ def test_fsdp_with_lora_is_refused(monkeypatch):
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
     cfg = compose_config(["scale=paper", "trainer=fsdp"])  # the paper recipes are LoRA
     with pytest.raises(UserError, match="use trainer=ddp"):
-        ranks.check_distributed(cfg)
-    assert ranks.check_distributed(compose_config(["trainer=fsdp"])) == 2  # tiny: full fine-tuning
+        checks.check_distributed(cfg)
+    assert checks.check_distributed(compose_config(["trainer=fsdp"])) == 2  # tiny: full fine-tuning
 
 
 def test_ddp_config_on_cpu_implies_two_processes():
     cfg = compose_config(["trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2"])
-    assert ranks.check_job(cfg) == 2
+    assert checks.check_job(cfg) == 2
 
 
 def test_a_job_leaves_no_launch_variables_behind(monkeypatch):
-    for name in ranks.LAUNCH_ENV:
+    for name in scope.LAUNCH_ENV:
         monkeypatch.delenv(name, raising=False)
     cfg = compose_config(["trainer.accelerator=cpu"])
-    with ranks.job(cfg) as rank_cfg:
-        assert rank_cfg is cfg  # one device: nothing started, the run folder is this process's
+    seen = []
+
+    def stages(rank_cfg, times):
+        seen.append(rank_cfg)  # one device: nothing started, the run folder is this process's
         os.environ["LOCAL_RANK"] = "0"  # what Lightning's own launcher leaves set
         os.environ["MASTER_PORT"] = "1234"
-    assert not any(name in os.environ for name in ranks.LAUNCH_ENV)
+        return {"status": "complete"}
+
+    assert launch.run_job(cfg, PhaseTimes(), stages) == {"status": "complete"}
+    assert seen == [cfg] and seen[0] is cfg
+    assert not any(name in os.environ for name in scope.LAUNCH_ENV)
 
 
 def test_ranks_above_zero_of_external_launches_get_a_scratch_folder(monkeypatch, tmp_path):
     monkeypatch.setenv("LOCAL_RANK", "1")  # as torchrun or SLURM would start rank 1
     monkeypatch.delenv("RANK", raising=False)
     cfg = compose_config(["trainer.accelerator=cpu", f"output_dir={tmp_path / 'run'}"])
-    with ranks.job(cfg) as rank_cfg:
-        assert not ranks.is_global_zero()
-        scratch = Path(rank_cfg.output_dir)
-        assert scratch != tmp_path / "run" and scratch.is_dir()
-    assert not scratch.exists()
+    scratch = []
+
+    def stages(rank_cfg, times):
+        assert not is_global_zero()
+        scratch.append(Path(rank_cfg.output_dir))
+        assert scratch[0] != tmp_path / "run" and scratch[0].is_dir()
+
+    launch.run_job(cfg, PhaseTimes(), stages)
+    assert scratch and not scratch[0].exists()
 
 
 def test_resolved_config_round_trips(tmp_path):
     cfg = compose_config(["trainer=ddp", "approach=seq2seq", f"output_dir={tmp_path}"])
     path = tmp_path / "config.yaml"
-    path.write_text(ranks.resolved_yaml(cfg))
-    loaded = ranks.load_config(path)
+    path.write_text(local.resolved_yaml(cfg))
+    loaded = local.load_config(path)
     assert loaded == cfg
     assert type(loaded.approach.decoding) is type(cfg.approach.decoding)  # enums back on the typed schema
 
 
-def _watched(tmp_path: Path, rank_zero: str) -> subprocess.CompletedProcess:
-    """A process whose rank 1 dies at once (exit 3) while rank 0 runs `rank_zero` under the watch."""
-    script = f"""
-import subprocess, sys, time
-from pathlib import Path
-from clinical_ner.run import ranks
-ranks.FAILURE_GRACE_S = 1.0
-logs = Path({str(tmp_path)!r})
-procs = ranks.start_ranks(lambda r: [sys.executable, "-c", "import sys; print('boom'); sys.exit(3)"], 2, {{}}, logs)
-watch = ranks.RankWatch(procs, logs, lambda m: (logs / "failure.txt").write_text(m))
-watch.start()
-{rank_zero}
-"""
-    return subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+def _failure(tmp_path: Path, failures: dict, reports: dict) -> Exception:
+    """The job failure the supervisor raises for the agent's `failures` (rank -> (exit code, timestamp)) and the
+    ranks' written `reports`."""
+    handle = local.LocalLaunch(tmp_path / "work")
+    handle.work.mkdir(parents=True)
+    folder = RunFolder(tmp_path / "run")
+    folder.rank_log(1).parent.mkdir(parents=True)
+    folder.rank_log(1).write_text("loading\nrank 1 ran out of memory\n")
+    for rank, record in reports.items():
+        handle.failure(rank).write_text(json.dumps(record))
+    found = {rank: SimpleNamespace(exitcode=code, timestamp=when) for rank, (code, when) in failures.items()}
+    return local.failure_of(found, handle, folder, PhaseTimes())
 
 
-def test_a_dead_rank_fails_a_hanging_rank_zero_which_goes_on(tmp_path):
-    # rank 0 "hangs" (waits in Python); rank 1 dies: rank 0 gets RankFailed and survives, as a sweep must
-    proc = _watched(
-        tmp_path,
-        """
-try:
-    while True:
-        time.sleep(0.05)
-except ranks.RankFailed:
-    watch.close()
-    print("rank 0 failed its job:", watch.failure)
-print("the sweep goes on")
-""",
+def test_the_rank_that_died_first_is_the_cause(tmp_path):
+    stopped = {"error": "RankFailed: stopped", "stopped": True, "disk_full": None, "timings": {"fit": 2.0}}
+    err = _failure(tmp_path, {0: (1, 10), 1: (-9, 11)}, {0: stopped})  # rank 0 only stopped because of rank 1
+    assert isinstance(err, RankFailed) and str(err).startswith("rank 1 exited with code -9")
+    assert "rank 1 ran out of memory" in str(err)  # the dead rank's log tail
+    # rank 0 killed by the agent's SIGTERM before it could say so; rank 1 exited by itself
+    err = _failure(tmp_path / "b", {0: (-signal.SIGTERM, 10), 1: (1, 10)}, {})
+    assert str(err).startswith("rank 1 exited with code 1")
+
+
+def test_rank_zero_failures_keep_their_kind(tmp_path):
+    user = {"error": "nothing to train on", "stopped": False, "disk_full": None, "timings": {}}
+    err = _failure(tmp_path, {0: (2, 10)}, {0: user})
+    assert isinstance(err, UserError) and str(err) == "nothing to train on"
+    full = {"error": "no space left on device writing /x", "stopped": False, "disk_full": "/x", "timings": {}}
+    err = _failure(tmp_path / "b", {0: (1, 10)}, {0: full})
+    assert disk_full(err) is not None and err.filename == "/x"  # a full disk still stops a sweep
+
+
+def test_ranks_exit_when_the_supervisor_is_killed(tmp_path):
+    child = (
+        "from clinical_ner.distributed.worker import exit_with_parent; exit_with_parent(0.1); import time; "
     )
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    assert "rank 0 failed its job: rank 1 exited with code 3" in proc.stdout
-    assert "boom" in (tmp_path / "rank-1.log").read_text()
-    assert "the sweep goes on" in proc.stdout
-    assert not (tmp_path / "failure.txt").exists()  # the job records it, not the watch
-
-
-def test_a_rank_zero_stuck_where_python_cannot_interrupt_it_is_ended(tmp_path):
-    # the last resort: rank 0 never runs Python again (a blocking C call), so the watch records and exits
-    proc = _watched(tmp_path, "time.sleep(60)")
-    assert proc.returncode == 3
-    assert "rank 1 exited with code 3" in (tmp_path / "failure.txt").read_text()
-    assert proc.stderr.strip().splitlines()[-1].startswith("error: rank 1 exited with code 3")
-
-
-def test_ranks_exit_when_rank_zero_is_killed(tmp_path):
-    child = "from clinical_ner.run.ranks import exit_with_parent; exit_with_parent(0.1); import time; "
     child += "print('started', flush=True); time.sleep(120)"
     script = f"""
-import sys, time
-from pathlib import Path
-from clinical_ner.run import ranks
-(proc,) = ranks.start_ranks(lambda r: [sys.executable, "-c", {child!r}], 2, {{}}, Path({str(tmp_path)!r}))
+import subprocess, sys, time
+log = open({str(tmp_path / "rank-1.log")!r}, "wb")
+proc = subprocess.Popen([sys.executable, "-c", {child!r}], stdout=log, stderr=subprocess.STDOUT)
 print(proc.pid, flush=True)
 time.sleep(120)
 """
@@ -211,7 +212,7 @@ time.sleep(120)
             time.sleep(0.1)
         assert "started" in (tmp_path / "rank-1.log").read_text()
         os.kill(pid, 0)  # alive
-        parent.send_signal(signal.SIGKILL)  # rank 0 dies without cleaning up
+        parent.send_signal(signal.SIGKILL)  # the supervisor dies without stopping its ranks
         parent.wait()
         for _ in range(50):
             try:
@@ -221,33 +222,36 @@ time.sleep(120)
             time.sleep(0.1)
         else:
             os.kill(pid, signal.SIGKILL)
-            pytest.fail("rank 1 outlived rank 0")
+            pytest.fail("rank 1 outlived its supervisor")
     finally:
         parent.kill()
 
 
-def test_rendezvous_ports_are_distinct_and_stay_bound_until_the_job_ends():
-    stores: list = [None] * 8
+def _sigterm_soon(delay: float) -> None:
+    """SIGTERM to this process after `delay` seconds, as torchrun's agent sends when another rank died."""
+    threading.Timer(delay, os.kill, (os.getpid(), signal.SIGTERM)).start()
 
-    def host(i: int) -> None:
-        stores[i] = ranks.host_rendezvous()
 
-    threads = [threading.Thread(target=host, args=(i,)) for i in range(len(stores))]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    ports = [store.port for store in stores]
-    assert len(set(ports)) == len(ports)  # concurrent jobs never share a port
-    for port in ports:  # nothing else can take the port while the job holds it
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock, pytest.raises(OSError):
-            sock.bind(("127.0.0.1", port))
-    # a rank joins as a client on that port, as torch's rendezvous does with launch_env's variables
-    env = ranks.launch_env(2, ports[0])
-    assert env["MASTER_PORT"] == str(ports[0]) and env["TORCHELASTIC_USE_AGENT_STORE"] == "True"
-    client = torch.distributed.TCPStore("127.0.0.1", ports[0], None, False, timedelta(seconds=10))
-    client.set("ready", "1")
-    assert stores[0].get("ready") == b"1"
+def test_the_launchers_sigterm_becomes_rank_failed():
+    with pytest.raises(RankFailed, match="stopped by the launcher"), scope.stopped_by_launcher():
+        _sigterm_soon(0.1)
+        time.sleep(30)  # the handler raises here
+    # this rank's collective broke first (the peer is gone); the agent's SIGTERM follows: a dead peer's fault
+    expected = pytest.raises(RankFailed, match="stopped by the launcher")
+    with expected as caught, scope.stopped_by_launcher(grace_s=30):
+        _sigterm_soon(0.2)
+        raise RuntimeError("Read error: Connection reset by peer")
+    assert "Connection reset" in str(caught.value.__cause__)  # the symptom, kept as the cause
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # restored
+
+
+def test_a_ranks_own_errors_go_through():
+    with pytest.raises(ValueError, match="a bug"), scope.stopped_by_launcher(grace_s=0.1):
+        raise ValueError("a bug")  # no SIGTERM followed: not another rank's doing
+    started = time.monotonic()
+    with pytest.raises(UserError), scope.stopped_by_launcher(grace_s=30):
+        raise UserError("bad")
+    assert time.monotonic() - started < 5  # at once
 
 
 def test_unsharded_copy_rebuilds_the_trained_model():
@@ -294,13 +298,26 @@ def test_slurm_tasks_must_match_devices_and_give_the_rank(monkeypatch):
     monkeypatch.setenv("SLURM_JOB_NAME", "train")
     monkeypatch.setenv("SLURM_NTASKS", "1")
     with pytest.raises(UserError, match="one task per device"):
-        ranks.check_distributed(
+        checks.check_distributed(
             compose_config(["trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2"])
         )
     monkeypatch.setenv("SLURM_NTASKS", "2")
     monkeypatch.setenv("SLURM_PROCID", "1")
-    assert ranks.check_distributed(compose_config(["trainer=ddp", "trainer.accelerator=cpu"])) == 2
-    assert ranks.externally_launched() and ranks.global_rank() == 1
+    assert checks.check_distributed(compose_config(["trainer=ddp", "trainer.accelerator=cpu"])) == 2
+    assert checks.externally_launched() and global_rank() == 1
+
+
+def test_torchrun_processes_must_match_devices(monkeypatch):
+    for name in ("LOCAL_RANK", "RANK", "SLURM_NTASKS", "SLURM_NTASKS_PER_NODE", "SLURM_JOB_NAME"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("TORCHELASTIC_RUN_ID", "test")  # as torchrun starts each process
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "1")
+    with pytest.raises(UserError, match="torchrun --nproc_per_node 2"):
+        checks.check_distributed(
+            compose_config(["trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2"])
+        )
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "2")
+    assert checks.check_distributed(compose_config(["trainer=ddp", "trainer.accelerator=cpu"])) == 2
 
 
 def test_slurm_launcher_composes_from_the_command_line(tmp_path):
@@ -372,7 +389,7 @@ def _rank_main(out: Path, devices: int, batch: int, steps: int) -> None:
     callbacks, _, timer = make_callbacks(cfg, out)
     trainer = make_trainer(cfg, out, callbacks, None)
     # as the CLI does: destroy the process group before exit (a rank exiting with gloo's threads alive aborts)
-    with ranks.process_group_scope():
+    with scope.process_group_scope():
         trainer.fit(module, datamodule=Windows())
     if trainer.is_global_zero:
         batch_all = PadCollator(0)(list(WindowDataset(windows)))
@@ -392,22 +409,10 @@ def _train(out: Path, devices: int, batch: int, steps: int) -> dict:
     out.mkdir(parents=True)
     command = [sys.executable, __file__, str(out), str(devices), str(batch), str(steps)]
     base = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), str(ROOT / "tests")])}  # + composing
-    if devices == 1:
-        subprocess.run(command, check=True, env=base, capture_output=True, timeout=600)
-    else:
-        store = ranks.host_rendezvous()  # this process hosts the store, as rank 0 of a job does
-        env = {**base, **ranks.launch_env(devices, store.port)}
-        procs = [
-            subprocess.Popen(
-                command,
-                env={**env, "LOCAL_RANK": str(r)},
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.PIPE,
-            )
-            for r in range(devices)
-        ]
-        errors = [p.communicate(timeout=600)[1].decode(errors="replace") for p in procs]
-        assert all(p.returncode == 0 for p in procs), errors[0][-3000:] + errors[-1][-3000:]
+    if devices > 1:  # one process per device, started by torchrun
+        command[1:1] = ["-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={devices}"]
+    proc = subprocess.run(command, env=base, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
     return json.loads((out / "result.json").read_text())
 
 
@@ -469,6 +474,104 @@ def test_ddp_run_writes_one_run_folder(tmp_path):
     assert (tmp_path / "run" / "model" / "model.safetensors").is_file()
 
 
+def _torchrun(
+    args: list[str], tmp_path: Path, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess:
+    """`torchrun --standalone --nproc_per_node 2 -m clinical_ner.train ARGS` (a tiny DDP job on CPU)."""
+    launcher = ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "--monitor_interval=0.5"]
+    overrides = [
+        "data=synthetic",
+        "trainer=ddp",
+        "trainer.accelerator=cpu",
+        "trainer.devices=2",
+        *TINY,
+        *QUIET,
+    ]
+    env = {
+        **os.environ,
+        "CLINICAL_NER_CACHE": str(tmp_path / "cache"),
+        "WANDB_MODE": "offline",
+        **(env or {}),
+    }
+    return subprocess.run(
+        [sys.executable, *launcher, "-m", "clinical_ner.train", *overrides, *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+        timeout=900,
+    )
+
+
+@pytest.mark.slow
+def test_torchrun_job_writes_one_run_folder(tmp_path):
+    # every rank goes through Hydra (pinned run folder); rank 0 alone writes it, as Lightning joins torchrun's ranks
+    proc = _torchrun(
+        ["trainer.max_steps=3", "save_model=false", f"hydra.run.dir={tmp_path / 'run'}"], tmp_path
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert sorted(tmp_path.rglob("results.json")) == [tmp_path / "run" / "results.json"]
+    results = json.loads((tmp_path / "run" / "results.json").read_text())
+    assert results["status"] == "complete" and results["train"]["devices"] == 2
+    assert results["train"]["steps"] == 3
+    assert not [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+
+
+# a test hook (sitecustomize): rank 1 dies, as if killed, once its process group exists, i.e. mid-training; with
+# $DIE_SEED only in the job whose config has that seed (a worker of a local sweep: its config file is an argument)
+DIE_IN_TRAINING = """
+import os, re, sys, threading, time
+
+def doomed():
+    if os.environ.get("RANK") != "1" or not os.environ.get("DIE_IN_TRAINING"):
+        return False
+    if "DIE_SEED" not in os.environ:
+        return True
+    if "--output-dir" not in sys.argv:
+        return False
+    config = open(sys.argv[sys.argv.index("--output-dir") - 1]).read()
+    return re.search(rf"^seed: {os.environ['DIE_SEED']}$", config, re.MULTILINE) is not None
+
+def initialized():
+    try:  # torch.distributed may still be half imported
+        return sys.modules["torch.distributed"].is_initialized()
+    except (KeyError, AttributeError):
+        return False
+
+def die():
+    while not initialized():
+        time.sleep(0.05)
+    print("rank 1 dies on purpose", flush=True)
+    os._exit(1)
+
+if doomed():
+    threading.Thread(target=die, daemon=True).start()
+"""
+
+
+def _die_in_training(tmp_path: Path, **env: str) -> dict[str, str]:
+    """The environment that makes rank 1 die mid-training (DIE_IN_TRAINING)."""
+    hook = tmp_path / "hook"
+    hook.mkdir()
+    (hook / "sitecustomize.py").write_text(DIE_IN_TRAINING)
+    return {"PYTHONPATH": os.pathsep.join([str(hook), str(ROOT)]), "DIE_IN_TRAINING": "1", **env}
+
+
+@pytest.mark.slow
+def test_a_dead_rank_brings_a_torchrun_job_down_with_one_line(tmp_path):
+    env = _die_in_training(tmp_path)
+    started = time.monotonic()
+    proc = _torchrun(
+        ["trainer.max_steps=50", "save_model=false", f"hydra.run.dir={tmp_path / 'run'}"], tmp_path, env
+    )
+    assert proc.returncode != 0, proc.stderr[-3000:]
+    assert time.monotonic() - started < 600  # torchrun's agent stopped rank 0: no wait for a timeout
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "RankFailed" in errors[0], proc.stderr[-3000:]
+    record = json.loads((tmp_path / "run" / "results.json").read_text())
+    assert record["status"] == "failed" and record["error"].startswith("RankFailed: ")
+
+
 @pytest.mark.slow
 def test_ddp_sweep_runs_each_cell_once(tmp_path):
     # two DDP jobs in one Hydra process: the second must get fresh ranks, port and process group
@@ -484,28 +587,14 @@ def test_ddp_sweep_runs_each_cell_once(tmp_path):
     assert all(json.loads(p.read_text())["status"] == "complete" for p in found)
 
 
-# a test hook: rank 1 of a local multi-process job exits at start-up when its config's seed is $DIE_SEED
-DIE_ON_SEED = """
-import os, re, sys
-if os.environ.get("LOCAL_RANK") == "1" and os.environ.get("DIE_SEED") and "--output-dir" in sys.argv:
-    config = open(sys.argv[sys.argv.index("--output-dir") - 1]).read()
-    if re.search(rf"^seed: {os.environ['DIE_SEED']}$", config, re.MULTILINE):
-        print("rank 1 dies on purpose", flush=True)
-        os._exit(1)
-"""
-
-
 @pytest.mark.slow
 def test_a_dead_rank_fails_its_cell_and_the_sweep_goes_on(tmp_path):
-    hook = tmp_path / "hook"
-    hook.mkdir()
-    (hook / "sitecustomize.py").write_text(DIE_ON_SEED)
     proc = _cli(
         ["-m", "data=synthetic", "trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2"]
         + ["trainer.max_steps=2", "seed=1,2", "save_model=false", *TINY, *QUIET]
         + [f"hydra.sweep.dir={tmp_path / 'sweep'}"],
         tmp_path,
-        env={"PYTHONPATH": os.pathsep.join([str(hook), str(ROOT)]), "DIE_SEED": "1"},
+        env=_die_in_training(tmp_path, DIE_SEED="1"),
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     records = {}

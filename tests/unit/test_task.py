@@ -8,9 +8,8 @@ import json
 import pytest
 
 from clinical_ner.config import compose_config
-from clinical_ner.errors import UserError
+from clinical_ner.errors import RankFailed, UserError
 from clinical_ner.run import task
-from clinical_ner.training.rank_sync import RankFailed
 
 
 def _raises(err: Exception):
