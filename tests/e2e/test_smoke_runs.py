@@ -12,7 +12,7 @@ import pytest
 from composing import MICRO, compose_train
 
 from clinical_ner.errors import UserError
-from clinical_ner.train import run
+from clinical_ner.run.pipeline import run
 
 CONF = Path(__file__).resolve().parents[2] / "conf"
 QUIET = ["data=synthetic", "logger=csv", "trainer.threads=1", "trainer.enable_progress_bar=false"]
