@@ -18,6 +18,7 @@ from clinical_ner.config import public_config
 from clinical_ner.console import progress
 from clinical_ner.distributed.launch import run_job as run_on_devices
 from clinical_ner.run.committed import committed_path, committed_results
+from clinical_ner.run.pipeline import run
 from clinical_ner.run.record.results import write_results
 from clinical_ner.run.sweep import (
     finished_results,
@@ -105,7 +106,7 @@ def resume(cfg: DictConfig) -> None:
 @task_wrapper
 def run_job(cell: Cell) -> dict:
     """Check the config, run the stages on the devices it asks for; the phases are timed into the cell."""
-    return run_on_devices(cell.cfg, cell.times)
+    return run_on_devices(cell.cfg, cell.times, run)  # `run` read here, so tests can stand in for the stages
 
 
 if __name__ == "__main__":

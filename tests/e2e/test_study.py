@@ -332,7 +332,7 @@ def test_tables_rebuild_byte_for_byte_from_committed_results(tmp_path, monkeypat
 def test_a_study_sweep_exports_and_then_skips_its_committed_cells(tmp_path):
     """Two cells of experiment=study (narrowed to a tiny model on synthetic data): sweep, export, then a sweep
     from an empty folder (a fresh clone) trains nothing and says which committed file each cell stands on."""
-    from tests.test_all_configs import ROOT, SMALL
+    from tests.architecture.test_all_configs import ROOT, SMALL
 
     sweep, committed = tmp_path / "sweep", tmp_path / "committed"
     command = [
@@ -370,7 +370,7 @@ def test_a_study_sweep_exports_and_then_skips_its_committed_cells(tmp_path):
 
 def test_the_committed_tables_are_what_the_committed_results_give(tmp_path, monkeypatch):
     """`make tables` on the committed results reproduces the committed tables byte for byte."""
-    from tests.test_all_configs import ROOT
+    from tests.architecture.test_all_configs import ROOT
 
     committed = ROOT / "results" / "real_weights"
     if not list(committed.rglob("results.json")):
