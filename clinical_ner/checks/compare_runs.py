@@ -6,7 +6,8 @@ such folders field by field.
     python -m clinical_ner.checks.compare_runs compare /tmp/before /tmp/after
 
 Cases: token classification 30 steps (PharmaCoNER, $PHARMACONER_DIR), seq2seq with constrained decoding 20 steps
-(5 dev/test documents; token classification 20), and a 2-cell synthetic sweep (`-m seed=1,2`). Compared: every numeric field of each
+(5 dev/test documents; token classification 20), a 2-cell synthetic sweep (`-m seed=1,2`), and with `--only real` 4 steps
+of the real-weights small recipe. Compared: every numeric field of each
 `results.json` except wall-clock ones (timings, seconds, rates, memory), the sha256 of every file in `model/`
 (weights, tokenizer, settings), and every prediction file byte for byte. Exit code 1 on any difference.
 """
@@ -36,9 +37,19 @@ CASES = {
         *FAST,
     ],
     "sweep": ["-m", "data=synthetic", "seed=1,2", "trainer.max_steps=5", *FAST],
+    # real weights (packaged SmolLM2-135M, `make weights`): a few steps of the small recipe; not run by default
+    "real": [
+        "approach=tokencls",
+        "model=smollm2",
+        "scale=small",
+        "trainer.max_steps=4",
+        "data.eval_limit=5",
+        *FAST,
+    ],
 }
+DEFAULT_CASES = ["tokencls", "seq2seq", "sweep"]
 # wall-clock and machine-dependent fields: they differ between any two runs of the same code
-VOLATILE = ("timings", "seconds", "_per_s", "peak_memory", "rss", "throughput", "mfu", "peak_tflops")
+VOLATILE = ("timings", "seconds", "_per_s", "peak_memory", "rss", "throughput", "mfu", "peak_tflops", "gemm")
 VOLATILE_PATHS = ("config.output_dir", "config.cache_dir")
 
 
@@ -116,7 +127,13 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument(
         "--code", type=Path, default=ROOT, help="checkout whose clinical_ner runs (default: this one)"
     )
-    run.add_argument("--only", nargs="+", choices=sorted(CASES), default=list(CASES))
+    run.add_argument(
+        "--only",
+        nargs="+",
+        choices=sorted(CASES),
+        default=DEFAULT_CASES,
+        help="cases (default: %(default)s; `real` needs `make weights`)",
+    )
     cmp = sub.add_parser("compare", help="compare two run folders")
     cmp.add_argument("before", type=Path)
     cmp.add_argument("after", type=Path)
