@@ -4,7 +4,7 @@
         [--gpu h100|h200|a100|l4|rtx4090] [--mfu 0.4] [--checkpointing on|off] [--json]
 
 Overrides are the Hydra ones of `clinical_ner.train`. With `corpus != none` the continual-pretraining stage is
-planned first (full fine-tuning, FSDP across `pretrain.devices`). Formulas and assumptions: docs/planning.md.
+planned first (full fine-tuning, FSDP across `pretrain.trainer.devices`). Formulas and assumptions: docs/planning.md.
 """
 
 from __future__ import annotations
