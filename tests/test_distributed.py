@@ -257,7 +257,7 @@ def test_unsharded_copy_rebuilds_the_trained_model():
     # what load_best does after FSDP, where the trained model's layers stay sharded wrappers
     from transformers import LlamaConfig, LlamaForTokenClassification
 
-    from clinical_ner.models.backbone import is_bidirectional, set_attention_direction
+    from clinical_ner.models.attention import is_bidirectional, set_attention_direction
     from clinical_ner.training.best_weights import unsharded_copy
 
     config = LlamaConfig(vocab_size=50, hidden_size=32, intermediate_size=64, num_hidden_layers=2)

@@ -16,7 +16,8 @@ from clinical_ner.approaches.tokencls.datamodule import WindowDataset
 from clinical_ner.approaches.tokencls.module import TokenClsModule
 from clinical_ner.config import compose_config
 from clinical_ner.data.batching import PadCollator
-from clinical_ner.models.backbone import TOKEN_CLS_HEAD, apply_lora, build_causal_lm, build_token_classifier
+from clinical_ner.models.backbone import TOKEN_CLS_HEAD, build_causal_lm, build_token_classifier
+from clinical_ner.models.lora import apply_lora
 from clinical_ner.planning.memory import plan_setup
 from clinical_ner.planning.setup import setup_for
 from clinical_ner.training.fit import finetune_trainer

@@ -13,7 +13,7 @@ from omegaconf import OmegaConf
 from clinical_ner.config import PackagedWeightsConfig, compose_config
 from clinical_ner.errors import UserError
 from clinical_ner.models import packaged_weights
-from clinical_ner.models.backbone import checkpoint_source, weights_record
+from clinical_ner.models.weights import checkpoint_source, weights_record
 from clinical_ner.paths import cache_dir
 
 SPEC = compose_config(["model=smollm2"]).model.packaged

@@ -20,7 +20,8 @@ from transformers import LlamaConfig, LlamaForCausalLM
 import clinical_ner.pretrain.stage as pretrain_run
 from clinical_ner.data.synthetic import synthetic_splits
 from clinical_ner.errors import UserError
-from clinical_ner.models.backbone import build_token_classifier, is_bidirectional
+from clinical_ner.models.attention import is_bidirectional
+from clinical_ner.models.backbone import build_token_classifier
 from clinical_ner.pretrain.cache import MANIFEST, PretrainedEntry
 from clinical_ner.pretrain.module import CausalLMModule
 from clinical_ner.pretrain.packing import BlockDataset

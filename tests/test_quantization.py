@@ -24,14 +24,14 @@ from clinical_ner.data.batching import LengthGroupedBatchSampler, PadCollator
 from clinical_ner.errors import UserError
 from clinical_ner.inference_settings import read_inference_settings
 from clinical_ner.models import quantize
+from clinical_ner.models.attention import is_bidirectional
 from clinical_ner.models.backbone import (
     TOKEN_CLS_HEAD,
-    apply_lora,
     build_token_classifier,
     count_parameters,
-    is_bidirectional,
     load_token_classifier,
 )
+from clinical_ner.models.lora import apply_lora
 from clinical_ner.training.checkpoints import BASE_KEY, load_trained
 from clinical_ner.training.fit import finetune_trainer, make_callbacks
 from clinical_ner.training.optim import OptimSpec

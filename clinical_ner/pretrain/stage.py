@@ -21,8 +21,9 @@ from torch.utils.data import DataLoader
 
 from clinical_ner.config import PretrainConfig, TrainConfig
 from clinical_ner.errors import UserError
-from clinical_ner.models.backbone import build_causal_lm, count_parameters, weights_identity
+from clinical_ner.models.backbone import build_causal_lm, count_parameters
 from clinical_ner.models.tokenizer import tokenizer_fingerprint
+from clinical_ner.models.weights import weights_identity
 from clinical_ner.planning.auto_precision import AUTO
 from clinical_ner.planning.auto_precision import resolve_precision as resolve_precision_auto
 from clinical_ner.planning.setup import fp32_master_weights, pretrain_misfit

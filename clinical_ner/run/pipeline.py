@@ -21,7 +21,7 @@ from clinical_ner.code_version import code_version
 from clinical_ner.config import check_config, public_config
 from clinical_ner.config_compare import comparable
 from clinical_ner.io_utils import json_digest
-from clinical_ner.models.backbone import weights_record
+from clinical_ner.models.weights import weights_record
 from clinical_ner.planning.auto_precision import as_asked, resolve_precision
 from clinical_ner.planning.probe import GemmProbe, train_flops_per_token
 from clinical_ner.planning.setup import arch_of, micro_batch_for

@@ -8,7 +8,7 @@ import lightning as L
 import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 
-from clinical_ner.models.backbone import is_bidirectional, set_attention_direction
+from clinical_ner.models.attention import is_bidirectional, set_attention_direction
 from clinical_ner.training.checkpoints import load_trained
 
 

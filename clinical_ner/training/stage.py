@@ -25,7 +25,8 @@ from clinical_ner.data.brat import write_predictions
 from clinical_ner.data.ner_corpus import limit_splits
 from clinical_ner.data.types import Document, Span
 from clinical_ner.inference_settings import InferenceSettings
-from clinical_ner.models.backbone import apply_lora, count_parameters
+from clinical_ner.models.backbone import count_parameters
+from clinical_ner.models.lora import apply_lora
 from clinical_ner.run_folder import RunFolder
 from clinical_ner.training.fit import Fit, fit_and_select
 from clinical_ner.training.inputs import RunInputs
