@@ -1,8 +1,9 @@
 """The continual-pretraining stage of a run (`corpus != none`): reuse cached weights or train and cache them.
 
 The cache key is (base checkpoint id or tiny architecture, tokenizer hash, corpus option + its files' hashes,
-`pretrain.*` minus the settings that cannot change the weights). The run seed is not part of it: the stage
-seeds itself with `pretrain.seed`, so a sweep over seeds pretrains once.
+`pretrain.*`, its `trainer` included, minus the settings that cannot change the weights). The run seed is not
+part of it: the stage seeds itself with `pretrain.seed`, so a sweep over seeds pretrains once. The stage's
+Trainer comes from `pretrain.trainer` through the same factory as fine-tuning's (clinical_ner/training/trainer.py).
 """
 
 from __future__ import annotations
