@@ -37,8 +37,9 @@ from clinical_ner.approaches.seq2seq.units import make_units
 from clinical_ner.cache.location import cache_dir
 from clinical_ner.data.batching import PadCollator
 from clinical_ner.data.ner_corpus import corpus_types, load_ner_splits
-from clinical_ner.models.backbone import build_causal_lm, instruct_weights
+from clinical_ner.models.backbone import build_causal_lm
 from clinical_ner.models.factory import make_tokenizer
+from clinical_ner.models.weights import instruct_weights
 from clinical_ner.training.inference_settings import read_inference_settings
 
 CONF = str(Path(__file__).resolve().parent.parent / "conf")

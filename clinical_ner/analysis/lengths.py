@@ -26,8 +26,8 @@ from clinical_ner.data.ner_corpus import corpus_types, limit_splits, load_ner_sp
 from clinical_ner.data.types import Document
 from clinical_ner.errors import UserError, cli, module_parser
 from clinical_ner.files.atomic import atomic_write_text
-from clinical_ner.models.backbone import checkpoint_source
 from clinical_ner.models.factory import make_tokenizer
+from clinical_ner.models.weights import checkpoint_source
 from clinical_ner.reports.labels import family_name
 from clinical_ner.reports.render import Table, markdown_table, to_csv, write_table
 

@@ -194,27 +194,22 @@ class CorpusConfig:
 
 @dataclass
 class PretrainConfig:
-    """Continual causal-LM pretraining settings, apart from `trainer.*` (which is fine-tuning only)."""
+    """Continual causal-LM pretraining settings; its Lightning Trainer is `pretrain.trainer`, of the same type as
+    fine-tuning's `trainer` (conf/pretrain/<scale>.yaml sets its values, e.g. `trainer.max_epochs`)."""
 
     block_size: int = MISSING  # tokens per packed block
     batch_size: int = MISSING  # blocks per step
-    epochs: int = MISSING  # passes over the training blocks; the weights after each one are kept
-    use_epoch: int = MISSING  # which epoch's weights feed fine-tuning (1-based, <= epochs)
+    use_epoch: int = MISSING  # which epoch's weights feed fine-tuning (1-based, <= trainer.max_epochs)
     max_tokens: int | None = MISSING  # training tokens per epoch (a seeded subset of blocks); null = all
     eval_max_tokens: int | None = MISSING  # cap on each perplexity set (corpus held-out, PharmaCoNER dev)
     optimizer: Any = MISSING  # `_partial_` factory: AdamW betas (0.9, 0.95), weight decay 0.1
     lr: float = MISSING
     warmup_ratio: float = MISSING
     min_lr_ratio: float = MISSING  # cosine decays to lr * min_lr_ratio
-    gradient_clip_val: float = MISSING
-    accelerator: str = "auto"
-    devices: Any = 1
-    strategy: str = "auto"  # auto | ddp | fsdp (several devices; see clinical_ner/distributed/)
-    precision: str = MISSING  # falls back to 16-mixed on GPUs without bf16
-    gradient_checkpointing: bool = MISSING
+    # max_epochs: passes over the training blocks (the weights after each one are kept); precision falls back
+    # to 16-mixed on GPUs without bf16; several devices: see docs/full_scale.md
+    trainer: TrainerConfig = field(default_factory=lambda: TrainerConfig(log_every_n_steps=10))
     seed: int = 0  # init of a random (tiny) base and block order; apart from the run seed
-    log_every_n_steps: int = 10
-    enable_progress_bar: bool | None = None  # null: when stderr is a terminal
     flops: FlopsMethod = FlopsMethod.measure  # FLOPs per batch: counted on the meta device, or 6 * N * tokens
     # Peak FLOP/s per device that MFU divides by; null = Lightning's table (GPUs), else the CPU values below.
     peak_tflops: float | None = None
@@ -222,6 +217,13 @@ class PretrainConfig:
         2.0  # 2 AVX-512/AMX cores measured at 1.5-2.5 TFLOP/s bf16 (2026-12-06 probe)
     )
     cpu_peak_tflops_fp32: float = 0.4  # the same cores measured at ~0.4 TFLOP/s fp32 matmul (same probe)
+
+    def __post_init__(self) -> None:
+        for name in FINETUNE_ONLY:  # a pretraining setting that nothing reads would be ignored silently
+            if getattr(self.trainer, name) != TrainerConfig.__dataclass_fields__[name].default:
+                raise UserError(
+                    f"pretrain.trainer.{name}: continual pretraining does not use it (fine-tuning only)"
+                )
 
 
 @dataclass
@@ -255,9 +257,15 @@ class OptimConfig:
     min_lr_ratio: float = MISSING  # cosine decays to lr * min_lr_ratio
 
 
+# TrainerConfig fields only fine-tuning reads (threads: the process's, set once from `trainer.threads`)
+FINETUNE_ONLY = ("auto_micro_batch", "compile", "threads", "early_stopping_patience")
+
+
 @dataclass
 class TrainerConfig:
-    """Lightning Trainer options (fine-tuning only)."""
+    """The Lightning Trainer of one stage: fine-tuning (`trainer`) and continual pretraining (`pretrain.trainer`)
+    both have this type. The fields that are `L.Trainer` arguments go to it as they are
+    (clinical_ner/training/trainer.py); the others are ours (FINETUNE_ONLY: read by fine-tuning only)."""
 
     accelerator: str = "auto"
     devices: Any = 1

@@ -1,7 +1,7 @@
 """Progress bars: on every long job when stderr is a terminal, none when it is not (sweeps, CI, log files).
 
 Training shows Lightning's TQDMProgressBar (clinical_ner/training/callbacks.py:`progress_bars`); our own loops (generation, tagging, downloads) use tqdm too, so every bar looks alike, like the ones
-transformers draws. `trainer.enable_progress_bar` and `pretrain.enable_progress_bar` are null by
+transformers draws. `trainer.enable_progress_bar` and `pretrain.trainer.enable_progress_bar` are null by
 default, meaning "when stderr is a terminal"; true or false force them.
 """
 

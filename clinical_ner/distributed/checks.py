@@ -75,12 +75,12 @@ def check_distributed(cfg: DictConfig) -> int:
             "on one GPU each: use trainer=ddp"
         )
     if cfg.corpus.name != "none":
-        p = cfg.pretrain
-        pretrain_count = check_strategy(p.strategy, p.accelerator, p.devices, "pretrain")
+        p = cfg.pretrain.trainer
+        pretrain_count = check_strategy(p.strategy, p.accelerator, p.devices, "pretrain.trainer")
         if pretrain_count > 1:
-            # pretrain/stage.py builds its Trainer without a strategy and locks the cache per process
+            # pretrain/stage.py locks, trains and writes its cache entry in each process it runs in
             raise UserError(
-                f"pretrain.devices={p.devices}: continual pretraining runs on one device for now "
+                f"pretrain.trainer.devices={p.devices}: continual pretraining runs on one device for now "
                 "(docs/full_scale.md, 'Continual pretraining in a multi-GPU job')"
             )
     from lightning.fabric.plugins.environments import SLURMEnvironment, TorchElasticEnvironment

@@ -8,8 +8,8 @@ from transformers import AutoTokenizer, PreTrainedTokenizerBase
 
 from clinical_ner.config import ModelConfig, ScaleConfig
 from clinical_ner.errors import UserError
-from clinical_ner.models.backbone import checkpoint_source
 from clinical_ner.models.tokenizer import load_or_train_tokenizer
+from clinical_ner.models.weights import checkpoint_source
 
 
 def make_tokenizer(

@@ -25,7 +25,7 @@ PROBE_SECONDS = 0.6  # both dtypes, every layer shape: enough to tell a 7x gap, 
 
 
 def resolve_precision(cfg: Any, seconds: float = PROBE_SECONDS) -> GemmProbe | None:
-    """Replace `auto` in `cfg.trainer.precision` and `cfg.pretrain.precision` by a concrete Lightning precision
+    """Replace `auto` in `cfg.trainer.precision` and `cfg.pretrain.trainer.precision` by a concrete Lightning precision
     and return the CPU probe (None on a GPU, where `auto` means bf16-mixed and no CPU rate is measured)."""
     sections = _sections(cfg)
     # several ranks must agree: each would probe on its own and might choose differently, so they keep bf16
@@ -59,7 +59,7 @@ def resolve_precision(cfg: Any, seconds: float = PROBE_SECONDS) -> GemmProbe | N
 
 
 def _sections(cfg: Any) -> list:
-    return [cfg.trainer] + ([cfg.pretrain] if "pretrain" in cfg else [])
+    return [cfg.trainer] + ([cfg.pretrain.trainer] if "pretrain" in cfg else [])
 
 
 @contextmanager

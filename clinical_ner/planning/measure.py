@@ -11,7 +11,8 @@ from typing import Any
 import torch
 
 from clinical_ner.config import ScaleConfig
-from clinical_ner.models.backbone import TOKEN_CLS_HEAD, apply_lora, build_causal_lm, build_token_classifier
+from clinical_ner.models.backbone import TOKEN_CLS_HEAD, build_causal_lm, build_token_classifier
+from clinical_ner.models.lora import apply_lora
 from clinical_ner.planning.memory import PROJECTIONS, Setup
 
 

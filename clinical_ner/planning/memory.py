@@ -57,7 +57,7 @@ class Precision:
 
     @property
     def adapters(self) -> int:
-        """Bytes of what LoRA trains (A/B and the `score` copy): fp32 (backbone.apply_lora) unless Lightning's
+        """Bytes of what LoRA trains (A/B and the `score` copy): fp32 (lora.apply_lora) unless Lightning's
         `*-true` converts the whole module afterwards."""
         return 4 if self.mixed else self.params
 

@@ -5,7 +5,7 @@
 
 (= `python -m clinical_ner.planning.plan ...`). Overrides are the Hydra ones of `clinical_ner.train`. With
 `corpus != none` the continual-pretraining stage is planned first (full fine-tuning, FSDP across
-`pretrain.devices`). Formulas and assumptions: docs/planning.md.
+`pretrain.trainer.devices`). Formulas and assumptions: docs/planning.md.
 """
 
 from __future__ import annotations

@@ -95,22 +95,22 @@ def setup_for(cfg: Any, stage: str | None = None, cuda: bool = True) -> Setup:
     """The `Setup` of the fine-tuning stage (`stage=None`: `approach.name`) or of `stage="pretrain"`.
 
     Pretraining is full fine-tuning of the causal LM on packed blocks (no padding, so no attention mask) with
-    `pretrain.*`, sharded with FSDP across `pretrain.devices`; fine-tuning uses `trainer.*`, `data.batch_size`,
+    `pretrain.*`, sharded with FSDP across `pretrain.trainer.devices`; fine-tuning uses `trainer.*`, `data.batch_size`,
     `approach.max_length` and `quantization.*`.
     """
     arch = arch_of(cfg)
     if stage == "pretrain":
-        p = cfg.pretrain
-        devices = device_count(p.devices)
-        weights = "float32" if fp32_master_weights(p.precision) else cfg.scale.dtype
+        p, t = cfg.pretrain, cfg.pretrain.trainer
+        devices = device_count(t.devices)
+        weights = "float32" if fp32_master_weights(t.precision) else cfg.scale.dtype
         return Setup(
             "pretrain",
             arch,
             p.batch_size,
             p.block_size,
-            precision_of(p.precision, weights),
+            precision_of(t.precision, weights),
             causal_lm=True,
-            checkpointing=bool(p.gradient_checkpointing),
+            checkpointing=bool(t.gradient_checkpointing),
             padded=False,
             devices=devices,
             fsdp=devices > 1,
@@ -188,6 +188,6 @@ def pretrain_misfit(cfg: Any, device_bytes: int | None) -> str | None:
     return (
         f"continual pretraining of {cfg.model.family} (scale={cfg.scale.name}) needs about {plan.total / GiB:.0f} "
         f"GiB per device ({state:.0f} GiB of {bytes_per_param * 8}-bit weights, gradients and AdamW states) but "
-        f"the device has {device_bytes / GiB:.0f} GiB: shard it (pretrain.devices=N pretrain.strategy=fsdp) or "
+        f"the device has {device_bytes / GiB:.0f} GiB: shard it (pretrain.trainer.devices=N pretrain.trainer.strategy=fsdp) or "
         f"plan it with python -m clinical_ner.planning.plan"
     )

@@ -1,8 +1,9 @@
 """The continual-pretraining stage of a run (`corpus != none`): reuse cached weights or train and cache them.
 
 The cache key is (base checkpoint id or tiny architecture, tokenizer hash, corpus option + its files' hashes,
-`pretrain.*` minus the settings that cannot change the weights). The run seed is not part of it: the stage
-seeds itself with `pretrain.seed`, so a sweep over seeds pretrains once.
+`pretrain.*`, its `trainer` included, minus the settings that cannot change the weights). The run seed is not
+part of it: the stage seeds itself with `pretrain.seed`, so a sweep over seeds pretrains once. The stage's
+Trainer comes from `pretrain.trainer` through the same factory as fine-tuning's (clinical_ner/training/trainer.py).
 """
 
 from __future__ import annotations
@@ -19,10 +20,11 @@ from lightning.pytorch.loggers import Logger
 from omegaconf import OmegaConf
 from torch.utils.data import DataLoader
 
-from clinical_ner.config import TrainConfig
+from clinical_ner.config import PretrainConfig, TrainConfig
 from clinical_ner.errors import UserError
-from clinical_ner.models.backbone import build_causal_lm, count_parameters, weights_identity
+from clinical_ner.models.backbone import build_causal_lm, count_parameters
 from clinical_ner.models.tokenizer import tokenizer_fingerprint
+from clinical_ner.models.weights import weights_identity
 from clinical_ner.planning.auto_precision import AUTO
 from clinical_ner.planning.auto_precision import resolve_precision as resolve_precision_auto
 from clinical_ner.planning.setup import fp32_master_weights, pretrain_misfit
@@ -49,11 +51,13 @@ from clinical_ner.training.loggers import (
 )
 from clinical_ner.training.optim import OptimSpec
 from clinical_ner.training.timings import phase, recording
+from clinical_ner.training.trainer import make_trainer
 
 log = logging.getLogger(__name__)
 
 KEY_FORMAT = 1
-# pretrain.* settings that do not change the trained weights (so changing them reuses the cache entry)
+# pretrain.* and pretrain.trainer.* settings that do not change the trained weights (changing them reuses the
+# cache entry)
 NOT_IN_KEY = {
     "use_epoch",
     "log_every_n_steps",
@@ -62,6 +66,17 @@ NOT_IN_KEY = {
     "peak_tflops",
     "cpu_peak_tflops_bf16",
     "cpu_peak_tflops_fp32",
+}
+# pretrain.trainer.* settings that sat in pretrain.* when key format 1 was written, under their name there: the
+# key keeps them so, and every existing cache entry keeps its key
+KEY_NAMES = {
+    "max_epochs": "epochs",
+    "gradient_clip_val": "gradient_clip_val",
+    "accelerator": "accelerator",
+    "devices": "devices",
+    "strategy": "strategy",
+    "precision": "precision",
+    "gradient_checkpointing": "gradient_checkpointing",
 }
 
 
@@ -88,8 +103,24 @@ def key_material(cfg: TrainConfig, tokenizer, sources: list[CorpusSource]) -> di
         "base": base,
         "tokenizer": tokenizer_fingerprint(tokenizer),
         "corpus": {**corpus, "files": {s.language: s.files for s in sources}},
-        "pretrain": {k: v for k, v in container["pretrain"].items() if k not in NOT_IN_KEY},
+        "pretrain": pretrain_key(container["pretrain"]),
     }
+
+
+def pretrain_key(settings: dict) -> dict:
+    """The `pretrain` part of the key from the resolved `pretrain` section: its settings that can change the
+    weights, the trainer's among them named as before they moved into `pretrain.trainer` (KEY_NAMES); any
+    other trainer setting enters (under `trainer`) only when it differs from its default."""
+    key = {k: v for k, v in settings.items() if k != "trainer" and k not in NOT_IN_KEY}
+    trainer = settings["trainer"]
+    key.update({old: trainer[new] for new, old in KEY_NAMES.items()})
+    defaults = OmegaConf.to_container(OmegaConf.structured(PretrainConfig).trainer)
+    others = {
+        k: v for k, v in trainer.items() if k not in KEY_NAMES and k not in NOT_IN_KEY and v != defaults[k]
+    }
+    if others:
+        key["trainer"] = others
+    return key
 
 
 def resolve_precision(precision: str) -> str:
@@ -117,20 +148,20 @@ def train_causal_lm(
     cfg: TrainConfig, tokenizer, data: PretrainData, folder: Path, run_dir: Path, logger: Logger | None
 ) -> dict:
     """Pretrain, keep the weights after every epoch in `folder/epoch-<n>/`, and return the stage's metrics."""
-    p = cfg.pretrain
+    p, t = cfg.pretrain, cfg.pretrain.trainer
     with phase("pretrain_build"):
         L.seed_everything(p.seed, workers=True, verbose=False)
         model = build_causal_lm(cfg.model, cfg.scale, tokenizer)
-        if fp32_master_weights(p.precision):
+        if fp32_master_weights(t.precision):
             # fp32 master weights: at lr 2e-5 most AdamW updates of a bf16 weight fall below its resolution
             model = model.float()
-        if p.gradient_checkpointing:
+        if t.gradient_checkpointing:
             model.gradient_checkpointing_enable()
             model.config.use_cache = False
         _, parameters = count_parameters(model)
         names = list(data.evals)
         module = CausalLMModule(model, OptimSpec.from_config(p), eval_names=names)
-        precision = resolve_precision(p.precision)
+        precision = resolve_precision(t.precision)
         module.flops_per_batch = training_flops(model, p.batch_size, p.block_size, p.flops)
     train_loader = DataLoader(
         BlockDataset(data.train.blocks),
@@ -143,33 +174,27 @@ def train_causal_lm(
     ]
     timer = TrainStepTimer()
     saver = EpochWeightsSaver(folder, tokenizer)
-    peak = peak_flops(p, _device(p.accelerator), precision)
+    peak = peak_flops(p, _device(t.accelerator), precision)
     steps_per_epoch = math.ceil(len(data.train.blocks) / p.batch_size)
     monitor = PackedThroughputMonitor(peak, window_size=min(50, steps_per_epoch))
-    shown, bars = progress_bars(p.enable_progress_bar)
+    bars = progress_bars(t.enable_progress_bar)[1]
     first = names[0] if names else "val"  # the held-out perplexity named in each epoch's log line
     line = EpochLine(f"pretrain/{first}_ppl", f"{first} perplexity", "pretraining epoch")
     callbacks: list[L.Callback] = [timer, saver, monitor, line, *bars]
-    trainer = L.Trainer(
-        accelerator=p.accelerator,
-        devices=p.devices,
+    trainer = make_trainer(
+        t,
+        RunFolder(run_dir).pretrain,
+        callbacks,
+        logger,
         precision=precision,
-        max_epochs=p.epochs,
-        gradient_clip_val=p.gradient_clip_val,
-        log_every_n_steps=p.log_every_n_steps,
-        num_sanity_val_steps=0,
         enable_checkpointing=False,  # the per-epoch weights are the checkpoints
-        enable_progress_bar=shown,
         enable_model_summary=False,
-        default_root_dir=str(RunFolder(run_dir).pretrain),
-        callbacks=callbacks,
-        logger=logger if logger is not None else False,
     )
     log.info(
         "pretraining %s parameters on %s tokens/epoch x %d epochs (%d steps/epoch, %s)",
         f"{parameters:,}",
         f"{data.train.tokens:,}",
-        p.epochs,
+        t.max_epochs,
         steps_per_epoch,
         precision,
     )
@@ -221,10 +246,13 @@ def run_pretrain(cfg: TrainConfig, run_dir: Path, inputs: RunInputs | None = Non
     """Pretrain (or reuse the cache) and return the epoch weights that feed fine-tuning; `inputs`: the run's
     corpus and tokenizers (loaded here when not given)."""
     p = cfg.pretrain
-    if p.precision == AUTO:  # called without a run around it (a run resolves it at its start)
+    if p.trainer.precision == AUTO:  # called without a run around it (a run resolves it at its start)
         resolve_precision_auto(cfg)
-    if not 1 <= p.use_epoch <= p.epochs:
-        raise UserError(f"pretrain.use_epoch={p.use_epoch} must be between 1 and pretrain.epochs={p.epochs}")
+    if not 1 <= p.use_epoch <= p.trainer.max_epochs:
+        raise UserError(
+            f"pretrain.use_epoch={p.use_epoch} must be between 1 and "
+            f"pretrain.trainer.max_epochs={p.trainer.max_epochs}"
+        )
     with recording() as stage:  # this stage's phases, summed into its `seconds`
         metrics, hit, use_epoch, entry, artifact = _pretrain_or_reuse(cfg, run_dir, inputs)
     section = _section(metrics, hit, use_epoch, entry, stage.total)
@@ -265,7 +293,7 @@ def _pretrain_or_reuse(
         if hit:
             log.info("pretrained weights found in the cache: %s", entry.folder)
         else:
-            misfit = pretrain_misfit(cfg, _device_memory(p.accelerator))
+            misfit = pretrain_misfit(cfg, _device_memory(p.trainer.accelerator))
             if misfit is not None:
                 raise UserError(misfit)
             entry.clear()
@@ -276,6 +304,6 @@ def _pretrain_or_reuse(
             # the pretraining's own run (W&B job type `pretrain`), finished here, before fine-tuning's starts
             with opened(make_pretrain_logger(cfg, run_dir, artifact)) as logger:
                 metrics = train_causal_lm(cfg, tokenizer, data, entry.folder, run_dir, logger)
-                manifest = entry.write_manifest(p.epochs, metrics)
+                manifest = entry.write_manifest(p.trainer.max_epochs, metrics)
                 log_reference_artifact(logger, artifact)
     return manifest["metrics"], hit, p.use_epoch, entry, artifact

@@ -35,7 +35,8 @@ BUDGET_KEYS = (
     "trainer.max_epochs",
     "trainer.max_steps",
     "data.train_limit",
-    "pretrain.epochs",
+    "pretrain.trainer.max_epochs",
+    "pretrain.epochs",  # runs written before the pretraining stage had its own `trainer`
     "pretrain.max_tokens",
 )
 # cells whose config differences are listed: the same coordinates, settings apart

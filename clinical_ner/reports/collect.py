@@ -82,7 +82,9 @@ class Run:
         """The continual-pretraining budget ("" without continual pretraining)."""
         if self.corpus == "none":
             return ""
-        epochs, tokens = self.config("pretrain", "epochs"), self.config("pretrain", "max_tokens")
+        # pretrain.epochs: the key of runs written before the pretraining stage had its own `trainer`
+        epochs = self.config("pretrain", "trainer", "max_epochs") or self.config("pretrain", "epochs")
+        tokens = self.config("pretrain", "max_tokens")
         return f"pretraining {epochs} epochs of {_limit(tokens, 'tokens')}{'' if tokens is None else ' each'}"
 
     def section(self, name: str) -> Mapping[str, Any]:

@@ -20,7 +20,7 @@ from omegaconf import DictConfig
 from clinical_ner.config import check_config, public_config
 from clinical_ner.config.compare import comparable
 from clinical_ner.files.digests import json_digest
-from clinical_ner.models.backbone import weights_record
+from clinical_ner.models.weights import weights_record
 from clinical_ner.planning.auto_precision import as_asked, resolve_precision
 from clinical_ner.planning.probe import GemmProbe, train_flops_per_token
 from clinical_ner.planning.setup import arch_of, micro_batch_for

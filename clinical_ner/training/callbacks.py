@@ -11,6 +11,8 @@ import torch
 from lightning.pytorch.callbacks import Checkpoint, TQDMProgressBar
 
 from clinical_ner.console import progress
+from clinical_ner.errors import UserError
+from clinical_ner.models import quantize
 
 log = logging.getLogger(__name__)
 
@@ -35,9 +37,7 @@ class TrainStepTimer(L.Callback):
         self.seconds = 0.0
         self.tokens = 0  # this rank's
         self.steps = 0
-        self.job_tokens: int | None = (
-            None  # the sum over ranks, once training ended (finetune.TokensAcrossRanks)
-        )
+        self.job_tokens: int | None = None  # the sum over ranks, once training ended (TokensAcrossRanks)
         self.earlier_wall = 0.0  # wall seconds of fit before this process resumed it
         self.validations = 0  # dev validations during fit (sanity checks excluded): 1 selects nothing
         self.warmup_steps = warmup_steps
@@ -240,3 +240,34 @@ class EpochWeightsSaver(L.Callback):
         if self.tokenizer is not None:
             self.tokenizer.save_pretrained(target)
         self.saved.append(target)
+
+
+class TokensAcrossRanks(L.Callback):
+    """At the end of training, the step timer's token count becomes the sum over ranks (each rank only sees
+    its share of every batch), so tokens/s is the job's throughput."""
+
+    def __init__(self, timer: TrainStepTimer) -> None:
+        self.timer = timer
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.world_size > 1:
+            local = torch.tensor(self.timer.tokens, dtype=torch.int64, device=pl_module.device)
+            self.timer.job_tokens = int(trainer.strategy.reduce(local, reduce_op="sum").item())
+            steady = torch.tensor(self.timer.steady_tokens, dtype=torch.int64, device=pl_module.device)
+            self.timer.steady_tokens = int(trainer.strategy.reduce(steady, reduce_op="sum").item())
+
+
+class QuantizationCheck(L.Callback):
+    """Fails the fit when the model's weights are not stored as `quantization` asks (a stage that forgot to
+    pass `cfg.quantization` to the backbone would otherwise train in bf16 silently)."""
+
+    def __init__(self, expected: bool) -> None:
+        self.expected = expected
+
+    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        found = quantize.is_quantized(pl_module.model)
+        if found != self.expected:
+            raise UserError(
+                f"quantization={'nf4' if self.expected else 'none'} but the model's weights are "
+                f"{'4-bit' if found else 'not quantized'}: the stage did not pass cfg.quantization to the backbone"
+            )

@@ -24,11 +24,13 @@ from clinical_ner.config import TrainConfig
 from clinical_ner.data.brat import write_predictions
 from clinical_ner.data.ner_corpus import limit_splits
 from clinical_ner.data.types import Document, Span
-from clinical_ner.models.backbone import apply_lora, count_parameters
+from clinical_ner.models.backbone import count_parameters
+from clinical_ner.models.lora import apply_lora
 from clinical_ner.run.record.folder import RunFolder
-from clinical_ner.training.finetune import Fit, fit_and_select, inference_section, log_final, save_model
+from clinical_ner.training.fit import Fit, fit_and_select
 from clinical_ner.training.inference_settings import InferenceSettings
 from clinical_ner.training.inputs import RunInputs
+from clinical_ner.training.saving import save_model
 from clinical_ner.training.timings import phase
 
 log = logging.getLogger(__name__)
@@ -194,3 +196,31 @@ def run_stage(
     sections["train"] = {**fit.train_section((trainable, total)), **stage.train_extras(data)}
     log_final(fit.logger, sections)
     return sections
+
+
+def inference_section(
+    documents: int, seconds: float, new_tokens: int | None = None, generation_seconds: float = 0.0
+) -> dict:
+    """The `inference` section of results.json (test prediction and decoding); generative approaches add the
+    answer tokens generated (`new_tokens`) and their rate over the `generation_seconds`."""
+    section = {
+        "documents": documents,
+        "seconds": seconds,
+        "documents_per_s": documents / seconds if seconds else 0.0,
+    }
+    if new_tokens is not None:
+        section["new_tokens"] = new_tokens  # stop tokens excluded
+        section["new_tokens_per_s"] = new_tokens / generation_seconds if generation_seconds else 0.0
+    return section
+
+
+def log_final(logger, sections: dict) -> None:
+    """Dev and test P/R/F1 to the experiment logger."""
+    if logger is not None:
+        logger.log_metrics(
+            {
+                f"{split}/{key}": float(sections[split][key])
+                for split in ("dev", "test")
+                for key in ("precision", "recall", "f1")
+            }
+        )

@@ -188,9 +188,7 @@ def test_forbidden_third_party_imports() -> None:
 def test_reader_sees_lazy_and_package_imports() -> None:
     """The graph reader finds function-level and package-style imports (else the tests above prove little)."""
     assert "clinical_ner.run.pipeline" in GRAPH["clinical_ner.distributed.worker"]  # imported inside main
-    assert (
-        "clinical_ner.models.quantize" in GRAPH["clinical_ner.training.finetune"]
-    )  # from models import quantize
+    assert "clinical_ner.models.quantize" in GRAPH["clinical_ner.training.fit"]  # from models import quantize
     assert LAYER[component("clinical_ner.distributed.launch")] > LAYER[component("clinical_ner.run.pipeline")]
 
 

@@ -12,7 +12,7 @@ from composing import compose_train
 
 from clinical_ner.errors import UserError
 from clinical_ner.run.pipeline import run
-from clinical_ner.training import finetune
+from clinical_ner.training import fit
 from clinical_ner.training.checkpoints import BASE_KEY
 
 CONF = Path(__file__).resolve().parents[2] / "conf"
@@ -78,8 +78,8 @@ def with_callbacks(make, *extra: L.Callback):
 
 @pytest.mark.slow
 def test_lora_checkpoint_holds_only_trained_weights_and_resumes_exactly(tmp_path, monkeypatch):
-    make_callbacks = finetune.make_callbacks
-    monkeypatch.setattr(finetune, "make_callbacks", with_callbacks(make_callbacks, KeepFinal()))
+    make_callbacks = fit.make_callbacks
+    monkeypatch.setattr(fit, "make_callbacks", with_callbacks(make_callbacks, KeepFinal()))
     whole = train(tmp_path / "whole", *DROPOUT)
     final = KeepFinal.weights
     last = tmp_path / "whole" / "checkpoints" / "last.ckpt"
@@ -100,10 +100,10 @@ def test_lora_checkpoint_holds_only_trained_weights_and_resumes_exactly(tmp_path
 
     # (b) killed at the start of epoch 2, then resumed from its last checkpoint: the same run, dropout included
     cut = tmp_path / "cut"
-    monkeypatch.setattr(finetune, "make_callbacks", with_callbacks(make_callbacks, Crash()))
+    monkeypatch.setattr(fit, "make_callbacks", with_callbacks(make_callbacks, Crash()))
     with pytest.raises(RuntimeError, match="interrupted"):
         train(cut, *DROPOUT)
-    monkeypatch.setattr(finetune, "make_callbacks", with_callbacks(make_callbacks, KeepFinal()))
+    monkeypatch.setattr(fit, "make_callbacks", with_callbacks(make_callbacks, KeepFinal()))
     resumed = train(cut, "ckpt_path=last", *DROPOUT)
     assert resumed["train"]["steps"] == whole["train"]["steps"]
     assert KeepFinal.weights.keys() == final.keys()

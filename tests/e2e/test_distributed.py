@@ -93,7 +93,10 @@ def test_device_count(accelerator, devices, expected):
         (["trainer=fsdp", "trainer.accelerator=gpu"], "no CUDA GPU is visible"),
         (["trainer=ddp", "trainer.strategy=ddp_spawn"], "expected one of"),
         (["trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=0"], "positive count"),
-        (["corpus=es", "pretrain.devices=2", "pretrain.accelerator=cpu"], "one device for now"),
+        (
+            ["corpus=es", "pretrain.trainer.devices=2", "pretrain.trainer.accelerator=cpu"],
+            "one device for now",
+        ),
     ],
 )
 def test_impossible_distributed_configs_fail_before_loading(overrides, message):
@@ -258,8 +261,8 @@ def test_unsharded_copy_rebuilds_the_trained_model():
     # what load_best does after FSDP, where the trained model's layers stay sharded wrappers
     from transformers import LlamaConfig, LlamaForTokenClassification
 
-    from clinical_ner.models.backbone import is_bidirectional, set_attention_direction
-    from clinical_ner.training.finetune import unsharded_copy
+    from clinical_ner.models.attention import is_bidirectional, set_attention_direction
+    from clinical_ner.training.best_weights import unsharded_copy
 
     config = LlamaConfig(vocab_size=50, hidden_size=32, intermediate_size=64, num_hidden_layers=2)
     config.num_attention_heads, config.num_key_value_heads, config.num_labels = 2, 2, 3
@@ -346,7 +349,7 @@ def _rank_main(out: Path, devices: int, batch: int, steps: int) -> None:
     from clinical_ner.approaches.tokencls.datamodule import WindowDataset
     from clinical_ner.approaches.tokencls.module import TokenClsModule
     from clinical_ner.data.batching import PadCollator
-    from clinical_ner.training.finetune import make_callbacks, make_trainer
+    from clinical_ner.training.fit import finetune_trainer, make_callbacks
 
     torch.set_num_threads(1)
     trainer_group = "trainer=ddp" if devices > 1 else "trainer=default"
@@ -387,7 +390,7 @@ def _rank_main(out: Path, devices: int, batch: int, steps: int) -> None:
         model, OptimSpec(partial(torch.optim.AdamW), 1e-2, 0.0, 1.0), lambda p: {}, pad_id=0
     )
     callbacks, _, timer = make_callbacks(cfg, out)
-    trainer = make_trainer(cfg, out, callbacks, None)
+    trainer = finetune_trainer(cfg, out, callbacks, None)
     # as the CLI does: destroy the process group before exit (a rank exiting with gloo's threads alive aborts)
     with scope.process_group_scope():
         trainer.fit(module, datamodule=Windows())

@@ -14,7 +14,7 @@ from clinical_ner.cache.location import cache_dir
 from clinical_ner.config import PackagedWeightsConfig, compose_config
 from clinical_ner.errors import UserError
 from clinical_ner.models import packaged_weights
-from clinical_ner.models.backbone import checkpoint_source, weights_record
+from clinical_ner.models.weights import checkpoint_source, weights_record
 
 SPEC = compose_config(["model=smollm2"]).model.packaged
 CACHE = cache_dir()  # read at import: other tests' fixtures point CLINICAL_NER_CACHE at temporary folders

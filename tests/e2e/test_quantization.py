@@ -1,6 +1,6 @@
 """QLoRA (`quantization=nf4`) on the CPU at toy size, through the same functions a paper run uses: a saved
 checkpoint loaded in 4-bit by `build_token_classifier`, prepared and wrapped by `apply_lora`, trained by the
-Trainer of `make_trainer` (the paper recipe's bf16-mixed), saved by `save_model` and reloaded by
+Trainer of `finetune_trainer` (the paper recipe's bf16-mixed), saved by `save_model` and reloaded by
 `load_token_classifier`. bitsandbytes 0.50 runs 4-bit on CPU; the toy sizes keep every quantized output a
 multiple of 32 (its CPU kernels need it)."""
 
@@ -23,18 +23,19 @@ from clinical_ner.config import compose_config
 from clinical_ner.data.batching import LengthGroupedBatchSampler, PadCollator
 from clinical_ner.errors import UserError
 from clinical_ner.models import quantize
+from clinical_ner.models.attention import is_bidirectional
 from clinical_ner.models.backbone import (
     TOKEN_CLS_HEAD,
-    apply_lora,
     build_token_classifier,
     count_parameters,
-    is_bidirectional,
     load_token_classifier,
 )
+from clinical_ner.models.lora import apply_lora
 from clinical_ner.training.checkpoints import BASE_KEY, load_trained
-from clinical_ner.training.finetune import make_callbacks, make_trainer, save_model
+from clinical_ner.training.fit import finetune_trainer, make_callbacks
 from clinical_ner.training.inference_settings import read_inference_settings
 from clinical_ner.training.optim import OptimSpec
+from clinical_ner.training.saving import save_model
 
 pytest.importorskip("bitsandbytes")
 LABELS = ["O", "B-X", "I-X", "B-Y", "I-Y"]
@@ -152,7 +153,7 @@ def test_qlora_trains_only_adapters_and_head_then_reloads(checkpoint, tmp_path):
         model, OptimSpec(partial(torch.optim.AdamW), 1e-2, 0.0, 1.0), lambda p: {}, pad_id=0
     )
     callbacks, _, _ = make_callbacks(cfg, tmp_path)  # includes the check that the weights really are 4-bit
-    trainer = make_trainer(cfg, tmp_path, callbacks, None)
+    trainer = finetune_trainer(cfg, tmp_path, callbacks, None)
     trainer.fit(module, datamodule=Windows(toy_windows(), batch_size=4))
     assert trainer.global_step == 3
 

@@ -76,7 +76,7 @@ def make_result(
         "corpus": {"name": corpus},
         "trainer": {"max_epochs": 2 if approach == "tokencls" else 1, "max_steps": -1},
         "data": {"name": "pharmaconer", "train_limit": None},
-        "pretrain": {"epochs": 1, "use_epoch": 1, "max_tokens": None},
+        "pretrain": {"trainer": {"max_epochs": 1}, "use_epoch": 1, "max_tokens": None},
     }
     record = {
         "schema_version": 1,

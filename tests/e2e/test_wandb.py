@@ -140,7 +140,7 @@ def test_pretraining_is_its_own_run_and_cells_use_its_weights(tmp_path):
         "pretrain.batch_size=4",
         "pretrain.max_tokens=512",
         "pretrain.eval_max_tokens=128",
-        "pretrain.epochs=1",
+        "pretrain.trainer.max_epochs=1",
         "pretrain.use_epoch=1",
         "trainer.max_steps=1",
     ]

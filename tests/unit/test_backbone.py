@@ -6,7 +6,8 @@ import pytest
 import torch
 from transformers import LlamaForTokenClassification
 
-from clinical_ner.models.backbone import kv_heads_at, load_token_classifier, set_attention_direction
+from clinical_ner.models.attention import set_attention_direction
+from clinical_ner.models.backbone import kv_heads_at, load_token_classifier
 
 
 @pytest.fixture

@@ -8,7 +8,9 @@ from safetensors.torch import load_file
 from transformers import LlamaForTokenClassification
 
 from clinical_ner.config import LoraConfig
-from clinical_ner.models.backbone import TOKEN_CLS_HEAD, apply_lora, count_parameters, set_attention_direction
+from clinical_ner.models.attention import set_attention_direction
+from clinical_ner.models.backbone import TOKEN_CLS_HEAD, count_parameters
+from clinical_ner.models.lora import apply_lora
 
 
 @pytest.fixture

@@ -16,10 +16,11 @@ from clinical_ner.approaches.tokencls.datamodule import WindowDataset
 from clinical_ner.approaches.tokencls.module import TokenClsModule
 from clinical_ner.config import compose_config
 from clinical_ner.data.batching import PadCollator
-from clinical_ner.models.backbone import TOKEN_CLS_HEAD, apply_lora, build_causal_lm, build_token_classifier
+from clinical_ner.models.backbone import TOKEN_CLS_HEAD, build_causal_lm, build_token_classifier
+from clinical_ner.models.lora import apply_lora
 from clinical_ner.planning.memory import plan_setup
 from clinical_ner.planning.setup import setup_for
-from clinical_ner.training.finetune import make_trainer
+from clinical_ner.training.fit import finetune_trainer
 from clinical_ner.training.optim import OptimSpec
 
 LABELS = ["O", "B-X", "I-X"]
@@ -96,6 +97,6 @@ def test_training_keeps_the_master_dtypes(checkpoint, tmp_path):
     ]
     loader = DataLoader(WindowDataset(windows), batch_size=4, collate_fn=PadCollator(0))
     L.seed_everything(0, verbose=False)
-    make_trainer(cfg, tmp_path, [], None).fit(module, train_dataloaders=loader)
+    finetune_trainer(cfg, tmp_path, [], None).fit(module, train_dataloaders=loader)
     assert_master_dtypes(model)
     assert any(not torch.equal(before[n], p.detach()) for n, p in model.named_parameters() if n in before)

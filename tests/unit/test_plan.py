@@ -64,7 +64,7 @@ CASES: dict[str, tuple[list[str], str | None, bool]] = {
     ),
     "seq2seq-full-bf16-ckpt": (SMALL + ["approach=seq2seq", "trainer.precision=bf16-true"], None, True),
     "pretrain-gqa": (SMALL + PRETRAIN + ["model=llama3", "scale.num_heads=8"], "pretrain", False),
-    "pretrain-ckpt": (SMALL + PRETRAIN + ["pretrain.gradient_checkpointing=true"], "pretrain", True),
+    "pretrain-ckpt": (SMALL + PRETRAIN + ["pretrain.trainer.gradient_checkpointing=true"], "pretrain", True),
     "tiny-tokencls": (TINY, None, False),
     "tiny-seq2seq": (TINY + ["approach=seq2seq"], None, False),
     "tiny-seq2seq-lora-bf16": (
@@ -172,7 +172,7 @@ def test_llama2_7b_weights() -> None:
 
 def test_pretrain_stage_is_planned_with_fsdp() -> None:
     assert plan_pretrain(compose_config(["scale=paper"])) is None  # corpus=none: no stage
-    cfg = compose_config(["scale=paper", "model=llama3", "corpus=es", "pretrain.devices=4"])
+    cfg = compose_config(["scale=paper", "model=llama3", "corpus=es", "pretrain.trainer.devices=4"])
     plan = plan_pretrain(cfg)
     assert plan.setup.fsdp and plan.setup.lora is None and plan.setup.checkpointing
     single = plan_pretrain(compose_config(["scale=paper", "model=llama3", "corpus=es"]))

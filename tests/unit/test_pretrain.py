@@ -20,7 +20,8 @@ from transformers import LlamaConfig, LlamaForCausalLM
 import clinical_ner.pretrain.stage as pretrain_run
 from clinical_ner.data.synthetic import synthetic_splits
 from clinical_ner.errors import UserError
-from clinical_ner.models.backbone import build_token_classifier, is_bidirectional
+from clinical_ner.models.attention import is_bidirectional
+from clinical_ner.models.backbone import build_token_classifier
 from clinical_ner.pretrain.cache import MANIFEST, PretrainedEntry
 from clinical_ner.pretrain.module import CausalLMModule
 from clinical_ner.pretrain.packing import BlockDataset
@@ -38,7 +39,7 @@ TINY = [
     "pretrain.batch_size=4",
     "pretrain.max_tokens=1024",
     "pretrain.eval_max_tokens=256",
-    "pretrain.log_every_n_steps=2",
+    "pretrain.trainer.log_every_n_steps=2",
 ]
 
 
@@ -203,7 +204,7 @@ def test_concurrent_jobs_wait_instead_of_training_twice(tmp_path):
 
 @pytest.mark.parametrize("model", ["llama2", "llama3_2"])  # untied / tied embeddings, both tokenizer kinds
 def test_token_classifier_starts_from_pretrained_backbone(tiny_cfg, tmp_path, model):
-    cfg = tiny_cfg("corpus=es", f"model={model}", "pretrain.epochs=1", "pretrain.use_epoch=1")
+    cfg = tiny_cfg("corpus=es", f"model={model}", "pretrain.trainer.max_epochs=1", "pretrain.use_epoch=1")
     outcome = pretrain_run.run_pretrain(cfg, tmp_path / "run")
     lm = LlamaForCausalLM.from_pretrained(outcome.weights)
     from transformers import AutoTokenizer
@@ -222,7 +223,9 @@ def test_token_classifier_starts_from_pretrained_backbone(tiny_cfg, tmp_path, mo
 
 
 def test_run_chains_pretraining_into_fine_tuning(tiny_cfg):
-    results = run(tiny_cfg("corpus=en", "trainer.max_steps=2", "pretrain.epochs=1", "pretrain.use_epoch=1"))
+    results = run(
+        tiny_cfg("corpus=en", "trainer.max_steps=2", "pretrain.trainer.max_epochs=1", "pretrain.use_epoch=1")
+    )
     assert results["status"] == "complete" and results["corpus"] == "en"
     assert results["pretrain"]["cache_hit"] is False and results["train"]["steps"] == 2
     # the stage's own phases come right after the run's corpus is read and sum to its `seconds`
@@ -232,7 +235,13 @@ def test_run_chains_pretraining_into_fine_tuning(tiny_cfg):
     assert results["pretrain"]["seconds"] == pytest.approx(spent)
     assert results["pretrain"]["fit_seconds"] == results["timings"]["pretrain_fit"]
     again = run(
-        tiny_cfg("corpus=en", "seed=3", "trainer.max_steps=2", "pretrain.epochs=1", "pretrain.use_epoch=1")
+        tiny_cfg(
+            "corpus=en",
+            "seed=3",
+            "trainer.max_steps=2",
+            "pretrain.trainer.max_epochs=1",
+            "pretrain.use_epoch=1",
+        )
     )
     assert again["pretrain"]["cache_hit"] is True
     assert [k for k in again["timings"] if k.startswith("pretrain_")] == ["pretrain_prepare", "pretrain_lock"]

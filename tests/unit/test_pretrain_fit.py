@@ -27,9 +27,9 @@ def test_pretraining_is_planned_with_fp32_master_weights():
 def test_a_pretraining_that_cannot_fit_is_one_line():
     message = pretrain_misfit(paper_pretrain(), 80 * GiB)
     assert message is not None and "\n" not in message
-    assert "llama2" in message and "80 GiB" in message and "pretrain.devices" in message
+    assert "llama2" in message and "80 GiB" in message and "pretrain.trainer.devices" in message
     assert pretrain_misfit(paper_pretrain(), None) is None  # memory unknown (CPU): nothing refused
-    assert pretrain_misfit(paper_pretrain("pretrain.devices=4"), 80 * GiB) is None  # FSDP over 4 GPUs
+    assert pretrain_misfit(paper_pretrain("pretrain.trainer.devices=4"), 80 * GiB) is None  # FSDP over 4 GPUs
     assert pretrain_misfit(compose_config(["model=llama2", "scale=paper"]), 80 * GiB) is None  # corpus=none
 
 

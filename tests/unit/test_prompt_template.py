@@ -14,8 +14,8 @@ from clinical_ner.approaches.seq2seq.stage import Seq2seqStage
 from clinical_ner.config import PromptConfig, compose_config
 from clinical_ner.data.synthetic import synthetic_splits
 from clinical_ner.errors import UserError
-from clinical_ner.models.backbone import instruct_weights
 from clinical_ner.models.tokenizer import train_tokenizer
+from clinical_ner.models.weights import instruct_weights
 
 # the date logic of the Llama 3.2 instruct template, and a template that asks for today's date directly
 DATE_STRING = (

@@ -66,7 +66,7 @@ def config(approach: str) -> dict:
     return {
         "trainer": {"max_epochs": epochs, "max_steps": -1},
         "data": {"name": "pharmaconer", "train_limit": None},
-        "pretrain": {"epochs": 2, "use_epoch": 2, "max_tokens": None},
+        "pretrain": {"trainer": {"max_epochs": 2}, "use_epoch": 2, "max_tokens": None},
     }
 
 
@@ -442,3 +442,13 @@ def test_a_record_from_before_the_approach_schemas_shares_the_cell_of_a_new_one(
     )
     (row,) = read_csv(tmp_path / "out" / "tokencls.csv")
     assert (row["n_seeds"], row["setting"]) == ("2", "")
+
+
+def test_pretraining_budget_reads_runs_written_before_pretrain_trainer():
+    from clinical_ner.reports.collect import Run
+
+    def budget(pretrain: dict) -> str:
+        return Run(Path("r.json"), {"corpus": "es", "config": {"pretrain": pretrain}}).pretrain_budget
+
+    new = budget({"trainer": {"max_epochs": 2}, "max_tokens": 1024})
+    assert new == budget({"epochs": 2, "max_tokens": 1024}) == "pretraining 2 epochs of 1024 tokens each"

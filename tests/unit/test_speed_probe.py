@@ -41,36 +41,36 @@ def test_probe_skips_bf16_without_kernels(monkeypatch):
 
 
 def test_auto_resolves_trainer_and_pretrain(monkeypatch, caplog):
-    cfg = compose_config(["approach=tokencls", "trainer.precision=auto", "pretrain.precision=auto"])
+    cfg = compose_config(["approach=tokencls", "trainer.precision=auto", "pretrain.trainer.precision=auto"])
     cfg.trainer.accelerator = "cpu"
     monkeypatch.setattr(auto_precision, "probe_gemm", lambda *a, **k: GemmProbe(None, 0.008, "AVX2"))
     with caplog.at_level("INFO", logger=auto_precision.__name__):
         found = auto_precision.resolve_precision(cfg)
     assert "bf16 no kernel, fp32 0.008 TFLOP/s; precision 32-true" in caplog.text
     assert found.fp32_tflops == 0.008
-    assert cfg.trainer.precision == "32-true" and cfg.pretrain.precision == "32-true"
+    assert cfg.trainer.precision == "32-true" and cfg.pretrain.trainer.precision == "32-true"
     monkeypatch.setattr(auto_precision, "probe_gemm", lambda *a, **k: GemmProbe(2.5, 0.3, "AVX512"))
-    cfg.trainer.precision, cfg.pretrain.precision = "auto", "bf16-true"  # an explicit choice is kept
+    cfg.trainer.precision, cfg.pretrain.trainer.precision = "auto", "bf16-true"  # an explicit choice is kept
     auto_precision.resolve_precision(cfg)
-    assert cfg.trainer.precision == "bf16-mixed" and cfg.pretrain.precision == "bf16-true"
+    assert cfg.trainer.precision == "bf16-mixed" and cfg.pretrain.trainer.precision == "bf16-true"
 
 
 def test_the_config_keeps_auto_after_the_run(monkeypatch):
-    cfg = compose_config(["approach=tokencls", "trainer.precision=auto", "pretrain.precision=auto"])
+    cfg = compose_config(["approach=tokencls", "trainer.precision=auto", "pretrain.trainer.precision=auto"])
     cfg.trainer.accelerator = "cpu"
     monkeypatch.setattr(auto_precision, "probe_gemm", lambda *a, **k: GemmProbe(None, 0.008, "AVX2"))
     with pytest.raises(RuntimeError), auto_precision.as_asked(cfg):  # a failing run too: its record says auto
         auto_precision.resolve_precision(cfg)
         assert cfg.trainer.precision == "32-true"
         raise RuntimeError
-    assert cfg.trainer.precision == "auto" and cfg.pretrain.precision == "auto"
+    assert cfg.trainer.precision == "auto" and cfg.pretrain.trainer.precision == "auto"
 
 
 def test_small_recipes_use_auto_precision_and_fused_adamw():
     for approach in ("tokencls", "seq2seq"):
         cfg = compose_config([f"approach={approach}", "model=smollm2", "scale=small"])
         assert cfg.trainer.precision == "auto" and cfg.optim.optimizer.fused is True
-        assert cfg.pretrain.precision == "auto" and cfg.pretrain.optimizer.fused is True
+        assert cfg.pretrain.trainer.precision == "auto" and cfg.pretrain.optimizer.fused is True
 
 
 def test_steady_tokens_leave_out_the_warmup_steps():

@@ -38,7 +38,7 @@ def fill_instruction(prompt: PromptConfig, types: Sequence[str], answer_format: 
 
 
 def use_chat_template(prompt: PromptConfig, tokenizer: PreTrainedTokenizerBase, instruct: bool) -> bool:
-    """`auto`: the chat template for instruct weights (`models.backbone.instruct_weights`), plain text for base
+    """`auto`: the chat template for instruct weights (`models.weights.instruct_weights`), plain text for base
     or random ones, whose chat-turn tokens were never trained."""
     template = str(prompt.template)
     has_template = bool(getattr(tokenizer, "chat_template", None))

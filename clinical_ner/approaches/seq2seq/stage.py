@@ -25,8 +25,9 @@ from clinical_ner.approaches.seq2seq.module import Seq2SeqModule
 from clinical_ner.approaches.seq2seq.prompt import make_renderer
 from clinical_ner.config import TrainConfig
 from clinical_ner.data.types import Document
-from clinical_ner.models.backbone import build_causal_lm, instruct_weights
-from clinical_ner.training.finetune import Fit
+from clinical_ner.models.backbone import build_causal_lm
+from clinical_ner.models.weights import instruct_weights
+from clinical_ner.training.fit import Fit
 from clinical_ner.training.optim import OptimSpec
 from clinical_ner.training.stage import FineTuneStage, SplitPrediction
 
