@@ -177,7 +177,9 @@ def line(row: Row) -> str:
     phases = [_num(sum(timings.get(k, 0.0) for k in keys)) if timings else "-" for keys in PHASES.values()]
     other = row.wall - sum(timings.values()) if row.wall is not None and timings else None
     cells = [row.family, row.run, row.status, *phases, _num(other), _num(row.wall)]
-    cells += [_num(row.tokens_per_s, 0), _num(row.mfu, 3), _num(row.peak_gib), _num(row.planned_gib)]
+    # MFU in 3 significant digits: a CPU smoke run's 0.0004 must not print as 0.000
+    mfu = "n/a" if row.mfu is None else f"{row.mfu:.3g}"
+    cells += [_num(row.tokens_per_s, 0), mfu, _num(row.peak_gib), _num(row.planned_gib)]
     return "| " + " | ".join([*cells, _num(row.new_tokens_per_s)]) + " |"
 
 
