@@ -105,8 +105,8 @@ def check_distributed(cfg: DictConfig) -> int:
 def check_job(cfg: DictConfig) -> int:
     """Everything that would make every rank fail at once, checked in a second before any process starts:
     strategies and devices, quantization, presence of the weights. Returns the process count."""
-    from clinical_ner.models.weights import check_weights
     from clinical_ner.models.quantize import check_quantization
+    from clinical_ner.models.weights import check_weights
 
     count = check_distributed(cfg)
     check_quantization(cfg)
