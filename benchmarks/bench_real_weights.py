@@ -12,14 +12,18 @@ Seq2seq training variants (SmolLM2-135M-Instruct, the seq2seq small recipe's exa
 fused AdamW; the same losses up to float rounding, printed):
   full-head: the model's own `labels=` loss (LM head and cross-entropy over every position)
   answer-head: approaches/seq2seq/module.answer_loss (the LM head on the labelled positions only)
-Both report the padding share of an epoch's batches and the optimizer step's share of the step time.
+  shared-prefix: answer-head, and the prompt prefix all rows of a batch share (ChatML template + instruction)
+    through the decoder once per batch (`approach.share_prefix`; its GEMM share counts the tokens really run)
+All report the padding share of an epoch's batches and the optimizer step's share of the step time.
 Generation variants (SmolLM2-135M-Instruct, batch 32, continuous batching, free greedy decoding):
   before: fp32 weights under bf16 autocast;  after: `precision: auto` (fp32 without autocast where bf16 is the
-  slower path)
+  slower path);  shared-prefix: after, with the prompts' shared prefix prefilled once per call (its answers are
+  compared with after's too: the same precision, so any difference is float rounding)
 
 Usage: python benchmarks/bench_real_weights.py [--steps 4] [--rounds 3] [--prompts 32] [--threads 2]
        [--parts tokencls,seq2seq,generation] [--sequential]  (one variant in memory at a time: ~7 GB peak)
        [--variants after,full-head,answer-head]  (training variants to run: all by default)
+       [--gen-variants after,shared-prefix]  (generation variants: all by default)
        python benchmarks/bench_real_weights.py --small   (a random tiny Llama and random windows: seconds; tests)
 On a host without bf16 kernels (torch capability AVX2) the bf16 baseline runs a scalar fallback at ~1 token/s:
 there use e.g. --steps 1 --rounds 1 --batch-size 4 --prompts 4 --max-new-tokens 12 (README's run: ~10 min).
@@ -40,7 +44,7 @@ import torch
 from transformers import LlamaConfig, LlamaForCausalLM, LlamaForTokenClassification
 
 from clinical_ner.approaches.seq2seq.decoding import generate
-from clinical_ner.approaches.seq2seq.module import answer_loss
+from clinical_ner.approaches.seq2seq.module import answer_loss, shareable_prefix
 from clinical_ner.data.batching import Batching, PadCollator
 from clinical_ner.models.precision import autocast_for
 from clinical_ner.planning.probe import (
@@ -58,8 +62,8 @@ TRAIN_VARIANTS = {
     "auto-only": ("auto", {}),  # what the precision alone gives
     "after": ("auto", {"fused": True}),
 }
-# name: precision of generation (fp32 weights; bf16 autocast under bf16-mixed)
-GEN_VARIANTS = {"before": "bf16-mixed", "after": "auto"}
+# name: (precision of generation (fp32 weights; bf16 autocast under bf16-mixed), prefill the shared prefix once)
+GEN_VARIANTS = {"before": ("bf16-mixed", False), "after": ("auto", False), "shared-prefix": ("auto", True)}
 PARTS = ("tokencls", "seq2seq", "generation")
 
 
@@ -71,8 +75,13 @@ def full_head_loss(model: torch.nn.Module, batch: dict) -> torch.Tensor:
     ).loss
 
 
-# name: the seq2seq training loss (both under `precision: auto` with fused AdamW, as in the small recipe)
-S2S_VARIANTS = {"full-head": full_head_loss, "answer-head": answer_loss}
+def shared_prefix_loss(model: torch.nn.Module, batch: dict) -> torch.Tensor:
+    """answer_loss with the batch's shared prompt prefix run once (what `approach.share_prefix` trains with)."""
+    return answer_loss(model, batch, shareable_prefix(model, batch))
+
+
+# name: the seq2seq training loss (all under `precision: auto` with fused AdamW, as in the small recipe)
+S2S_VARIANTS = {"full-head": full_head_loss, "answer-head": answer_loss, "shared-prefix": shared_prefix_loss}
 
 
 @dataclass
@@ -111,11 +120,15 @@ def tiny_workload(batches: int, batch_size: int, prompts: int, seed: int = 0) ->
         item["labels"] = [i % 5 for i in item["input_ids"]]
     collate = PadCollator(0)
     windows = [collate(items[i : i + batch_size]) for i in range(0, len(items), batch_size)]
-    ask = [torch.randint(3, 256, (n,), generator=generator).tolist() for n in range(10, 10 + prompts)]
+    instruction = torch.randint(3, 256, (6,), generator=generator).tolist()  # what every prompt starts with
+    ask = [
+        instruction + torch.randint(3, 256, (n,), generator=generator).tolist() for n in range(4, 4 + prompts)
+    ]
     examples = []
-    for item in items:  # prompt + answer: the loss on the last third only
-        cut = 2 * len(item["input_ids"]) // 3
-        examples.append({**item, "labels": [-100] * cut + item["input_ids"][cut:]})
+    for item in items:  # instruction + prompt + answer: the loss on the last third only
+        ids = instruction + item["input_ids"]
+        cut = 2 * len(ids) // 3
+        examples.append({**item, "input_ids": ids, "labels": [-100] * cut + ids[cut:]})
     s2s = [collate(examples[i : i + batch_size]) for i in range(0, len(examples), batch_size)]
     padding = {"tokencls": padding_share(windows), "seq2seq": padding_share(s2s)}
     classifier = LlamaForTokenClassification(config)
@@ -298,21 +311,30 @@ def bench_seq2seq_training(
     results, timed = run_variants(builders, work.s2s_batches, steps, rounds, sequential)
     tokens = sum(int(b["attention_mask"].sum()) for b in timed)
     labelled = sum(int((b["labels"][:, 1:] != -100).sum()) for b in timed)
+    # tokens a shared prefix keeps out of the decoder: (rows - 1) x its length, per batch
+    shared = sum((len(b["input_ids"]) - 1) * shareable_prefix(work.lm, b) for b in timed)
     first = next(iter(results.values()))["losses"]
-    for row in results.values():
+    for name, row in results.items():
         row.update(tokens_per_s=tokens / row["seconds"], tokens=tokens, labelled=labelled, precision=auto)
+        row["decoder_share"] = 1 - shared / tokens if name == "shared-prefix" else 1.0
         row["loss_difference"] = max(abs(a - b) for a, b in zip(row["losses"], first, strict=True))
     return results
 
 
 def bench_generation(
-    work: Workload, max_new_tokens: int, batch_size: int, rounds: int, auto: str
+    work: Workload,
+    max_new_tokens: int,
+    batch_size: int,
+    rounds: int,
+    auto: str,
+    only: tuple = tuple(GEN_VARIANTS),
 ) -> dict[str, dict]:
-    """Prompts/s and new tokens/s per generation variant (interleaved rounds, after one warm-up round), and
-    whether every variant gave the baseline's answers."""
-    results = {name: {"seconds": 0.0, "answers": None} for name in GEN_VARIANTS}
+    """Prompts/s and new tokens/s per generation variant (those in `only`; interleaved rounds, after one warm-up
+    round), and how many answers equal the first variant's and, for shared-prefix, after's."""
+    variants = {name: value for name, value in GEN_VARIANTS.items() if name in only}
+    results = {name: {"seconds": 0.0, "answers": None} for name in variants}
     for round_ in range(rounds + 1):
-        for name, precision in GEN_VARIANTS.items():
+        for name, (precision, share) in variants.items():
             started = time.perf_counter()
             answers = generate(
                 work.lm,
@@ -322,15 +344,22 @@ def bench_generation(
                 max_new_tokens,
                 batch_size,
                 auto if precision == "auto" else precision,
+                share_prefix=share,
             )
             if round_:
                 results[name]["seconds"] += time.perf_counter() - started
             results[name]["answers"] = answers
-    base = results["before"]["answers"]
-    for result in results.values():
+
+    def same(answers: list, other: list) -> int:
+        return sum(a == b for a, b in zip(answers, other, strict=True))
+
+    base = next(iter(results.values()))["answers"]
+    for name, result in results.items():
         result["docs_per_s"] = rounds * len(work.prompts) / result["seconds"]
         result["new_tokens_per_s"] = rounds * sum(map(len, result["answers"])) / result["seconds"]
-        result["same_answers"] = sum(a == b for a, b in zip(result["answers"], base, strict=True))
+        result["same_answers"] = same(result["answers"], base)
+        if name == "shared-prefix" and "after" in results and base is not results["after"]["answers"]:
+            result["same_as_after"] = same(result["answers"], results["after"]["answers"])
     return results
 
 
@@ -342,7 +371,9 @@ def train_lines(
     first = next(iter(rows.values()))["tokens_per_s"]
     print(f"{title}; padding {padding:.1%} of an epoch's batch positions:")
     for name, row in rows.items():
-        row["gemm_fraction"] = row["tokens_per_s"] * flops / (limit(row["precision"]) * 1e12)
+        # FLOPs the decoder really ran: a shared prefix runs once per batch (`decoder_share` of the tokens)
+        done = row["tokens_per_s"] * row.get("decoder_share", 1.0)
+        row["gemm_fraction"] = done * flops / (limit(row["precision"]) * 1e12)
         agree = f"; loss differs by {row['loss_difference']:.1e}" if "loss_difference" in row else ""
         print(
             f"  {name} ({row['precision']}): {row['tokens_per_s']:.1f} tokens/s = "
@@ -366,6 +397,9 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--max-new-tokens", type=int, default=48)
     parser.add_argument("--gen-rounds", type=int, default=1)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument(
+        "--gen-variants", default=",".join(GEN_VARIANTS), help="generation variants (e.g. leave out before)"
+    )
     parser.add_argument("--probe-seconds", type=float, default=2.0, help="per dtype and thread count")
     parser.add_argument(
         "--parts", default=",".join(PARTS), help="comma-separated subset of " + ",".join(PARTS)
@@ -382,6 +416,8 @@ def main(argv: list[str] | None = None) -> dict:
     parts, variants = args.parts.split(","), tuple(args.variants.split(","))
     if not set(parts) <= set(PARTS):
         parser.error(f"--parts: choose from {','.join(PARTS)}")
+    if not set(args.gen_variants.split(",")) <= set(GEN_VARIANTS):
+        parser.error(f"--gen-variants: choose from {','.join(GEN_VARIANTS)}")
     if not set(variants) <= {*TRAIN_VARIANTS, *S2S_VARIANTS}:
         parser.error(f"--variants: choose from {','.join([*TRAIN_VARIANTS, *S2S_VARIANTS])}")
     torch.set_num_threads(args.threads)
@@ -438,14 +474,16 @@ def main(argv: list[str] | None = None) -> dict:
 
 def generation_lines(work: Workload, args: argparse.Namespace, auto: str, bandwidth: float) -> dict:
     """Run the generation variants and print each one's rate against the memory-bandwidth bound."""
-    generation = bench_generation(work, args.max_new_tokens, 32, args.gen_rounds, auto)
+    only = tuple(args.gen_variants.split(","))
+    generation = bench_generation(work, args.max_new_tokens, 32, args.gen_rounds, auto, only)
     # a decode step reads every weight once: steps/s <= bandwidth / weight bytes; new tokens/s <= that x rows
     rows_decoding = min(32, len(work.prompts))
+    first = next(iter(generation))
     print(
         f"generation ({len(work.prompts)} test prompts, free greedy, batch 32, <= {args.max_new_tokens} new tokens):"
     )
     for name, row in generation.items():
-        precision = auto if GEN_VARIANTS[name] == "auto" else GEN_VARIANTS[name]
+        precision = auto if GEN_VARIANTS[name][0] == "auto" else GEN_VARIANTS[name][0]
         # bf16 autocast reads each weight once per step in bf16 (its casts are cached within a generate call)
         weight_bytes = (2 if "16" in precision else 4) * sum(p.numel() for p in work.lm.parameters())
         bound = bandwidth * 1e9 / weight_bytes * rows_decoding
@@ -453,8 +491,9 @@ def generation_lines(work: Workload, args: argparse.Namespace, auto: str, bandwi
             f"  {name} ({precision}): "
             f"{row['docs_per_s']:.2f} prompts/s, {row['new_tokens_per_s']:.1f} new tokens/s = "
             f"{row['new_tokens_per_s'] / bound:.1%} of the bandwidth bound ({bound:.0f}); "
-            f"{row['docs_per_s'] / generation['before']['docs_per_s']:.2f}x before; "
-            f"same answers {row['same_answers']}/{len(work.prompts)}"
+            f"{row['docs_per_s'] / generation[first]['docs_per_s']:.2f}x {first}; "
+            f"same answers as {first} {row['same_answers']}/{len(work.prompts)}"
+            + (f", as after {row['same_as_after']}/{len(work.prompts)}" if "same_as_after" in row else "")
         )
     return generation
 

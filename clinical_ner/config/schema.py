@@ -176,6 +176,8 @@ class Seq2seqApproachConfig(ApproachConfig):
     empty_fraction: float = MISSING  # share of mention-free training units kept (seeded)
     offset_loss: bool | None = MISSING  # start/end digits in the loss; null: only for free decoding
     val_limit: int | None = MISSING  # dev documents generated at each validation; null = all
+    # the prompt prefix all rows share (template + instruction) runs once per training batch and generate call
+    share_prefix: bool = MISSING
 
     def __post_init__(self) -> None:
         at_least_one("approach.val_limit", self.val_limit)

@@ -74,6 +74,12 @@ def check_distributed(cfg: DictConfig) -> int:
             "trainer.strategy=fsdp shards full fine-tuning (approach.finetune=full); LoRA and QLoRA runs fit "
             "on one GPU each: use trainer=ddp"
         )
+    if t.strategy == "fsdp" and cfg.approach.get("share_prefix"):
+        # FSDP checkpoints each layer's activations: its recompute would write the prefix cache a second time
+        raise UserError(
+            "approach.share_prefix=true cannot run under trainer.strategy=fsdp (activation checkpointing "
+            "recomputes each layer); set approach.share_prefix=false or use trainer=ddp"
+        )
     if cfg.corpus.name != "none":
         p = cfg.pretrain.trainer
         pretrain_count = check_strategy(p.strategy, p.accelerator, p.devices, "pretrain.trainer")

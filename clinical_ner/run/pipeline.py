@@ -106,7 +106,8 @@ def gemm_section(cfg: DictConfig, probe: GemmProbe | None, train: dict) -> dict:
         arch.layers,
         cfg.approach.finetune == "full",
     )
-    rate = train["tokens_per_s_steady"] or train["tokens_per_s"]
+    # the tokens the decoder really ran (a shared prompt prefix runs once per batch, not once per row)
+    rate = (train["tokens_per_s_steady"] or train["tokens_per_s"]) * train.get("decoder_token_share", 1.0)
     limit = probe.tflops(precision)
     fraction = rate * flops / (limit * 1e12) if limit else None
     return {

@@ -36,6 +36,7 @@ class TrainStepTimer(L.Callback):
     def __init__(self, warmup_steps: int = 5) -> None:
         self.seconds = 0.0
         self.tokens = 0  # this rank's
+        self.shared_tokens = 0  # this rank's tokens a shared prompt prefix kept out of the decoder (seq2seq)
         self.steps = 0
         self.job_tokens: int | None = None  # the sum over ranks, once training ended (TokensAcrossRanks)
         self.earlier_wall = 0.0  # wall seconds of fit before this process resumed it
@@ -59,6 +60,7 @@ class TrainStepTimer(L.Callback):
         tokens = int(mask.sum()) if mask is not None else int(batch["input_ids"].numel())
         self.seconds += seconds
         self.tokens += tokens
+        self.shared_tokens += getattr(pl_module, "shared_tokens", 0)
         if self._process_steps >= self.warmup_steps:
             self.steady_seconds += seconds
             self.steady_tokens += tokens
@@ -79,6 +81,7 @@ class TrainStepTimer(L.Callback):
         return {
             "seconds": self.seconds,
             "tokens": self.tokens,
+            "shared_tokens": self.shared_tokens,
             "steps": self.steps,
             "wall": self.wall_seconds(),
         }
@@ -86,6 +89,7 @@ class TrainStepTimer(L.Callback):
     def load_state_dict(self, state_dict: dict) -> None:
         self.seconds = float(state_dict.get("seconds", 0.0))
         self.tokens = int(state_dict.get("tokens", 0))
+        self.shared_tokens = int(state_dict.get("shared_tokens", 0))
         self.steps = int(state_dict.get("steps", 0))
         self.earlier_wall = float(state_dict.get("wall", 0.0))
         self.validations = int(state_dict.get("validations", 0))
@@ -94,6 +98,12 @@ class TrainStepTimer(L.Callback):
     def total_tokens(self) -> int:
         """Tokens of the whole job: the sum over ranks once known, else this rank's."""
         return self.tokens if self.job_tokens is None else self.job_tokens
+
+    @property
+    def decoder_share(self) -> float:
+        """The share of the batches' real tokens that went through the decoder (1.0 unless a prompt prefix
+        shared by a batch's rows ran once for all of them)."""
+        return 1.0 - self.shared_tokens / self.tokens if self.tokens else 1.0
 
     @property
     def tokens_per_s(self) -> float:

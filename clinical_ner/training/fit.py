@@ -132,6 +132,7 @@ class Fit:
             "tokens": self.timer.total_tokens,
             "tokens_per_s": self.timer.tokens_per_s,
             "tokens_per_s_steady": self.timer.steady_tokens_per_s,
+            "decoder_token_share": self.timer.decoder_share,
             "steps": self.trainer.global_step,
             "epochs": self.trainer.current_epoch,
             "devices": self.trainer.world_size,

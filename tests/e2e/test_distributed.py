@@ -113,6 +113,9 @@ def test_fsdp_with_lora_is_refused(monkeypatch):
     with pytest.raises(UserError, match="use trainer=ddp"):
         checks.check_distributed(cfg)
     assert checks.check_distributed(compose_config(["trainer=fsdp"])) == 2  # tiny: full fine-tuning
+    shared = ["trainer=fsdp", "approach=seq2seq", "approach.share_prefix=true"]
+    with pytest.raises(UserError, match="share_prefix=true cannot run under trainer.strategy=fsdp"):
+        checks.check_distributed(compose_config(shared))
 
 
 def test_ddp_config_on_cpu_implies_two_processes():

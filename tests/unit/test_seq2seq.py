@@ -13,7 +13,13 @@ from hypothesis import strategies as st
 from transformers import LlamaConfig, LlamaForCausalLM
 
 from clinical_ner.approaches.seq2seq.datamodule import keep_empty, training_examples
-from clinical_ner.approaches.seq2seq.decoding import SchemaConstraint, TokenVocab, allowed_tokens, generate
+from clinical_ner.approaches.seq2seq.decoding import (
+    SchemaConstraint,
+    TokenVocab,
+    allowed_tokens,
+    generate,
+    shared_prompt_prefix,
+)
 from clinical_ner.approaches.seq2seq.grammar import DONE, START, SpanGrammar
 from clinical_ner.approaches.seq2seq.metrics import Sample, generative_metrics
 from clinical_ner.approaches.seq2seq.parsing import (
@@ -160,6 +166,31 @@ def test_batched_left_padded_generation_equals_sequential(tokenizer, docs):
     model = tiny_model(tokenizer)
     args = (tokenizer.pad_token_id, renderer.stop_ids, 12)
     assert generate(model, prompts, *args, batch_size=5) == generate(model, prompts, *args, batch_size=1)
+
+
+def test_a_shared_prompt_prefix_prefilled_once_gives_the_same_answers(tokenizer, docs):
+    renderer = make_renderer(PROMPT, tokenizer, TYPES, instruct=False)
+    units = [u.text for d in docs for u in make_units(d, "sentence")][:10]
+    prompts = [renderer.prompt_ids(text) for text in units]
+    shared = shared_prompt_prefix(prompts)
+    assert shared > 5 and len({len(p) for p in prompts}) > 1  # the instruction is shared; padding happens
+    model = tiny_model(tokenizer)
+    with torch.no_grad():  # sharper logits: answers of several tokens, not a stop at once
+        model.lm_head.weight.mul_(30)
+    rows = []  # what the first decoder layer is fed: the prefix once, then the prompts past it
+    model.model.layers[0].register_forward_pre_hook(lambda m, args: rows.append(tuple(args[0].shape[:2])))
+    args = (tokenizer.pad_token_id, renderer.stop_ids, 12, 4)
+    shared_answers = generate(model, prompts, *args, share_prefix=True)
+    assert rows[0] == (1, shared) and rows[1] == (4, max(map(len, prompts)) - shared)
+    assert shared_answers == generate(model, prompts, *args)
+    assert sum(map(len, shared_answers)) > len(prompts)  # something was generated
+    vocab = TokenVocab(tokenizer)
+
+    def constrained(share: bool) -> list[list[int]]:
+        constraint = SchemaConstraint(vocab, units, TYPES, renderer.stop_ids, 40)
+        return generate(model, prompts, *args[:2], 40, 4, constraint=constraint, share_prefix=share)
+
+    assert constrained(True) == constrained(False)
 
 
 def random_walk(

@@ -132,12 +132,15 @@ def test_bench_quick_mode_runs_both_variants(capsys, order):
     assert set(out["training"]) == {"before", "auto-only", "after"}
     assert all(row["tokens_per_s"] > 0 and row["gemm_fraction"] > 0 for row in out["training"].values())
     s2s = out["seq2seq_training"]
-    assert set(s2s) == {"full-head", "answer-head"} and "training (seq2seq" in printed
-    assert s2s["answer-head"]["loss_difference"] < 1e-5  # the same losses step by step, same weights
+    assert set(s2s) == {"full-head", "answer-head", "shared-prefix"} and "training (seq2seq" in printed
+    for name in ("answer-head", "shared-prefix"):  # the same losses step by step, same weights
+        assert s2s[name]["loss_difference"] < 1e-5
+    assert s2s["answer-head"]["decoder_share"] == 1.0 and 0 < s2s["shared-prefix"]["decoder_share"] < 1
     assert 0 < s2s["answer-head"]["labelled"] < s2s["answer-head"]["tokens"]
     assert all(0 < row["optimizer_share"] < 1 for row in (*s2s.values(), *out["training"].values()))
     assert 0 < out["padding"]["tokencls"] < 1 and 0 < out["padding"]["seq2seq"] < 1
     assert out["generation"]["before"]["same_answers"] == 3  # the baseline agrees with itself
+    assert out["generation"]["shared-prefix"]["same_as_after"] == 3  # fp32 both: prefilling the prefix once
     assert SimpleNamespace(**out["generation"]["after"]).docs_per_s > 0
 
 

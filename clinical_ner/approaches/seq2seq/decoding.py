@@ -193,15 +193,59 @@ class SchemaConstraint:
         return run
 
 
+class _Prefix:
+    """The keys and values of the prompt prefix every prompt shares (chat template, instruction), computed once
+    per `generate` call: each entering batch copies them instead of recomputing them for every row."""
+
+    def __init__(self, model: torch.nn.Module, ids: Sequence[int], device: torch.device) -> None:
+        self.length = len(ids)
+        self.cache = DynamicCache(config=model.config)
+        model(
+            input_ids=torch.tensor([list(ids)], device=device),
+            cache=self.cache,
+            use_cache=True,
+            logits_to_keep=1,
+        )
+
+    def for_rows(self, model: torch.nn.Module, rows: int) -> DynamicCache:
+        """A cache holding the prefix once per row."""
+        cache = DynamicCache(config=model.config)
+        for index, layer in enumerate(self.cache.layers):
+            cache.update(layer.keys.expand(rows, -1, -1, -1), layer.values.expand(rows, -1, -1, -1), index)
+        return cache
+
+
+def shared_prompt_prefix(prompts: Sequence[Sequence[int]]) -> int:
+    """Leading tokens every prompt starts with, short of each prompt's last token (each row needs one to
+    prefill)."""
+    first, length = prompts[0], min(map(len, prompts)) - 1
+    for column in range(max(length, 0)):
+        token = first[column]
+        if any(prompt[column] != token for prompt in prompts):
+            return column
+    return max(length, 0)
+
+
 class _Batch:
-    """The running batch: its prompts (rows), KV cache, attention mask, next positions and last logits."""
+    """The running batch: its prompts (rows), KV cache, attention mask, next positions and last logits. With a
+    `prefix`, `ids` are the prompts past it and the rows' columns are [prefix | left padding | rest]."""
 
     def __init__(
-        self, model: torch.nn.Module, ids: torch.Tensor, mask: torch.Tensor, rows: list[int]
+        self,
+        model: torch.nn.Module,
+        ids: torch.Tensor,
+        mask: torch.Tensor,
+        rows: list[int],
+        prefix: _Prefix | None = None,
     ) -> None:
         self.model, self.rows, self.mask = model, rows, mask
-        self.cache = DynamicCache(config=model.config)
         positions = (mask.cumsum(-1) - 1).clamp(min=0)
+        if prefix is None:
+            self.cache = DynamicCache(config=model.config)
+        else:
+            self.cache = prefix.for_rows(model, len(rows))
+            self.mask = torch.cat([mask.new_ones(len(rows), prefix.length), mask], dim=1)
+            positions = positions + prefix.length
         self.next_position = positions[:, -1:] + 1
         self.logits = self._forward(ids, positions, logits_to_keep=1)
 
@@ -283,6 +327,7 @@ def generate(
     precision: str = "32",
     constraint: SchemaConstraint | None = None,
     on_done: Callable[[int], object] | None = None,
+    share_prefix: bool = False,
 ) -> list[list[int]]:
     """Greedy answers (token ids, stop token excluded) for every prompt, in prompt order; `on_done(n)` hears
     of every n answers finished (a progress bar's `update`).
@@ -290,6 +335,8 @@ def generate(
     Continuous batching with the KV cache: at most `batch_size` prompts decode together; prompts enter longest
     first, left-padded, whenever the batch falls to half its size; a row leaves at its first stop token or after
     `max_new_tokens` tokens. `constraint` (rows = prompt indices) restricts every step to the schema.
+    `share_prefix`: the leading tokens all prompts share are prefilled once (`_Prefix`), not once per prompt: the
+    same answers up to float rounding, for the prompts' own tokens' prefill only.
     """
     device = next(model.parameters()).device
     was_training = model.training
@@ -299,17 +346,18 @@ def generate(
     waiting = deque(sorted(range(len(prompts)), key=lambda i: len(prompts[i]), reverse=True))
     collate = PadCollator(pad_id, side="left")
     batch: _Batch | None = None
+    shared = shared_prompt_prefix(prompts) if share_prefix and len(prompts) > 1 else 0
     with autocast_for(precision, device):
+        prefix = _Prefix(model, prompts[0][:shared], device) if shared else None
         while waiting or batch is not None:
             if waiting and (batch is None or len(batch.rows) <= batch_size // 2):
                 take = [
                     waiting.popleft()
                     for _ in range(min(batch_size - len(batch.rows if batch else []), len(waiting)))
                 ]
-                padded = collate([{"input_ids": prompts[i], "index": i} for i in take])
-                entering = _Batch(
-                    model, padded["input_ids"].to(device), padded["attention_mask"].to(device), take
-                )
+                padded = collate([{"input_ids": prompts[i][shared:], "index": i} for i in take])
+                ids, mask = padded["input_ids"].to(device), padded["attention_mask"].to(device)
+                entering = _Batch(model, ids, mask, take, prefix)
                 if batch is None:
                     batch = entering
                 else:

@@ -56,6 +56,7 @@ class Seq2seqInference(InferenceSettings):
     earliest: bool = False  # a repeated text is its earliest occurrence (likewise: older folders did not)
     format: str = "json"  # the answer format (likewise: older folders wrote JSON)
     jump_forward: bool = False  # constrained: forced token runs fed in one pass (likewise)
+    share_prefix: bool = False  # the prompts' shared prefix prefilled once (likewise)
 
 
 @dataclass
@@ -74,6 +75,7 @@ class Seq2SeqDecoder:
     earliest: bool = False  # constrained only: a repeated text is its earliest occurrence (offsets untrained)
     answer: AnswerFormat = field(default_factory=lambda: answer_format("json"))
     jump_forward: bool = False  # constrained only: forced token runs fed in one forward pass
+    share_prefix: bool = False  # the prefix every prompt shares prefilled once per call
     generated_tokens: int = 0  # answer tokens generated so far (stop tokens excluded), for new tokens/s
     _vocab: TokenVocab | None = field(default=None, repr=False)
 
@@ -117,6 +119,7 @@ class Seq2SeqDecoder:
             self.precision,
             constraint,
             on_done,
+            self.share_prefix,
         )
         self.generated_tokens += sum(len(a) for a in ids)
         return [self.tokenizer.decode(a, skip_special_tokens=True) for a in ids]
@@ -204,6 +207,7 @@ def tag_with_seq2seq(
         settings.earliest,
         answer_format(settings.format),
         settings.jump_forward,
+        settings.share_prefix,
     )
     split = prompt_split(docs, renderer, str(settings.unit))
     answers = decoder.answer_split(model, split, range(len(split.units)), progress="generating")

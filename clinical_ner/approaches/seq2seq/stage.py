@@ -91,6 +91,7 @@ class Seq2seqStage(FineTuneStage):
             earliest=not trains_offsets(approach),
             answer=self.answer,
             jump_forward=jumps_forward(approach),
+            share_prefix=approach.share_prefix,
         )
 
     def build_model(self, init_from: Path | None) -> torch.nn.Module:
@@ -134,6 +135,7 @@ class Seq2seqStage(FineTuneStage):
             answer=lambda m, indices: self.decoder.answer_split(m, data.val, indices),
             evaluate=lambda answers: evaluate_answers(data.val, answers, self.types, self.answer)[0],
             logged=self.answer.logged,
+            share_prefix=self.cfg.approach.share_prefix,
         )
 
     def after_fit(self, module: L.LightningModule, fit: Fit) -> None:
@@ -185,6 +187,7 @@ class Seq2seqStage(FineTuneStage):
             earliest=not trains_offsets(approach),
             format=str(approach.format),
             jump_forward=jumps_forward(approach),
+            share_prefix=approach.share_prefix,
         )
 
     def train_extras(self, data: Seq2SeqDataModule) -> dict:

@@ -33,6 +33,8 @@ Schema (version 1; later stages add keys, never rename them):
   `micro_batch` and `accumulate_grad_batches` (the split trained with: the recipe's, or on CUDA with
   `trainer.auto_micro_batch` the planner's; `config` keeps what was asked, so a rerun finds the cell again),
   `tokens_per_s_steady` (tokens/s after this process's first 5 steps; null when training ended within them),
+  `decoder_token_share` (the share of those tokens the decoder ran: below 1 when seq2seq's
+  `approach.share_prefix` ran each batch's shared prompt prefix once),
   `precision` (the Lightning precision trained in: `auto` resolved, clinical_ner/planning/auto_precision.py;
   `config` keeps `auto`), `gemm` (null on a GPU; else the run-start probe of this CPU at the model's layer
   shapes, 1024 rows, the run's thread count: `bf16_tflops` (null where oneDNN has no bf16 kernel),
