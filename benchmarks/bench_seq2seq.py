@@ -13,7 +13,17 @@ Usage: python benchmarks/bench_seq2seq.py [--prompts 128] [--batch-size 16] [--m
 
 `--formats` compares the answer formats instead (approach.format json / inline / words): for each, a fresh tiny
 model (same seed) is briefly trained on that format's answers, then answers the same prompts free, constrained
-step by step and constrained with jump-forward; it prints new tokens per unit, forward passes and documents/s.
+step by step, constrained with jump-forward and with jump-forward + copy drafts; it prints new tokens per unit,
+forward passes and documents/s.
+
+`--formats --passes-only` stops after the model-free counts (gold answers followed through the constraint by a
+perfect model: tokens, forward passes and tokens fed per unit), e.g. with `model=smollm2 scale=small` for the
+real tokenizer.
+
+`--drafts --model RUN/model` measures copy drafts on a trained run of a copy format (inline, words): its test
+prompts decoded constrained step by step, with jump-forward, and with jump-forward + copy drafts of each
+`--draft-sizes`, one after the other in one process; it checks that every variant writes the same answers and
+prints forward passes, docs/s and the ratio to jump-forward.
 """
 
 from __future__ import annotations
@@ -33,6 +43,7 @@ from clinical_ner.approaches.seq2seq.decoding import SchemaConstraint, TokenVoca
 from clinical_ner.approaches.seq2seq.formats import FORMATS, answer_format
 from clinical_ner.approaches.seq2seq.inference import Seq2SeqDecoder, Seq2seqInference, evaluate_answers
 from clinical_ner.approaches.seq2seq.prompt import make_renderer
+from clinical_ner.approaches.seq2seq.stage import DRAFT_TOKENS
 from clinical_ner.approaches.seq2seq.units import make_units
 from clinical_ner.cache.location import cache_dir
 from clinical_ner.data.batching import PadCollator
@@ -81,49 +92,79 @@ def quick_train(model, renderer, docs, unit: str, steps: int, batch_size: int = 
         optimizer.zero_grad()
 
 
-def _measure(model, decoder, split, indices: list[int], types: list[str]) -> tuple[float, int, float, float]:
-    """(new tokens per unit, forward passes, seconds, F1) of one decoder answering `indices` of `split`."""
+def _measure(
+    model, decoder, split, indices: list[int], types: list[str]
+) -> tuple[float, int, float, float, list]:
+    """(new tokens per unit, forward passes, seconds, F1, answers) of one decoder answering `indices` of
+    `split`."""
     calls: list[int] = []
     hook = model.register_forward_hook(lambda *_: calls.append(1))
     decoder.answer_split(model, split, indices[:2])  # warm-up (and the trie)
     decoder.generated_tokens, calls[:] = 0, []
     answers, seconds = timed(lambda: decoder.answer_split(model, split, indices))
     hook.remove()
-    units = PromptSplit(split.docs, [split.units[i] for i in indices], [])
+    answered = {split.units[i].doc_id for i in indices}  # scored on these documents (the last may be cut)
+    units = PromptSplit([d for d in split.docs if d.id in answered], [split.units[i] for i in indices], [])
     f1 = evaluate_answers(units, dict(enumerate(answers)), types, decoder.answer)[0]["f1"]
-    return decoder.generated_tokens / len(indices), len(calls), seconds, f1
+    return decoder.generated_tokens / len(indices), len(calls), seconds, f1, answers
 
 
-def gold_following(answer, vocab: TokenVocab, units, types: list[str], jump: bool) -> tuple[float, float]:
-    """(tokens, forward passes) per unit of constrained decoding driven towards the gold answer (at each step
-    the longest allowed token that continues it): what a perfect model would cost, model-free."""
-    tokens = passes = 0
+def gold_following(
+    answer, vocab: TokenVocab, units, types: list[str], jump: bool, drafts: int = 0
+) -> tuple[float, float, float]:
+    """(tokens, forward passes, tokens fed) per unit of constrained decoding driven towards the gold answer by a perfect
+    model, model-free: at each step it writes the next token of the rest of the gold answer as the tokenizer
+    writes it (what training taught), or, where the constraint does not allow that token, the longest allowed
+    one that continues it. With `drafts`, each pass also checks a copy draft against that model
+    (`SchemaConstraint.accept`); tokens fed counts its rejected tokens too (what the passes compute)."""
+    tokens = passes = fed = 0
     stop = vocab.tokenizer.eos_token_id
+    size = len(vocab.pieces)
+
+    def choice(gold: bytes, written: bytes, allowed: set[int] | None = None) -> int | None:
+        rest = gold[len(written) :]
+        if not rest or not gold.startswith(written):
+            return None
+        natural = vocab.encode(rest)[:1]
+        if natural and (allowed is None or natural[0] in allowed):
+            return natural[0]
+        fits = [t for t in allowed or () if vocab.pieces[t] and rest.startswith(vocab.pieces[t])]
+        return max(fits, key=lambda t: len(vocab.pieces[t])) if fits else None
+
     for unit, spans in units:
         gold = answer.target(unit, spans).encode("utf-8")
         budget = answer.constrained_budget(192, unit.text, types) if answer.copies_input else 192
         constraint = SchemaConstraint(
-            vocab, [unit.text], types, [stop], budget, answer=answer, jump_forward=jump
-        )
+            vocab, [unit.text], types, [stop], budget, answer=answer, whole_words=True,
+            jump_forward=jump, draft_tokens=drafts,
+        )  # fmt: skip
         written, count = b"", 0
         while True:
-            allowed = constraint.restrict([0], [count], torch.zeros(1, len(vocab.pieces)))[0] > float("-inf")
+            allowed = constraint.restrict([0], [count], torch.zeros(1, size))[0] > float("-inf")
             passes += 1
-            rest = gold[len(written) :]
-            fits = [
-                t
-                for t in allowed.nonzero().flatten().tolist()
-                if vocab.pieces[t] and rest.startswith(vocab.pieces[t])
-            ]
-            if not fits:
+            token = choice(gold, written, set(allowed.nonzero().flatten().tolist()))
+            if token is None:
                 break  # the stop token (or, for JSON, an offset the gold answer writes differently)
-            token = max(fits, key=lambda t: len(vocab.pieces[t]))
             constraint.advance([0], [token])
             run = constraint.jump(0, token, budget - count)
+            draft = constraint.draft(0, budget - count - len(run)) if drafts else []
+            fed += len(run) + len(draft)
+            if draft:
+                scores = torch.zeros(len(draft) + 1, size)
+                for j in range(len(draft) + 1):
+                    best = choice(
+                        gold, written + b"".join(vocab.pieces[t] or b"" for t in [*run, *draft[:j]])
+                    )
+                    if best is not None:
+                        scores[j, best] = 1.0
+                run += draft[: constraint.accept(0, draft, scores, count + len(run))]
+            if run[-1] == stop:  # a draft's guessed stop token, kept: the answer is complete
+                count += len(run) - 1
+                break
             written += b"".join(vocab.pieces[t] for t in run)
             count += len(run)
         tokens += count
-    return tokens / len(units), passes / len(units)
+    return tokens / len(units), passes / len(units), fed / len(units)
 
 
 def compare_formats(cfg, splits, types, tokenizer, instruct: bool, args) -> None:
@@ -139,12 +180,15 @@ def compare_formats(cfg, splits, types, tokenizer, instruct: bool, args) -> None
             len(tokenizer(answer.target(u, s), add_special_tokens=False)["input_ids"]) for u, s in units
         )
         cells = [f"{name}: {written / len(units):.1f} tokens"]
-        for jump in (False, True) if answer.copies_input else (False,):
-            tokens, passes = gold_following(answer, vocab, units, types, jump)
-            cells.append(
-                f"{'jump-forward' if jump else 'step by step'} {tokens:.1f} tokens in {passes:.1f} passes"
-            )
+        for jump, drafts in (
+            [(False, 0), (True, 0), (True, DRAFT_TOKENS)] if answer.copies_input else [(False, 0)]
+        ):
+            tokens, passes, fed = gold_following(answer, vocab, units, types, jump, drafts)
+            label = ("jump-forward" if jump else "step by step") + (f" + drafts {drafts}" if drafts else "")
+            cells.append(f"{label} {tokens:.1f} tokens in {passes:.1f} passes ({fed:.1f} fed)")
         print("; ".join(cells))
+    if args.passes_only:
+        return
     print("| format | decoding | new tokens / unit | forward passes | units/s | docs/s | F1 |")
     print("| --- | --- | ---: | ---: | ---: | ---: | ---: |")
     for name in FORMATS:
@@ -157,18 +201,58 @@ def compare_formats(cfg, splits, types, tokenizer, instruct: bool, args) -> None
         quick_train(model, renderer, splits["train"], unit, args.train_steps, answer=answer)
         model.eval()
         docs = len({split.units[i].doc_id for i in indices})
-        runs = [("free", False), ("constrained", False)] + [("constrained", True)] * answer.copies_input
-        for decoding, jump in runs:
+        runs = [("free", False, 0), ("constrained", False, 0)]
+        if answer.copies_input:
+            runs += [("constrained", True, 0), ("constrained", True, DRAFT_TOKENS)]
+        for decoding, jump, drafts in runs:
             decoder = Seq2SeqDecoder(
                 tokenizer, renderer.stop_ids, types, decoding, args.max_new_tokens, args.batch_size,
-                whole_words=True, earliest=True, answer=answer, jump_forward=jump,
+                whole_words=True, earliest=True, answer=answer, jump_forward=jump, draft_tokens=drafts,
             )  # fmt: skip
-            tokens, passes, seconds, f1 = _measure(model, decoder, split, indices, types)
-            label = decoding + (" + jump-forward" if jump else "")
+            tokens, passes, seconds, f1, _ = _measure(model, decoder, split, indices, types)
+            label = decoding + (" + jump-forward" if jump else "") + (f" + drafts {drafts}" if drafts else "")
             print(
                 f"| {name} | {label} | {tokens:.1f} | {passes} | {len(indices) / seconds:.2f} "
                 f"| {docs / seconds:.3f} | {f1:.3f} |"
             )
+
+
+def compare_drafts(folder: Path, splits, args) -> None:
+    """Copy drafts on a trained copy-format run: the same answers in fewer forward passes (module docstring)."""
+    settings = read_inference_settings(folder, Seq2seqInference)
+    answer = answer_format(settings.format)
+    if not answer.copies_input:
+        raise SystemExit(f"--drafts: {folder} answers in {settings.format}, which has no copy to draft")
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    model = AutoModelForCausalLM.from_pretrained(folder, trust_remote_code=False, use_safetensors=True).eval()
+    renderer = settings.prompt.renderer(tokenizer)
+    split = prompt_split(splits["test"], renderer, str(settings.unit))
+    indices = list(range(min(args.prompts, len(split.units))))
+    docs = len({split.units[i].doc_id for i in indices})
+    print(
+        f"model: {folder} (format {settings.format}); {len(indices)} test units of {docs} documents, batch "
+        f"{args.batch_size}, {torch.get_num_threads()} threads"
+    )
+    variants = [("step by step", False, 0), ("jump-forward", True, 0)]
+    variants += [(f"jump-forward + drafts {n}", True, n) for n in map(int, args.draft_sizes.split(","))]
+    print("| decoding | new tokens / unit | forward passes | docs/s | vs jump-forward | same answers | F1 |")
+    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: |")
+    first, jumped = None, None
+    for label, jump, drafts in variants:
+        decoder = Seq2SeqDecoder(
+            tokenizer, renderer.stop_ids, list(settings.types), "constrained", settings.max_new_tokens,
+            args.batch_size, settings.precision, settings.entity_bias, settings.whole_words, settings.earliest,
+            answer, jump, settings.share_prefix, drafts,
+        )  # fmt: skip
+        tokens, passes, seconds, f1, answers = _measure(model, decoder, split, indices, list(settings.types))
+        first = first or answers
+        jumped = jumped or (seconds if jump else None)
+        ratio = f"{jumped / seconds:.2f}x" if jumped else "-"
+        same = sum(a == b for a, b in zip(answers, first, strict=True))
+        print(
+            f"| {label} | {tokens:.1f} | {passes} | {docs / seconds:.3f} | {ratio} | {same}/{len(indices)} "
+            f"| {f1:.3f} |"
+        )
 
 
 def main() -> None:
@@ -185,6 +269,11 @@ def main() -> None:
     parser.add_argument(
         "--formats", action="store_true", help="compare the answer formats (module docstring)"
     )
+    parser.add_argument(
+        "--passes-only", action="store_true", help="with --formats: the model-free gold-answer counts only"
+    )
+    parser.add_argument("--drafts", action="store_true", help="with --model: copy drafts (module docstring)")
+    parser.add_argument("--draft-sizes", default="8,32", help="with --drafts: draft lengths to time")
     parser.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. model=llama3_1")
     args = parser.parse_args()
     if args.threads:
@@ -200,6 +289,11 @@ def main() -> None:
     splits = load_ner_splits(cfg.data, cache)
     types = corpus_types(cfg.data, splits)
     instruct = instruct_weights(cfg.scale, cfg.corpus.name)  # the training run's rule (Seq2seqStage.instruct)
+    if args.drafts:
+        if args.model is None:
+            parser.error("--drafts needs --model RUN/model (a trained inline or words run)")
+        compare_drafts(args.model, splits, args)
+        return
     if args.model is not None:
         tokenizer = AutoTokenizer.from_pretrained(args.model)
         renderer = read_inference_settings(args.model, Seq2seqInference).prompt.renderer(tokenizer)

@@ -170,6 +170,9 @@ class Seq2seqApproachConfig(ApproachConfig):
     decoding: Decoding = MISSING  # free | constrained: a valid answer of the format copied from the input
     # constrained: feed a forced run of tokens in one forward pass; null: on for inline/words, off for json
     jump_forward: bool | None = MISSING
+    # constrained copy formats: a draft of this many tokens (the rest of the text, copied) checked in one forward
+    # pass, the choices the model makes itself kept; 0: off; null: 32 for inline/words (json has no draft)
+    draft_tokens: int | None = MISSING
     max_new_tokens: int = MISSING
     entity_bias: float = MISSING  # constrained decoding: logit malus on closing the array (favours entities)
     whole_words: bool = True  # constrained decoding: a text starts and ends on word boundaries

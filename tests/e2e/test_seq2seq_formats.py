@@ -20,6 +20,7 @@ import clinical_ner.config  # noqa: F401  (registers the schema)
 from clinical_ner.approaches.seq2seq.decoding import SchemaConstraint, TokenVocab, _Batch, generate
 from clinical_ner.approaches.seq2seq.formats import FORMATS, answer_format
 from clinical_ner.approaches.seq2seq.formats.roundtrip import round_trip
+from clinical_ner.approaches.seq2seq.grammar import DONE, START
 from clinical_ner.approaches.seq2seq.metrics import Sample
 from clinical_ner.approaches.seq2seq.prompt import fill_instruction
 from clinical_ner.approaches.seq2seq.units import TextUnit, make_units
@@ -204,28 +205,82 @@ def test_feeding_a_run_gives_the_logits_of_stepping_through_it(tokenizer):
         assert fed.logits.shape[0] == 2
 
 
-@pytest.mark.parametrize("name", COPY)
-def test_generate_with_jump_forward_copies_every_unit(tokenizer, name):
+def decode_units(tokenizer, name: str, variants: list[tuple[bool, int]], count: int) -> dict:
+    """Constrained answers (token ids) of a tiny model to `count` synthetic test sentences and the forward
+    passes they took, per (jump_forward, draft_tokens) variant; also the sentences."""
     model = tiny_model(tokenizer)
-    texts = [u.text for d in synthetic_splits()["test"][:3] for u in make_units(d, "sentence")][:5]
+    texts = [u.text for d in synthetic_splits()["test"][:4] for u in make_units(d, "sentence")][:count]
     prompts = [tokenizer(t)["input_ids"] for t in texts]
     calls = []
     model.register_forward_hook(lambda *args: calls.append(1))
-    answer = answer_format(name)
-    vocab = TokenVocab(tokenizer)
-    counts = {}
-    for jump in (False, True):
+    vocab, out = TokenVocab(tokenizer), {"texts": texts}
+    for jump, drafts in variants:
         calls.clear()
         constraint = SchemaConstraint(
-            vocab, texts, TYPES, [tokenizer.eos_token_id], 400, answer=answer, jump_forward=jump
-        )
+            vocab, texts, TYPES, [tokenizer.eos_token_id], 400, answer=answer_format(name),
+            jump_forward=jump, draft_tokens=drafts,
+        )  # fmt: skip
         ids = generate(
             model, prompts, tokenizer.pad_token_id, [tokenizer.eos_token_id], 400, 3, constraint=constraint
         )
-        for text, row in zip(texts, ids, strict=True):
+        out[jump, drafts] = ids, len(calls)
+    return out
+
+
+@pytest.mark.parametrize("name", COPY)
+def test_generate_with_jump_forward_copies_every_unit(tokenizer, name):
+    decoded, answer = decode_units(tokenizer, name, [(False, 0), (True, 0)], 5), answer_format(name)
+    for jump in (False, True):
+        for text, row in zip(decoded["texts"], decoded[jump, 0][0], strict=True):
             assert answer.aligned(tokenizer.decode(row, skip_special_tokens=True), text, TYPES) is not None
-        counts[jump] = len(calls)
-    assert counts[True] < counts[False]
+    assert decoded[True, 0][1] < decoded[False, 0][1]
+
+
+@pytest.mark.parametrize("name", COPY)
+def test_the_grammar_guess_writes_the_text_with_no_mention(name):
+    """Drafts follow `guess`: from the start, it writes the answer of a unit without mentions."""
+    answer = answer_format(name)
+    grammar, state, written = answer.grammar(TEXT, TYPES, False, False), START, bytearray()
+    while state != DONE:
+        byte, state = grammar.guess(state)
+        written.append(byte)
+    assert written.decode("utf-8") == answer.target(unit(TEXT), [])
+
+
+def test_verify_then_settle_gives_the_logits_of_stepping_through_the_kept_tokens(tokenizer):
+    model = tiny_model(tokenizer)
+    prompts = [tokenizer("Paciente con fiebre")["input_ids"], tokenizer("Dosis")["input_ids"]]
+
+    def start(lines: list[list[int]]) -> _Batch:
+        width = max(map(len, lines))
+        ids = torch.tensor([[0] * (width - len(p)) + p for p in lines])
+        mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in lines])
+        return _Batch(model, ids, mask, list(range(len(lines))))
+
+    with torch.inference_mode():
+        batch = start(prompts)
+        scores = batch.verify([[40], [41, 42]], [[43, 44, 45], [46]])
+        # scores after the run, and after each draft token
+        assert [tuple(s.shape[:1]) for s in scores] == [(4,), (2,)]
+        batch.settle(scores, [1, 0], [3, 1])  # line 0 keeps 43, line 1 keeps nothing
+        batch.step(torch.tensor([50, 51]))
+        for line, kept in enumerate([[40, 43, 50], [41, 42, 51]]):
+            alone = start([prompts[line]])
+            for token in kept:
+                alone.step(torch.tensor([token]))
+            torch.testing.assert_close(batch.logits[line], alone.logits[0], atol=1e-4, rtol=1e-4)
+        # the masked draft columns were dropped where no line uses them (45: only line 0 fed it)
+        assert batch.mask.shape[1] == batch.cache.layers[0].keys.shape[2] < len(prompts[0]) + 6
+
+
+@pytest.mark.parametrize("name", COPY)
+def test_copy_drafts_write_the_same_answers_in_fewer_forward_passes(tokenizer, name):
+    decoded = decode_units(tokenizer, name, [(False, 0), (False, 8), (True, 0), (True, 4), (True, 32)], 8)
+    answers = {variant: value[0] for variant, value in decoded.items() if variant != "texts"}
+    passes = {variant: value[1] for variant, value in decoded.items() if variant != "texts"}
+    assert answers[False, 8] == answers[False, 0]
+    assert answers[True, 4] == answers[True, 32] == answers[True, 0]
+    assert passes[False, 8] < passes[False, 0] and passes[True, 32] < passes[True, 0]
 
 
 @pytest.mark.slow
@@ -268,6 +323,7 @@ def test_cli_run_per_copy_format(tmp_path, name, decoding):
         assert test["guaranteed_by_decoder"] == []
     settings_file = json.loads((run_dir / "model" / "clinical_ner.json").read_text())
     assert settings_file["format"] == name and settings_file["jump_forward"] is True
+    assert settings_file["draft_tokens"] == 32  # the copy formats' default (approach.draft_tokens: null)
     written = sorted((run_dir / "predictions" / "test").glob("*.ann"))
     assert len(written) == 3
     if (

@@ -22,6 +22,14 @@ of the input with typed markers (`inline`) or labels (`words`). With `jump_forwa
 exactly one continuation after the chosen token (the rest of a word being copied, a marker's fixed bytes) gets
 that whole forced run, tokenized as the tokenizer writes it, fed in one forward pass instead of one step per
 token (jump-forward decoding, as structured-generation engines do): the text is the same, the steps are fewer.
+
+With `draft_tokens`, a copy-format row also feeds a draft: what it would write next if every choice went as the
+grammar guesses (copy the text, open no marker, label each word `O`), each choice followed by its forced run as
+jump-forward feeds it. One forward pass scores every draft position; the row keeps the choices that greedy
+constrained decoding makes itself (checked as `restrict` would: the first of the highest allowed scores) and
+goes on from the first choice it does not (speculative decoding with the input text as the draft model, exact
+for greedy decoding). A sentence without mentions is answered in about one pass instead of one per word; the
+rejected draft tokens are masked out of the KV cache.
 """
 
 from __future__ import annotations
@@ -107,10 +115,14 @@ class SchemaConstraint:
         earliest: bool = False,
         answer: AnswerFormat | None = None,
         jump_forward: bool = False,
+        draft_tokens: int = 0,
     ) -> None:
         self.vocab = vocab
         self.answer = answer or answer_format("json")
         self.jump_forward = jump_forward
+        # copy drafts need a format whose answer is a copy of the input (its grammar's `guess`)
+        self.draft_tokens = draft_tokens if self.answer.copies_input else 0
+        self.drafted: dict[int, list[State]] = {}  # the state after each token of a row's last draft
         self.whole_words = whole_words
         self.earliest = earliest  # SpanGrammar: repeated texts take their earliest occurrence
         self.texts = texts
@@ -169,9 +181,17 @@ class SchemaConstraint:
         its bytes and the forced run after them (the only continuation the automaton allows), as at most `room`
         tokens; the row's state moves to the end of the run."""
         state = self.states.get(row)
+        run, after = self._jump_run(self.grammars[row], token, state, room)
+        self.states[row] = after
+        return run
+
+    def _jump_run(
+        self, grammar: Grammar, token: int, state: State | None, room: int
+    ) -> tuple[list[int], State]:
+        """(tokens fed, state after them) once `token` is chosen and the automaton is in `state`."""
         if not self.jump_forward or state is None or state == DONE or room < 2:
-            return [token]
-        grammar, forced, states = self.grammars[row], bytearray(), [state]
+            return [token], state
+        forced, states = bytearray(), [state]
         while states[-1] != DONE:
             options = grammar.successors(states[-1], finishing=False)
             if len(options) != 1:
@@ -183,14 +203,77 @@ class SchemaConstraint:
         while forced and forced[-1] in b" \t\r\n" and states[-1] != DONE:
             forced.pop()
             states.pop()
-        state = states[-1]
         if not forced:
-            return [token]
+            return [token], state
         run = self.vocab.encode((self.vocab.pieces[token] or b"") + bytes(forced))[:room]
-        if len(run) < 2:
-            return [token]
+        return (run, states[-1]) if len(run) >= 2 else ([token], state)
+
+    def draft(self, row: int, room: int) -> list[int]:
+        """A copy draft for `row` (`room`: tokens it may still write): at most `draft_tokens` tokens of what the
+        row feeds if every choice goes as the grammar guesses (copy the text, open no marker, label each word
+        `O`), each choice being the next token of that text as the tokenizer writes it, followed, with
+        jump-forward, by its forced run, exactly as `jump` would feed it, and by a stop token where the guess
+        completes the answer. `accept` keeps the choices the model makes itself."""
+        limit, state = min(self.draft_tokens, room - 1), self.states.get(row)  # a token left after it
+        if limit < 1 or state is None or state == DONE:
+            return []
+        grammar, data, states = self.grammars[row], bytearray(), [state]
+        while len(data) < 8 * limit:  # 8 bytes a token is more than Spanish text takes: the draft fills up
+            guessed = grammar.guess(states[-1])
+            if guessed is None:
+                break
+            data.append(guessed[0])
+            states.append(guessed[1])
+        at = {states[i]: i for i in range(len(states))}  # states are unique along a copy: byte offset of each
+        fed: list[int] = []
+        choices: list[
+            tuple[int, int, State]
+        ] = []  # (index in the draft, token chosen there, state after its run)
+        tokens, position = self.vocab.encode(bytes(data)), 0
+        while tokens and position < len(data):
+            token = tokens[0]
+            chosen = states[position + len(self.vocab.pieces[token] or b"")]
+            run, after = self._jump_run(grammar, token, chosen, room - len(fed))
+            if len(fed) + len(run) > limit or after not in at:
+                break  # past the budget or the guessed text (a forced run beyond it)
+            choices.append((len(fed), token, after))
+            fed += run
+            end = at[after]
+            consumed = sum(len(self.vocab.pieces[t] or b"") for t in run)
+            # the next choice: the guess's tokens on from the run's end (re-encoded where the run cut them)
+            if tokens[: len(run)] == run and position + consumed == end:
+                tokens = tokens[len(run) :]
+            else:
+                tokens = self.vocab.encode(bytes(data[end:]))
+            position = end
+        if position == len(data) and states[-1] == DONE and choices and len(fed) < limit:
+            choices.append((len(fed), self.stop_ids[0], DONE))  # the answer is complete: guess its end too
+            fed.append(self.stop_ids[0])
+        self.drafted[row] = choices
+        return fed
+
+    def accept(self, row: int, draft: Sequence[int], logits: torch.Tensor, written: int) -> int:
+        """How many leading tokens of `row`'s draft greedy constrained decoding feeds itself: `logits[j]` are the
+        scores after the row's `written` tokens and `draft[:j]`. Each guessed choice is checked as `restrict`
+        and argmax would make it (the first of the highest allowed scores in vocabulary order); the row's state
+        moves past the kept ones, and the next step decodes from `logits[count]` as usual, so the answer is the
+        one step-by-step decoding writes."""
+        grammar, state, count = self.grammars[row], self.states[row], 0
+        best = logits.argmax(-1).tolist()
+        choices = self.drafted[row]
+        for number, (index, token, after) in enumerate(choices):
+            finishing = self.max_new_tokens - (written + index) - 1 <= grammar.reserve(state)
+            if best[index] != token or finishing:  # the favourite leaves the schema, or the budget narrows it
+                if state == DONE:  # only a stop token may follow, as in `restrict`
+                    options = sorted(self.stop_ids)
+                else:
+                    options = sorted(allowed_tokens(grammar, self.vocab.trie, state, finishing))
+                if options[int(logits[index, options].argmax())] != token:
+                    break
+            state = after
+            count = choices[number + 1][0] if number + 1 < len(choices) else len(draft)
         self.states[row] = state
-        return run
+        return count
 
 
 class _Prefix:
@@ -247,7 +330,7 @@ class _Batch:
             self.mask = torch.cat([mask.new_ones(len(rows), prefix.length), mask], dim=1)
             positions = positions + prefix.length
         self.next_position = positions[:, -1:] + 1
-        self.logits = self._forward(ids, positions, logits_to_keep=1)
+        self.logits = self._forward(ids, positions, logits_to_keep=1)[:, -1]
 
     def _forward(self, ids: torch.Tensor, positions: torch.Tensor, **kwargs) -> torch.Tensor:
         out = self.model(
@@ -258,7 +341,7 @@ class _Batch:
             use_cache=True,
             **kwargs,
         )
-        return out.logits[:, -1]
+        return out.logits
 
     def keep(self, lines: list[int]) -> None:
         """Drop every line not in `lines` (and the cache columns no remaining line attends to)."""
@@ -267,15 +350,22 @@ class _Batch:
         index = torch.tensor(lines, device=self.mask.device)
         self.cache.batch_select_indices(index)
         self.mask, self.next_position = self.mask[index], self.next_position[index]
+        self.logits = self.logits[index]
         self.rows = [self.rows[line] for line in lines]
-        first = int(self.mask.any(0).int().argmax())  # leading columns that are padding in every line
-        if first:
-            self.mask = self.mask[:, first:]
-            for layer in self.cache.layers:
-                layer.keys, layer.values = layer.keys[:, :, first:], layer.values[:, :, first:]
+        self._compact()
 
-    def feed(self, runs: list[list[int]]) -> None:
-        """Feed a run of tokens per line in one forward pass (right-padded; the padding columns stay masked)."""
+    def _compact(self) -> None:
+        """Drop the cache columns no line attends to (left padding, rejected drafts)."""
+        used = self.mask.any(0)
+        if bool(used.all()):
+            return
+        self.mask = self.mask[:, used]
+        for layer in self.cache.layers:
+            layer.keys, layer.values = layer.keys[:, :, used], layer.values[:, :, used]
+
+    def _append(self, runs: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Right-padded ids of a run per line, their positions and lengths; the mask grows by their columns
+        (the padding columns masked)."""
         width = max(map(len, runs))
         ids = self.mask.new_zeros(len(runs), width)
         added = self.mask.new_zeros(len(runs), width)
@@ -284,15 +374,50 @@ class _Batch:
             added[line, : len(run)] = 1
         self.mask = torch.cat([self.mask, added], dim=1)
         positions = self.next_position + torch.arange(width, device=ids.device)
-        lengths = torch.tensor([len(run) for run in runs], device=ids.device)
+        return ids, positions, torch.tensor([len(run) for run in runs], device=ids.device)
+
+    def feed(self, runs: list[list[int]]) -> None:
+        """Feed a run of tokens per line in one forward pass (right-padded; the padding columns stay masked)."""
+        ids, positions, lengths = self._append(runs)
         # the LM head on each line's last run token only (not on `width` positions of a 49k-128k vocabulary)
-        self.logits = self._forward(ids, positions, logits_to_keep=(lengths - 1)[:, None])
+        self.logits = self._forward(ids, positions, logits_to_keep=(lengths - 1)[:, None])[:, -1]
         self.next_position = self.next_position + lengths[:, None]
+
+    _ends: torch.Tensor  # set by `verify`: past each line's last fed column
+
+    def verify(self, runs: list[list[int]], drafts: list[list[int]]) -> list[torch.Tensor]:
+        """Feed each line's run and draft in one forward pass; per line, the scores after the run's last token
+        and after each draft token (the LM head projects those positions only). `settle` follows."""
+        fed = [run + draft for run, draft in zip(runs, drafts, strict=True)]
+        self._ends = self.mask.shape[1] + torch.tensor(
+            [len(tokens) for tokens in fed]
+        )  # past each line's last
+        ids, positions, lengths = self._append(fed)
+        scored = torch.zeros(ids.shape, dtype=torch.bool, device=ids.device)
+        for line, (run, draft) in enumerate(zip(runs, drafts, strict=True)):
+            scored[line, len(run) - 1 : len(run) + len(draft)] = True
+        self.next_position = self.next_position + lengths[:, None]
+        # a boolean logits_to_keep gives the scored positions flattened in line order
+        return list(self._forward(ids, positions, logits_to_keep=scored).split([len(d) + 1 for d in drafts]))
+
+    def settle(self, scores: list[torch.Tensor], kept: list[int], drafted: list[int]) -> None:
+        """After `verify`: each line keeps `kept[line]` of its `drafted[line]` draft tokens; the rest are masked
+        out (their columns dropped once no line uses them), and the line's next scores follow its last kept
+        token."""
+        for line, (count, size) in enumerate(zip(kept, drafted, strict=True)):
+            end = int(self._ends[line])
+            self.mask[line, end - (size - count) : end] = 0
+        rejected = torch.tensor([size - count for count, size in zip(kept, drafted, strict=True)])
+        self.next_position = self.next_position - rejected.to(self.next_position.device)[:, None]
+        self.logits = torch.stack(
+            [line_scores[count] for line_scores, count in zip(scores, kept, strict=True)]
+        )
+        self._compact()
 
     def step(self, tokens: torch.Tensor) -> None:
         """Feed one token per line."""
         self.mask = torch.cat([self.mask, self.mask.new_ones(len(self.rows), 1)], dim=1)
-        self.logits = self._forward(tokens[:, None], self.next_position)
+        self.logits = self._forward(tokens[:, None], self.next_position)[:, -1]
         self.next_position = self.next_position + 1
 
     def merge(self, other: _Batch) -> None:
@@ -347,6 +472,7 @@ def generate(
     collate = PadCollator(pad_id, side="left")
     batch: _Batch | None = None
     shared = shared_prompt_prefix(prompts) if share_prefix and len(prompts) > 1 else 0
+    drafting = constraint is not None and constraint.draft_tokens > 0
     with autocast_for(precision, device):
         prefix = _Prefix(model, prompts[0][:shared], device) if shared else None
         while waiting or batch is not None:
@@ -369,7 +495,7 @@ def generate(
             chosen = tokens.tolist()
             if constraint is not None:
                 constraint.advance(batch.rows, chosen)
-            going, runs = [], []
+            going, runs, drafts = [], [], []
             for line, (row, token) in enumerate(zip(batch.rows, chosen, strict=True)):
                 if token in stops:
                     continue
@@ -379,13 +505,35 @@ def generate(
                 if len(answers[row]) < max_new_tokens:
                     going.append(line)
                     runs.append(run)
+                    drafts.append(constraint.draft(row, room - len(run)) if drafting else [])
             if on_done is not None and len(going) < len(chosen):
                 on_done(len(chosen) - len(going))
             if not going:
                 batch = None
                 continue
             batch.keep(going)
-            if any(len(run) > 1 for run in runs):
+            if any(drafts):
+                scores = batch.verify(runs, drafts)
+                kept, finished = [], []
+                for line, (row, draft) in enumerate(zip(batch.rows, drafts, strict=True)):
+                    kept.append(
+                        constraint.accept(row, draft, scores[line], len(answers[row])) if draft else 0
+                    )
+                    written = draft[: kept[-1]]
+                    if written and written[-1] in stops:  # the guessed stop token was the model's choice
+                        written = written[:-1]
+                        finished.append(line)
+                    answers[row].extend(written)
+                batch.settle(scores, kept, [len(draft) for draft in drafts])
+                if finished:
+                    if on_done is not None:
+                        on_done(len(finished))
+                    going = [line for line in range(len(batch.rows)) if line not in finished]
+                    if not going:
+                        batch = None
+                        continue
+                    batch.keep(going)
+            elif any(len(run) > 1 for run in runs):
                 batch.feed(runs)
             else:
                 batch.step(tokens[torch.tensor(going, device=tokens.device)])

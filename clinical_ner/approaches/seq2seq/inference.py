@@ -57,6 +57,7 @@ class Seq2seqInference(InferenceSettings):
     format: str = "json"  # the answer format (likewise: older folders wrote JSON)
     jump_forward: bool = False  # constrained: forced token runs fed in one pass (likewise)
     share_prefix: bool = False  # the prompts' shared prefix prefilled once (likewise)
+    draft_tokens: int = 0  # constrained copy formats: copy drafts checked in one pass (likewise)
 
 
 @dataclass
@@ -76,6 +77,7 @@ class Seq2SeqDecoder:
     answer: AnswerFormat = field(default_factory=lambda: answer_format("json"))
     jump_forward: bool = False  # constrained only: forced token runs fed in one forward pass
     share_prefix: bool = False  # the prefix every prompt shares prefilled once per call
+    draft_tokens: int = 0  # constrained copy formats only: copy drafts of this many tokens checked per pass
     generated_tokens: int = 0  # answer tokens generated so far (stop tokens excluded), for new tokens/s
     _vocab: TokenVocab | None = field(default=None, repr=False)
 
@@ -108,6 +110,7 @@ class Seq2SeqDecoder:
                 self.earliest,
                 self.answer,
                 self.jump_forward,
+                self.draft_tokens,
             )
         ids = generate(
             model,
@@ -208,6 +211,7 @@ def tag_with_seq2seq(
         answer_format(settings.format),
         settings.jump_forward,
         settings.share_prefix,
+        settings.draft_tokens,
     )
     split = prompt_split(docs, renderer, str(settings.unit))
     answers = decoder.answer_split(model, split, range(len(split.units)), progress="generating")

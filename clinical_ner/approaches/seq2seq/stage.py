@@ -46,6 +46,17 @@ def jumps_forward(approach) -> bool:
     return answer_format(approach.format).copies_input
 
 
+DRAFT_TOKENS = 32  # a PharmaCoNER sentence is ~40 tokens; a longer draft wastes more after each marker
+
+
+def draft_tokens(approach) -> int:
+    """Copy-draft length of constrained decoding: `approach.draft_tokens`, by default DRAFT_TOKENS for the copy
+    formats and 0 for JSON (whose answer is no copy)."""
+    if approach.draft_tokens is not None:
+        return approach.draft_tokens
+    return DRAFT_TOKENS if answer_format(approach.format).copies_input else 0
+
+
 SPLITS = ("dev", "test")  # what the run predicts after fitting
 
 
@@ -92,6 +103,7 @@ class Seq2seqStage(FineTuneStage):
             answer=self.answer,
             jump_forward=jumps_forward(approach),
             share_prefix=approach.share_prefix,
+            draft_tokens=draft_tokens(approach),
         )
 
     def build_model(self, init_from: Path | None) -> torch.nn.Module:
@@ -188,6 +200,7 @@ class Seq2seqStage(FineTuneStage):
             format=str(approach.format),
             jump_forward=jumps_forward(approach),
             share_prefix=approach.share_prefix,
+            draft_tokens=draft_tokens(approach),
         )
 
     def train_extras(self, data: Seq2SeqDataModule) -> dict:

@@ -96,7 +96,9 @@ def char_offsets(data: bytes) -> dict[int, int]:
 
 
 class CopyFormat(AnswerFormat):
-    """A format whose answer is the unit's text with markers inserted (parse exact, copy checked)."""
+    """A format whose answer is the unit's text with markers inserted (parse exact, copy checked). Its grammar
+    also has `guess(state)`: the likeliest next byte and state (the text copied, no mention) or None, which copy
+    drafts follow (approaches/seq2seq/decoding.py)."""
 
     copies_input = True
     guaranteed = ("unparseable_rate", "copy_mismatch_rate")

@@ -79,6 +79,24 @@ class InlineGrammar:
             out.append((_CLOSE, self._at(pos, None)))
         return out
 
+    def guess(self, state: State) -> tuple[int, State] | None:
+        """The likeliest next byte and its state, for drafts: copy the text, close an open marker at the first
+        word end (most mentions are one word), and write the first type of the (sorted) list once a marker is open
+        (PharmaCoNER's first, NORMALIZABLES, is also its most common)."""
+        if state == START:
+            state = self.start
+        if state == DONE:
+            return None
+        options = self.successors(state, finishing=False)
+        if state[0] == "t":
+            return options[0] if options else None  # successors follow the type list's order
+        pos, open_ = state[1], state[2]
+        word_end = pos == len(self.data) or not chr(self.data[pos]).isalnum()
+        close = [option for option in options if option[0] == _CLOSE]
+        if open_ is not None and close and word_end:
+            return close[0]
+        return options[0] if options else None  # the copied byte comes first
+
     def _type(self, state: State) -> list[tuple[int, State]]:
         prefix, pos = state[1], state[2]
         out: dict[int, State] = {}

@@ -83,6 +83,18 @@ class WordsGrammar:
             return self._label(state, finishing)
         return []  # done: only a stop token may follow
 
+    def guess(self, state: State) -> tuple[int, State] | None:
+        """The likeliest next byte and its state, for drafts: copy the text, and label every word `O`; None
+        inside a label already begun."""
+        if state == START:
+            state = self.start
+        if state == DONE or (state[0] == "l" and state[1]):
+            return None
+        options = self.successors(state, finishing=False)
+        if state[0] == "l":
+            return next(((b, s) for b, s in options if b == _OUTSIDE[0]), None)
+        return options[0] if options else None
+
     def _label(self, state: State, finishing: bool) -> list[tuple[int, State]]:
         prefix, word, mention = state[1:]
         out: dict[int, State] = {}
