@@ -23,7 +23,8 @@ real tokenizer.
 `--drafts --model RUN/model` measures copy drafts on a trained run of a copy format (inline, words): its test
 prompts decoded constrained step by step, with jump-forward, and with jump-forward + copy drafts of each
 `--draft-sizes`, one after the other in one process; it checks that every variant writes the same answers and
-prints forward passes, docs/s and the ratio to jump-forward.
+prints forward passes, docs/s and the ratio to jump-forward; `--baseline OTHER/model` then times another run
+(e.g. the JSON run of the same recipe) on the same test units, decoding as that run predicts.
 """
 
 from __future__ import annotations
@@ -217,17 +218,33 @@ def compare_formats(cfg, splits, types, tokenizer, instruct: bool, args) -> None
             )
 
 
-def compare_drafts(folder: Path, splits, args) -> None:
-    """Copy drafts on a trained copy-format run: the same answers in fewer forward passes (module docstring)."""
+def load_run(folder: Path, splits, prompts: int) -> tuple:
+    """(settings, tokenizer, model, renderer, test prompt split, its first `prompts` unit indices) of a saved run."""
     settings = read_inference_settings(folder, Seq2seqInference)
-    answer = answer_format(settings.format)
-    if not answer.copies_input:
-        raise SystemExit(f"--drafts: {folder} answers in {settings.format}, which has no copy to draft")
     tokenizer = AutoTokenizer.from_pretrained(folder)
     model = AutoModelForCausalLM.from_pretrained(folder, trust_remote_code=False, use_safetensors=True).eval()
     renderer = settings.prompt.renderer(tokenizer)
     split = prompt_split(splits["test"], renderer, str(settings.unit))
-    indices = list(range(min(args.prompts, len(split.units))))
+    return settings, tokenizer, model, renderer, split, list(range(min(prompts, len(split.units))))
+
+
+def run_decoder(settings, tokenizer, renderer, batch_size: int, **changes) -> Seq2SeqDecoder:
+    """The decoder a saved run predicts with (`changes` override its fields, e.g. `draft_tokens=0`)."""
+    fields = dict(
+        decoding=str(settings.decoding), max_new_tokens=settings.max_new_tokens, batch_size=batch_size,
+        precision=settings.precision, entity_bias=settings.entity_bias, whole_words=settings.whole_words,
+        earliest=settings.earliest, answer=answer_format(settings.format), jump_forward=settings.jump_forward,
+        share_prefix=settings.share_prefix, draft_tokens=settings.draft_tokens,
+    )  # fmt: skip
+    return Seq2SeqDecoder(tokenizer, renderer.stop_ids, list(settings.types), **{**fields, **changes})
+
+
+def compare_drafts(folder: Path, splits, args) -> None:
+    """Copy drafts on a trained copy-format run: the same answers in fewer forward passes (module docstring)."""
+    settings, tokenizer, model, renderer, split, indices = load_run(folder, splits, args.prompts)
+    answer = answer_format(settings.format)
+    if not answer.copies_input:
+        raise SystemExit(f"--drafts: {folder} answers in {settings.format}, which has no copy to draft")
     docs = len({split.units[i].doc_id for i in indices})
     print(
         f"model: {folder} (format {settings.format}); {len(indices)} test units of {docs} documents, batch "
@@ -239,10 +256,9 @@ def compare_drafts(folder: Path, splits, args) -> None:
     print("| --- | ---: | ---: | ---: | ---: | ---: | ---: |")
     first, jumped = None, None
     for label, jump, drafts in variants:
-        decoder = Seq2SeqDecoder(
-            tokenizer, renderer.stop_ids, list(settings.types), "constrained", settings.max_new_tokens,
-            args.batch_size, settings.precision, settings.entity_bias, settings.whole_words, settings.earliest,
-            answer, jump, settings.share_prefix, drafts,
+        decoder = run_decoder(
+            settings, tokenizer, renderer, args.batch_size, decoding="constrained", jump_forward=jump,
+            draft_tokens=drafts,
         )  # fmt: skip
         tokens, passes, seconds, f1, answers = _measure(model, decoder, split, indices, list(settings.types))
         first = first or answers
@@ -252,6 +268,14 @@ def compare_drafts(folder: Path, splits, args) -> None:
         print(
             f"| {label} | {tokens:.1f} | {passes} | {docs / seconds:.3f} | {ratio} | {same}/{len(indices)} "
             f"| {f1:.3f} |"
+        )
+    if args.baseline is not None:  # another run (e.g. JSON) on the same test units, decoding as it predicts
+        settings, tokenizer, model, renderer, split, indices = load_run(args.baseline, splits, args.prompts)
+        decoder = run_decoder(settings, tokenizer, renderer, args.batch_size)
+        tokens, passes, seconds, f1, _ = _measure(model, decoder, split, indices, list(settings.types))
+        print(
+            f"| {args.baseline} ({settings.format}, {settings.decoding}, as it predicts) | {tokens:.1f} | {passes} "
+            f"| {docs / seconds:.3f} | {jumped / seconds:.2f}x | - | {f1:.3f} |"
         )
 
 
@@ -274,6 +298,12 @@ def main() -> None:
     )
     parser.add_argument("--drafts", action="store_true", help="with --model: copy drafts (module docstring)")
     parser.add_argument("--draft-sizes", default="8,32", help="with --drafts: draft lengths to time")
+    parser.add_argument(
+        "--baseline",
+        type=Path,
+        default=None,
+        help="with --drafts: another run (RUN/model) timed on the same units",
+    )
     parser.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. model=llama3_1")
     args = parser.parse_args()
     if args.threads:
