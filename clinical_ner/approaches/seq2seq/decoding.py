@@ -24,7 +24,7 @@ that whole forced run, tokenized as the tokenizer writes it, fed in one forward 
 token (jump-forward decoding, as structured-generation engines do): the text is the same, the steps are fewer.
 
 With `draft_tokens`, a copy-format row also feeds a draft: what it would write next if every choice went as the
-grammar guesses (copy the text, open no marker, label each word `O`), each choice followed by its forced run as
+grammar guesses (its `guess`: copy the text, label each word `O`, ...), each choice followed by its forced run as
 jump-forward feeds it. One forward pass scores every draft position; the row keeps the choices that greedy
 constrained decoding makes itself (checked as `restrict` would: the first of the highest allowed scores) and
 goes on from the first choice it does not (speculative decoding with the input text as the draft model, exact
@@ -122,7 +122,8 @@ class SchemaConstraint:
         self.jump_forward = jump_forward
         # copy drafts need a format whose answer is a copy of the input (its grammar's `guess`)
         self.draft_tokens = draft_tokens if self.answer.copies_input else 0
-        self.drafted: dict[int, list[State]] = {}  # the state after each token of a row's last draft
+        # each row's last draft: (index in the draft, token chosen there, state after its run) per choice
+        self.drafted: dict[int, list[tuple[int, int, State]]] = {}
         self.whole_words = whole_words
         self.earliest = earliest  # SpanGrammar: repeated texts take their earliest occurrence
         self.texts = texts
@@ -210,8 +211,8 @@ class SchemaConstraint:
 
     def draft(self, row: int, room: int) -> list[int]:
         """A copy draft for `row` (`room`: tokens it may still write): at most `draft_tokens` tokens of what the
-        row feeds if every choice goes as the grammar guesses (copy the text, open no marker, label each word
-        `O`), each choice being the next token of that text as the tokenizer writes it, followed, with
+        row feeds if every choice goes as the grammar guesses (`guess`: copy the text, label each word `O`, ...),
+        each choice being the next token of that text as the tokenizer writes it, followed, with
         jump-forward, by its forced run, exactly as `jump` would feed it, and by a stop token where the guess
         completes the answer. `accept` keeps the choices the model makes itself."""
         limit, state = min(self.draft_tokens, room - 1), self.states.get(row)  # a token left after it
@@ -226,9 +227,7 @@ class SchemaConstraint:
             states.append(guessed[1])
         at = {states[i]: i for i in range(len(states))}  # states are unique along a copy: byte offset of each
         fed: list[int] = []
-        choices: list[
-            tuple[int, int, State]
-        ] = []  # (index in the draft, token chosen there, state after its run)
+        choices: list[tuple[int, int, State]] = []
         tokens, position = self.vocab.encode(bytes(data)), 0
         while tokens and position < len(data):
             token = tokens[0]
@@ -238,14 +237,10 @@ class SchemaConstraint:
                 break  # past the budget or the guessed text (a forced run beyond it)
             choices.append((len(fed), token, after))
             fed += run
-            end = at[after]
-            consumed = sum(len(self.vocab.pieces[t] or b"") for t in run)
             # the next choice: the guess's tokens on from the run's end (re-encoded where the run cut them)
-            if tokens[: len(run)] == run and position + consumed == end:
-                tokens = tokens[len(run) :]
-            else:
-                tokens = self.vocab.encode(bytes(data[end:]))
-            position = end
+            position = at[after]
+            same = tokens[: len(run)] == run
+            tokens = tokens[len(run) :] if same else self.vocab.encode(bytes(data[position:]))
         if position == len(data) and states[-1] == DONE and choices and len(fed) < limit:
             choices.append((len(fed), self.stop_ids[0], DONE))  # the answer is complete: guess its end too
             fed.append(self.stop_ids[0])
@@ -389,9 +384,7 @@ class _Batch:
         """Feed each line's run and draft in one forward pass; per line, the scores after the run's last token
         and after each draft token (the LM head projects those positions only). `settle` follows."""
         fed = [run + draft for run, draft in zip(runs, drafts, strict=True)]
-        self._ends = self.mask.shape[1] + torch.tensor(
-            [len(tokens) for tokens in fed]
-        )  # past each line's last
+        self._ends = self.mask.shape[1] + torch.tensor([len(tokens) for tokens in fed])
         ids, positions, lengths = self._append(fed)
         scored = torch.zeros(ids.shape, dtype=torch.bool, device=ids.device)
         for line, (run, draft) in enumerate(zip(runs, drafts, strict=True)):
