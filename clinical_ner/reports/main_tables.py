@@ -222,11 +222,14 @@ def seq2seq_table(cells: Sequence[CellScores], n_resamples: int, seed: int) -> T
     with_corpus = any(s.cell.key.corpus != "none" for s in cells)
     setting = settings(s.cell.key for s in cells)
     show = any(setting.values())
+    formats = sorted({output_format(s.cell.key) for s in cells})
+    with_format = len(formats) > 1
     header = [
         "Base model",
         *(["Language", "Epoch"] if with_corpus else []),
         *(["Setting"] if show else []),
         "Decoding",
+        *(["Format"] if with_format else []),
         "Seeds",
         *PRF_HEADERS,
         *(h for _, h, _ in GENERATIVE),
@@ -245,6 +248,7 @@ def seq2seq_table(cells: Sequence[CellScores], n_resamples: int, seed: int) -> T
                 *([corpus_name(key.corpus), epoch_text(key.epoch)] if with_corpus else []),
                 *([setting[key]] if show else []),
                 decoding(key),
+                *([output_format(key)] if with_format else []),
                 seeds_text(cell),
                 *_prf_cells(scores),
                 *generative,
@@ -261,6 +265,7 @@ def seq2seq_table(cells: Sequence[CellScores], n_resamples: int, seed: int) -> T
             [
                 *_coordinates_csv(scores, setting[key]),
                 decoding(key),
+                output_format(key),
                 _documents(scores),
                 *_prf_csv(scores),
                 *generative_csv,
@@ -269,13 +274,12 @@ def seq2seq_table(cells: Sequence[CellScores], n_resamples: int, seed: int) -> T
             ]
         )
     what = (
-        "Seq2seq (JSON generation) on the test set (official PharmaCoNER rule, codalab). Generative metrics: "
-        "original definitions, with the corrected variants beside (clinical_ner/approaches/seq2seq/metrics.py). "
+        "Seq2seq generation on the test set (official PharmaCoNER rule, codalab). Generative metrics: original "
+        "definitions, with the corrected variants beside (clinical_ner/approaches/seq2seq/metrics.py). "
         f"`{GUARANTEED_TEXT}`: under constrained decoding JSON parse rate (1), hallucination (0), corrected "
         "format compliance (1) and boundary accuracy (the decoder places the offsets) hold whatever the model "
         "learned, so they are measured only where decoding is free."
     )
-    formats = sorted({output_format(s.cell.key) for s in cells})
     what += f" Output format: {', '.join(formats) or 'none'}."
     return Table(
         title="Seq2seq",
@@ -285,6 +289,7 @@ def seq2seq_table(cells: Sequence[CellScores], n_resamples: int, seed: int) -> T
         csv_header=[
             *COORDINATES_CSV,
             "decoding",
+            "format",
             "documents",
             *_prf_csv_header(),
             *(f"{name}_{part}" for name, _, _ in GENERATIVE for part in ("mean", "std")),

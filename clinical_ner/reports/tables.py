@@ -1,7 +1,8 @@
 """`python -m clinical_ner.reports.tables DIR... [--out tables] [--bootstrap 1000] [--seed 0] [--no-plots]`
 
 Reads every results.json below the folders (a Hydra sweep folder holds one sub-folder per cell) and writes into
-`--out`: tokencls.md/.csv and seq2seq.md/.csv (the paper's tables, its numbers beside), per_type, cost,
+`--out`: tokencls.md/.csv and seq2seq.md/.csv (the paper's tables, its numbers beside), formats (seq2seq
+output formats side by side, when cells used several), per_type, cost,
 difference (token classification minus seq2seq F1, paired bootstrap), corpus_effect (corpus X minus none per
 approach, paired bootstrap), summary (every comparison and whether its interval resolves it) and failed
 (.md/.csv), plus the figures of `clinical_ner.reports.plots`. Runs of different code versions or weights are
@@ -23,6 +24,7 @@ from clinical_ner.reports.corpus_effect import corpus_effect_table
 from clinical_ner.reports.cost import cost_table
 from clinical_ner.reports.difference import difference_table
 from clinical_ner.reports.failed import failed_table
+from clinical_ner.reports.formats import formats_table
 from clinical_ner.reports.identity import identity_line
 from clinical_ner.reports.labels import corpus_name, family_name
 from clinical_ner.reports.main_tables import seq2seq_table, tokencls_table
@@ -50,6 +52,8 @@ def write_reports(
     written = []
     written += write_table(out, "tokencls", tokencls_table(tokencls, n_resamples, seed))
     written += write_table(out, "seq2seq", seq2seq_table(seq2seq, n_resamples, seed))
+    if (formats := formats_table(seq2seq, n_resamples, seed)) is not None:
+        written += write_table(out, "formats", formats)
     written += write_table(out, "per_type", per_type_table(cells))
     written += write_table(out, "cost", cost_table(cells))
     written += write_table(out, "difference", difference_table(cells, n_resamples, seed))
