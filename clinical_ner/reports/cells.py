@@ -222,8 +222,11 @@ def config_differences(keys: Iterable[CellKey]) -> dict[str, list[str]]:
 
 
 def _setting_text(name: str, value: object) -> str:
-    """A Setting-column part: budgets as they are, code versions and weights named."""
-    return f"{name}={value}" if name in ("code", "weights") else str(value)
+    """A Setting-column part: budgets as they are, code versions (their first 12 hex digits: the caption lists
+    them whole) and weights named."""
+    if name == "code":
+        return f"code={str(value)[:12]}"
+    return f"weights={value}" if name == "weights" else str(value)
 
 
 def settings(keys: Iterable[CellKey]) -> dict[CellKey, str]:
