@@ -25,6 +25,10 @@ prompts decoded constrained step by step, with jump-forward, and with jump-forwa
 `--draft-sizes`, one after the other in one process; it checks that every variant writes the same answers and
 prints forward passes, docs/s and the ratio to jump-forward; `--baseline OTHER/model` then times another run
 (e.g. the JSON run of the same recipe) on the same test units, decoding as that run predicts.
+
+`--bias-sweep 0,1,2 --model RUN/model` chooses constrained decoding's `entity_bias` on dev: the run's first
+`--prompts` dev units decoded at each bias (a malus on closing a JSON list, a bonus on opening an inline marker
+or a `B-` label), with P/R/F1 over the documents answered.
 """
 
 from __future__ import annotations
@@ -95,9 +99,9 @@ def quick_train(model, renderer, docs, unit: str, steps: int, batch_size: int = 
 
 def _measure(
     model, decoder, split, indices: list[int], types: list[str]
-) -> tuple[float, int, float, float, list]:
-    """(new tokens per unit, forward passes, seconds, F1, answers) of one decoder answering `indices` of
-    `split`."""
+) -> tuple[float, int, float, dict, list]:
+    """(new tokens per unit, forward passes, seconds, scores (P/R/F1...), answers) of one decoder answering
+    `indices` of `split`."""
     calls: list[int] = []
     hook = model.register_forward_hook(lambda *_: calls.append(1))
     decoder.answer_split(model, split, indices[:2])  # warm-up (and the trie)
@@ -106,8 +110,8 @@ def _measure(
     hook.remove()
     answered = {split.units[i].doc_id for i in indices}  # scored on these documents (the last may be cut)
     units = PromptSplit([d for d in split.docs if d.id in answered], [split.units[i] for i in indices], [])
-    f1 = evaluate_answers(units, dict(enumerate(answers)), types, decoder.answer)[0]["f1"]
-    return decoder.generated_tokens / len(indices), len(calls), seconds, f1, answers
+    scores = evaluate_answers(units, dict(enumerate(answers)), types, decoder.answer)[0]
+    return decoder.generated_tokens / len(indices), len(calls), seconds, scores, answers
 
 
 def gold_following(
@@ -210,7 +214,8 @@ def compare_formats(cfg, splits, types, tokenizer, instruct: bool, args) -> None
                 tokenizer, renderer.stop_ids, types, decoding, args.max_new_tokens, args.batch_size,
                 whole_words=True, earliest=True, answer=answer, jump_forward=jump, draft_tokens=drafts,
             )  # fmt: skip
-            tokens, passes, seconds, f1, _ = _measure(model, decoder, split, indices, types)
+            tokens, passes, seconds, scores, _ = _measure(model, decoder, split, indices, types)
+            f1 = scores["f1"]
             label = decoding + (" + jump-forward" if jump else "") + (f" + drafts {drafts}" if drafts else "")
             print(
                 f"| {name} | {label} | {tokens:.1f} | {passes} | {len(indices) / seconds:.2f} "
@@ -218,13 +223,13 @@ def compare_formats(cfg, splits, types, tokenizer, instruct: bool, args) -> None
             )
 
 
-def load_run(folder: Path, splits, prompts: int) -> tuple:
-    """(settings, tokenizer, model, renderer, test prompt split, its first `prompts` unit indices) of a saved run."""
+def load_run(folder: Path, splits, prompts: int, split_name: str = "test") -> tuple:
+    """(settings, tokenizer, model, renderer, prompt split, its first `prompts` unit indices) of a saved run."""
     settings = read_inference_settings(folder, Seq2seqInference)
     tokenizer = AutoTokenizer.from_pretrained(folder)
     model = AutoModelForCausalLM.from_pretrained(folder, trust_remote_code=False, use_safetensors=True).eval()
     renderer = settings.prompt.renderer(tokenizer)
-    split = prompt_split(splits["test"], renderer, str(settings.unit))
+    split = prompt_split(splits[split_name], renderer, str(settings.unit))
     return settings, tokenizer, model, renderer, split, list(range(min(prompts, len(split.units))))
 
 
@@ -260,7 +265,10 @@ def compare_drafts(folder: Path, splits, args) -> None:
             settings, tokenizer, renderer, args.batch_size, decoding="constrained", jump_forward=jump,
             draft_tokens=drafts,
         )  # fmt: skip
-        tokens, passes, seconds, f1, answers = _measure(model, decoder, split, indices, list(settings.types))
+        tokens, passes, seconds, scores, answers = _measure(
+            model, decoder, split, indices, list(settings.types)
+        )
+        f1 = scores["f1"]
         first = first or answers
         jumped = jumped or (seconds if jump else None)
         ratio = f"{jumped / seconds:.2f}x" if jumped else "-"
@@ -272,10 +280,34 @@ def compare_drafts(folder: Path, splits, args) -> None:
     if args.baseline is not None:  # another run (e.g. JSON) on the same test units, decoding as it predicts
         settings, tokenizer, model, renderer, split, indices = load_run(args.baseline, splits, args.prompts)
         decoder = run_decoder(settings, tokenizer, renderer, args.batch_size)
-        tokens, passes, seconds, f1, _ = _measure(model, decoder, split, indices, list(settings.types))
+        tokens, passes, seconds, scores, _ = _measure(model, decoder, split, indices, list(settings.types))
+        f1 = scores["f1"]
         print(
             f"| {args.baseline} ({settings.format}, {settings.decoding}, as it predicts) | {tokens:.1f} | {passes} "
             f"| {docs / seconds:.3f} | {jumped / seconds:.2f}x | - | {f1:.3f} |"
+        )
+
+
+def compare_bias(folder: Path, splits, args) -> None:
+    """`entity_bias` on a trained run, chosen on dev: its first `--prompts` dev units decoded constrained (as the
+    run predicts otherwise: jump-forward, drafts) at each bias of `--bias-sweep`; P/R/F1 over the documents
+    answered, new tokens per unit and docs/s."""
+    settings, tokenizer, model, renderer, split, indices = load_run(folder, splits, args.prompts, "dev")
+    docs = len({split.units[i].doc_id for i in indices})
+    print(
+        f"model: {folder} (format {settings.format}); {len(indices)} dev units of {docs} documents, batch "
+        f"{args.batch_size}, {torch.get_num_threads()} threads"
+    )
+    print("| entity_bias | precision | recall | F1 | new tokens / unit | docs/s |")
+    print("| ---: | ---: | ---: | ---: | ---: | ---: |")
+    for bias in map(float, args.bias_sweep.split(",")):
+        decoder = run_decoder(
+            settings, tokenizer, renderer, args.batch_size, decoding="constrained", entity_bias=bias
+        )
+        tokens, _, seconds, scores, _ = _measure(model, decoder, split, indices, list(settings.types))
+        print(
+            f"| {bias:g} | {scores['precision']:.3f} | {scores['recall']:.3f} | {scores['f1']:.3f} | "
+            f"{tokens:.1f} | {docs / seconds:.3f} |"
         )
 
 
@@ -304,6 +336,9 @@ def main() -> None:
         default=None,
         help="with --drafts: another run (RUN/model) timed on the same units",
     )
+    parser.add_argument(
+        "--bias-sweep", default=None, help="with --model: entity_bias values to compare on dev, e.g. 0,1,2"
+    )
     parser.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. model=llama3_1")
     args = parser.parse_args()
     if args.threads:
@@ -319,6 +354,11 @@ def main() -> None:
     splits = load_ner_splits(cfg.data, cache)
     types = corpus_types(cfg.data, splits)
     instruct = instruct_weights(cfg.scale, cfg.corpus.name)  # the training run's rule (Seq2seqStage.instruct)
+    if args.bias_sweep is not None:
+        if args.model is None:
+            parser.error("--bias-sweep needs --model RUN/model")
+        compare_bias(args.model, splits, args)
+        return
     if args.drafts:
         if args.model is None:
             parser.error("--drafts needs --model RUN/model (a trained inline or words run)")

@@ -174,7 +174,7 @@ class Seq2seqApproachConfig(ApproachConfig):
     # pass, the choices the model makes itself kept; 0: off; null: 32 for inline/words (json has no draft)
     draft_tokens: int | None = MISSING
     max_new_tokens: int = MISSING
-    entity_bias: float = MISSING  # constrained decoding: logit malus on closing the array (favours entities)
+    entity_bias: float = MISSING  # constrained: favours entities (malus: closing JSON; bonus: a mention)
     whole_words: bool = True  # constrained decoding: a text starts and ends on word boundaries
     empty_fraction: float = MISSING  # share of mention-free training units kept (seeded)
     offset_loss: bool | None = MISSING  # start/end digits in the loss; null: only for free decoding

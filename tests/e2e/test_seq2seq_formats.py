@@ -205,7 +205,9 @@ def test_feeding_a_run_gives_the_logits_of_stepping_through_it(tokenizer):
         assert fed.logits.shape[0] == 2
 
 
-def decode_units(tokenizer, name: str, variants: list[tuple[bool, int]], count: int) -> dict:
+def decode_units(
+    tokenizer, name: str, variants: list[tuple[bool, int]], count: int, entity_bias: float = 0.0
+) -> dict:
     """Constrained answers (token ids) of a tiny model to `count` synthetic test sentences and the forward
     passes they took, per (jump_forward, draft_tokens) variant; also the sentences."""
     model = tiny_model(tokenizer)
@@ -218,7 +220,7 @@ def decode_units(tokenizer, name: str, variants: list[tuple[bool, int]], count: 
         calls.clear()
         constraint = SchemaConstraint(
             vocab, texts, TYPES, [tokenizer.eos_token_id], 400, answer=answer_format(name),
-            jump_forward=jump, draft_tokens=drafts,
+            jump_forward=jump, draft_tokens=drafts, entity_bias=entity_bias,
         )  # fmt: skip
         ids = generate(
             model, prompts, tokenizer.pad_token_id, [tokenizer.eos_token_id], 400, 3, constraint=constraint
@@ -372,3 +374,66 @@ def test_json_prompts_are_the_ones_runs_had_before_formats(overrides, expected):
         'desde 0; "end" señala el carácter que sigue a la mención). Ordena los objetos según su aparición en el '
         "texto. Si el texto no contiene ninguna mención, contesta []."
     )
+
+
+@pytest.mark.parametrize("name", sorted(FORMATS))
+def test_entity_sign_marks_each_mention_opened_or_the_list_closed(name):
+    """Along the gold answer's byte path, `entity_sign` is +1 once per mention (a copy format's marker or `B`
+    label) and 0 elsewhere; for JSON it is -1 once, where the list closes: what `entity_bias` acts on."""
+    answer = answer_format(name)
+    grammar, state, signs = answer.grammar(TEXT, TYPES, False, False), START, []
+    for byte in answer.target(unit(TEXT), GOLD).encode("utf-8"):
+        after = dict(grammar.successors(state, finishing=False))[byte]
+        signs.append(grammar.entity_sign(state, after))
+        state = after
+    assert state == DONE
+    expected = [-1] if name == "json" else [1] * len(GOLD)
+    assert [sign for sign in signs if sign] == expected
+
+
+@pytest.mark.parametrize("name", COPY)
+def test_entity_bias_opens_more_mentions_and_drafts_still_decode_the_same(tokenizer, name):
+    """A bonus on opening a mention makes the constrained answers hold more mentions; copy drafts, checked with
+    the same bonus, keep the answers of step-by-step decoding."""
+    plain = decode_units(tokenizer, name, [(True, 0)], 6)
+    variants = [(True, 0), (True, 32), (False, 0), (False, 8)]
+    biased = decode_units(tokenizer, name, variants, 6, entity_bias=8.0)
+    assert biased[True, 32][0] == biased[True, 0][0] and biased[False, 8][0] == biased[False, 0][0]
+    answer = answer_format(name)
+
+    def mentions(decoded) -> int:
+        rows = zip(decoded["texts"], decoded[True, 0][0], strict=True)
+        return sum(
+            len(answer.aligned(tokenizer.decode(r, skip_special_tokens=True), t, TYPES)) for t, r in rows
+        )
+
+    assert mentions(biased) > mentions(plain)
+
+
+@pytest.mark.parametrize("bias", [0.0, 5.0])
+def test_accept_weighs_the_entity_bias_even_where_the_draft_is_the_favourite(bias):
+    """Every draft token is the model's favourite over the whole vocabulary; with a bonus larger than the
+    margin, opening a marker wins at the draft's first word start instead, as `restrict` would decide."""
+    vocab = vocab_of("byte_level_bpe")
+    stop = vocab.tokenizer.eos_token_id
+    constraint = SchemaConstraint(
+        vocab, [TEXT], TYPES, [stop], 400, answer=answer_format("inline"), jump_forward=True,
+        draft_tokens=16, entity_bias=bias,
+    )  # fmt: skip
+    first = vocab.encode(b"Se")[0]  # the first word, copied
+    constraint.restrict([0], [0], torch.zeros(1, len(vocab.pieces)))
+    constraint.advance([0], [first])
+    written = constraint.jump(0, first, 400)
+    draft = constraint.draft(0, 400 - len(written))
+    assert draft
+    logits = torch.zeros(len(draft) + 1, len(vocab.pieces))
+    logits[torch.arange(len(draft)), torch.tensor(draft)] = 1.0  # the favourite, by a margin of 1
+    kept = constraint.accept(0, draft, logits, len(written))
+    if not bias:
+        assert kept == len(draft)
+    else:  # it stops at the first choice where a marker may open; there restrict opens one too
+        guessed = {index: token for index, token, _ in constraint.drafted[0]}
+        assert kept < len(draft) and kept in guessed
+        scores = constraint.restrict([0], [len(written) + kept], logits[kept : kept + 1])
+        chosen = int(scores.argmax())
+        assert chosen != guessed[kept] and constraint.options[0][chosen][0] == "t"

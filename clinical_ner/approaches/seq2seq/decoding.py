@@ -12,10 +12,11 @@ the schema needs copy-from-input constraints that a context-free grammar does no
 for each row, the allowed tokens are found by walking the vocabulary's byte trie and the row's automaton together
 (only the bytes the automaton allows are followed, so the walk is small); when the token budget comes within
 `SpanGrammar.finish_bytes` of its end, only the shortest way to a closed array is allowed, so the answer is a
-complete array within `max_new_tokens` (for any budget of at least 3 tokens). `entity_bias` is subtracted from
-the logits of every token that closes the array (`]`, or `[]`, `}]` where the vocabulary has them), which favours
-writing one more entity: a small model trained on mostly empty answers underrates them (a decoding parameter,
-chosen on dev).
+complete array within `max_new_tokens` (for any budget of at least 3 tokens). `entity_bias` favours entities: it
+is subtracted from the logits of every token that closes the array (`]`, or `[]`, `}]` where the vocabulary has
+them) and added to those of every token that opens an `inline` marker or writes a `words` label's `B`
+(`entity_sign`): a small model trained on mostly empty answers underrates them (a decoding parameter, chosen on
+dev).
 
 The automaton comes from the answer format (approaches/seq2seq/formats/): the JSON list's `SpanGrammar`, or a copy
 of the input with typed markers (`inline`) or labels (`words`). With `jump_forward`, a row whose automaton allows
@@ -137,14 +138,10 @@ class SchemaConstraint:
 
     def restrict(self, rows: Sequence[int], steps: Sequence[int], scores: torch.Tensor) -> torch.Tensor:
         """`scores` (one line per row in `rows`, `steps` tokens already written) with disallowed tokens -inf."""
-        allowed: tuple[list[int], list[int]] = (
-            [],
-            [],
-        )  # (line, token): gathered first, one indexed write each
-        closing: tuple[list[int], list[int]] = (
-            [],
-            [],
-        )  # on a GPU, a write per row would copy and sync per row
+        # (line, token) and (line, token, bias): gathered first, one indexed write each (on a GPU, a write per
+        # row would copy and sync per row)
+        allowed: tuple[list[int], list[int]] = ([], [])
+        biased: tuple[list[int], list[int], list[float]] = ([], [], [])
         for line, (row, step) in enumerate(zip(rows, steps, strict=True)):
             if row not in self.grammars:
                 self.grammars[row] = self.answer.grammar(
@@ -162,15 +159,23 @@ class SchemaConstraint:
             self.options[row] = options
             allowed[0].extend([line] * len(options))
             allowed[1].extend(options)
-            if self.entity_bias:
-                shut = [token for token, after in options.items() if grammar.closes(after)]
-                closing[0].extend([line] * len(shut))
-                closing[1].extend(shut)
+            for token, delta in self._entity_deltas(grammar, state, options).items():
+                biased[0].append(line)
+                biased[1].append(token)
+                biased[2].append(delta)
         mask = torch.full_like(scores, float("-inf"))
         mask[torch.tensor(allowed[0]), torch.tensor(allowed[1])] = 0.0
-        if closing[0]:
-            mask[torch.tensor(closing[0]), torch.tensor(closing[1])] = -self.entity_bias
+        if biased[0]:
+            mask[torch.tensor(biased[0]), torch.tensor(biased[1])] = torch.tensor(biased[2], dtype=mask.dtype)
         return scores + mask
+
+    def _entity_deltas(self, grammar: Grammar, state: State, options: dict[int, State]) -> dict[int, float]:
+        """`entity_bias` per allowed token that its grammar biases (`entity_sign`): a malus on closing the JSON
+        list, a bonus on opening a mention."""
+        if not self.entity_bias:
+            return {}
+        signs = {token: grammar.entity_sign(state, after) for token, after in options.items()}
+        return {token: sign * self.entity_bias for token, sign in signs.items() if sign}
 
     def advance(self, rows: Sequence[int], tokens: Sequence[int]) -> None:
         """Move each row's automaton along the token it was given."""
@@ -258,12 +263,18 @@ class SchemaConstraint:
         choices = self.drafted[row]
         for number, (index, token, after) in enumerate(choices):
             finishing = self.max_new_tokens - (written + index) - 1 <= grammar.reserve(state)
-            if best[index] != token or finishing:  # the favourite leaves the schema, or the budget narrows it
+            # the favourite leaves the schema, the budget narrows it, or the bias may move the choice
+            if best[index] != token or finishing or self.entity_bias:
                 if state == DONE:  # only a stop token may follow, as in `restrict`
-                    options = sorted(self.stop_ids)
+                    allowed = dict.fromkeys(self.stop_ids, DONE)
                 else:
-                    options = sorted(allowed_tokens(grammar, self.vocab.trie, state, finishing))
-                if options[int(logits[index, options].argmax())] != token:
+                    allowed = allowed_tokens(grammar, self.vocab.trie, state, finishing)
+                options = sorted(allowed)
+                scores = logits[index, options]
+                deltas = self._entity_deltas(grammar, state, allowed) if state != DONE else {}
+                if deltas:
+                    scores = scores + torch.tensor([deltas.get(t, 0.0) for t in options], dtype=scores.dtype)
+                if options[int(scores.argmax())] != token:
                     break
             state = after
             count = choices[number + 1][0] if number + 1 < len(choices) else len(draft)

@@ -162,9 +162,9 @@ class SpanGrammar:
         """Bytes kept for the shortest way to a closed array: finishing starts when the budget left is this."""
         return self.finish_bytes
 
-    def closes(self, state: State) -> bool:
-        """Whether `state` is the closed array (what `entity_bias` discourages reaching)."""
-        return state == DONE
+    def entity_sign(self, state: State, after: State) -> int:
+        """-1 for a token that closes the array (what `entity_bias` discourages), else 0."""
+        return -1 if after == DONE and state != DONE else 0
 
     def advance(self, state: State, data: bytes) -> State | None:
         """The state after `data`, or None when the schema does not allow it."""

@@ -71,7 +71,7 @@ class Seq2SeqDecoder:
     max_new_tokens: int = 256
     batch_size: int = 64
     precision: str = "32"
-    entity_bias: float = 0.0  # constrained only: logit malus on closing the array (favours entities)
+    entity_bias: float = 0.0  # constrained only: favours entities (malus: closing JSON; bonus: a mention)
     whole_words: bool = False  # constrained only: texts start and end on word boundaries
     earliest: bool = False  # constrained only: a repeated text is its earliest occurrence (offsets untrained)
     answer: AnswerFormat = field(default_factory=lambda: answer_format("json"))

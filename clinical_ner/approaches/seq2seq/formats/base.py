@@ -37,7 +37,9 @@ class Grammar(Protocol):
 
     def successors(self, state: State, finishing: bool) -> list[tuple[int, State]]: ...
 
-    def closes(self, state: State) -> bool: ...
+    def entity_sign(self, state: State, after: State) -> int:
+        """How a token leading from `state` to `after` is biased by `entity_bias` (favouring entities): -1 where
+        it ends the answer (closes the JSON list), +1 where it opens a mention (a marker, a `B-` label), else 0."""
 
 
 class AnswerFormat(ABC):

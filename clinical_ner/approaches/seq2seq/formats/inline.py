@@ -21,6 +21,11 @@ OPEN, SEP, CLOSE = "{", " ", "}"
 _OPEN, _SEP, _CLOSE, _SPACE = ord(OPEN), ord(SEP), ord(CLOSE), ord(" ")
 
 
+def _in_marker(state: State) -> bool:
+    """Whether `state` is inside a marker: writing its type, or copying its mention."""
+    return state not in (START, DONE) and (state[0] == "t" or state[2] is not None)
+
+
 def _inside_word(text: str, index: int) -> bool:
     return 0 < index < len(text) and text[index - 1].isalnum() and text[index].isalnum()
 
@@ -56,9 +61,9 @@ class InlineGrammar:
     def _at(self, pos: int, open_: tuple | None) -> State:
         return DONE if pos == len(self.data) and open_ is None else ("c", pos, open_)
 
-    def closes(self, state: State) -> bool:
-        """Whether `state` ends the answer (entity_bias applies to JSON lists only)."""
-        return False
+    def entity_sign(self, state: State, after: State) -> int:
+        """+1 for a token that opens a marker (what `entity_bias` encourages), else 0."""
+        return 1 if _in_marker(after) and not _in_marker(state) else 0
 
     def successors(self, state: State, finishing: bool) -> list[tuple[int, State]]:
         """(next byte, state after it) for every byte the format allows in `state`."""

@@ -65,9 +65,21 @@ class WordsGrammar:
     def _copy(self, pos: int, word: int, mention: tuple | None) -> State:
         return DONE if word == len(self.word_starts) and pos == len(self.data) else ("g", pos, word, mention)
 
-    def closes(self, state: State) -> bool:
-        """Whether `state` ends the answer (entity_bias applies to JSON lists only)."""
-        return False
+    def entity_sign(self, state: State, after: State) -> int:
+        """+1 for a token that writes the `B` of a label (what `entity_bias` encourages), else 0."""
+        begun = self._begun(after)
+        return 1 if begun is not None and begun != self._begun(state) else 0
+
+    def _begun(self, state: State) -> int | None:
+        """The word whose `B-` label is written or being written in `state` (None elsewhere)."""
+        if state in (START, DONE):
+            return None
+        kind, word, mention = state[0], state[2], state[3]
+        if kind == "l":
+            return word if state[1][:1] == BEGIN[:1].encode() else None
+        # copying word `word`: the previous word's label was `B-` when its mention starts at that word
+        labelled = word - 1
+        return labelled if labelled >= 0 and mention and mention[1] == self.word_starts[labelled] else None
 
     def successors(self, state: State, finishing: bool) -> list[tuple[int, State]]:
         """(next byte, state after it) for every byte the format allows in `state`."""
