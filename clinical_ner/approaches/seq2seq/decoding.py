@@ -271,7 +271,7 @@ class SchemaConstraint:
                     allowed = allowed_tokens(grammar, self.vocab.trie, state, finishing)
                 options = sorted(allowed)
                 scores = logits[index, options]
-                deltas = self._entity_deltas(grammar, state, allowed) if state != DONE else {}
+                deltas = self._entity_deltas(grammar, state, allowed)  # none from DONE: every sign is 0
                 if deltas:
                     scores = scores + torch.tensor([deltas.get(t, 0.0) for t in options], dtype=scores.dtype)
                 if options[int(scores.argmax())] != token:
