@@ -3,25 +3,58 @@
 from __future__ import annotations
 
 import logging
+import math
 import time
 from pathlib import Path
 
 import lightning as L
 import torch
 from lightning.pytorch.callbacks import Checkpoint, TQDMProgressBar
+from tqdm import tqdm
 
 from clinical_ner.console import progress
 from clinical_ner.errors import UserError
 from clinical_ner.models import quantize
 
 log = logging.getLogger(__name__)
+format_interval = tqdm.format_interval  # the clock text the bars show (1:02:05)
 
 
 def progress_bars(setting: bool | None) -> tuple[bool, list[L.Callback]]:
     """(`enable_progress_bar`, callbacks) for a Trainer: Lightning's tqdm bar when `progress.wanted(setting)`
-    (named explicitly: with rich installed Lightning would pick its rich bar, unlike every other bar here)."""
+    (named explicitly: with rich installed Lightning would pick its rich bar, unlike every other bar here),
+    else a log line every few minutes (`ProgressLines`)."""
     shown = progress.wanted(setting)
-    return shown, [TQDMProgressBar()] if shown else []
+    return shown, [TQDMProgressBar() if shown else ProgressLines()]
+
+
+class ProgressLines(L.Callback):
+    """Where no bar is drawn (sweeps, SLURM, log files): one log line every `every` seconds of training with
+    the optimizer step, its share of the fit and the time left at this process's pace (rank 0 only)."""
+
+    def __init__(self, every: float | None = None) -> None:
+        self.every = progress.LOG_EVERY_SECONDS if every is None else every
+        self._start = self._last = 0.0
+        self._first_step = 0
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        self._start = self._last = time.monotonic()
+        self._first_step = trainer.global_step  # a resumed fit: its pace counts from here
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        now = time.monotonic()
+        if now - self._last < self.every or not trainer.is_global_zero:
+            return
+        self._last = now
+        step, total = trainer.global_step, trainer.estimated_stepping_batches
+        pace = (step - self._first_step) / (now - self._start)  # optimizer steps per second
+        known = math.isfinite(total) and total > 0 and pace > 0
+        left = f", about {format_interval((total - step) / pace)} left" if known else ""
+        share = f" of {int(total)} ({step / total:.0%})" if math.isfinite(total) and total > 0 else ""
+        log.info(
+            "fit: step %d%s, epoch %d, %s so far%s",
+            step, share, trainer.current_epoch, format_interval(now - self._start), left,
+        )  # fmt: skip
 
 
 class TrainStepTimer(L.Callback):

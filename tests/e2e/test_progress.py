@@ -228,3 +228,49 @@ def test_corpus_download_draws_a_bar_on_a_terminal(tmp_path, monkeypatch):
     drawn = drawn_on(leader)
     os.close(leader)
     assert "dailymed" in bars(drawn)
+
+
+def test_without_a_terminal_a_long_job_logs_where_it_is(monkeypatch, caplog):
+    caplog.set_level("INFO", logger="clinical_ner.console.progress")
+    monkeypatch.setattr(progress, "LOG_EVERY_SECONDS", 0.0)  # every update
+    for _ in progress.bar(range(4), desc="test: generating", unit="unit", enabled=False):
+        pass
+    lines = [r.getMessage() for r in caplog.records]
+    assert "test: generating: 2/4 unit (50%)" in " ".join(lines) and all("left" in line for line in lines)
+    assert all(line.strip() for line in lines)  # the closing blank is not logged
+    caplog.clear()
+    monkeypatch.setattr(progress, "LOG_EVERY_SECONDS", 60.0)
+    for _ in progress.bar(range(4), desc="short", enabled=False):  # done before the first line is due
+        pass
+    assert not caplog.records
+
+
+def test_without_a_terminal_training_logs_its_steps(caplog):
+    import lightning as L
+    import torch
+
+    from clinical_ner.training.callbacks import ProgressLines, progress_bars
+
+    assert isinstance(progress_bars(False)[1][0], ProgressLines)
+
+    class Tiny(L.LightningModule):
+        def __init__(self) -> None:
+            super().__init__()
+            self.layer = torch.nn.Linear(2, 1)
+
+        def training_step(self, batch, batch_idx):
+            return self.layer(batch[0]).pow(2).mean()
+
+        def configure_optimizers(self):
+            return torch.optim.SGD(self.parameters(), lr=0.1)
+
+    data = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(torch.ones(6, 2)), batch_size=2)
+    caplog.set_level("INFO", logger="clinical_ner.training.callbacks")
+    trainer = L.Trainer(
+        max_epochs=2, callbacks=[ProgressLines(every=0.0)], logger=False, enable_checkpointing=False,
+        enable_progress_bar=False, enable_model_summary=False,
+    )  # fmt: skip
+    trainer.fit(Tiny(), data)
+    lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("fit: step")]
+    assert lines[0].startswith("fit: step 1 of 6 (17%), epoch 0") and "left" in lines[0]
+    assert lines[-1].startswith("fit: step 6 of 6 (100%), epoch 1")
