@@ -82,6 +82,7 @@ def formats_table(scores: Sequence[CellScores], n_resamples: int, seed: int) -> 
         "Decoding",
         "Format",
         "Seeds",
+        "Too long",
         "Dev F1",
         "Test F1",
         "Δ F1 vs JSON",
@@ -103,6 +104,7 @@ def formats_table(scores: Sequence[CellScores], n_resamples: int, seed: int) -> 
             compare(cell, base, n_resamples, seed) if base is not None and cell.ok else None
         )
         dev = cell.summary(metric("dev", "f1"))
+        skipped = cell.summary(metric("train", "skipped_examples"))
         tokens = cell.summary(new_tokens_per_document)
         speed = cell.summary(metric("inference", "documents_per_s"))
         test = with_interval(score.summaries["f1"], score.interval("f1")) if cell.ok else FAILED
@@ -114,6 +116,7 @@ def formats_table(scores: Sequence[CellScores], n_resamples: int, seed: int) -> 
                 decoding(key),
                 output_format(key),
                 seeds_text(cell),
+                mean_std(skipped, scale=1.0, digits=0),
                 mean_std(dev),
                 test,
                 MISSING if comparison is None else delta_text(comparison),
@@ -131,6 +134,7 @@ def formats_table(scores: Sequence[CellScores], n_resamples: int, seed: int) -> 
                 decoding(key),
                 output_format(key),
                 len(cell.runs),
+                csv_number(skipped.mean),
                 csv_percent(dev.mean),
                 csv_percent(score.summaries["f1"].mean),
                 csv_percent(comparison.delta if comparison else None),
@@ -146,7 +150,9 @@ def formats_table(scores: Sequence[CellScores], n_resamples: int, seed: int) -> 
         "Seq2seq output formats on the same model, corpus and decoding: dev F1 (the selection split), test F1, "
         "and test F1 minus the JSON cell's (percentage points; paired 95% bootstrap over test documents, the "
         f"same resampled documents for both formats, {n_resamples} resamples, seed {seed}). Choose a format on "
-        "dev F1 only. `Code vs JSON`: whether both cells ran the same code version (a difference of code is "
+        "dev F1 only. `Too long`: training examples left out for exceeding `approach.max_length` (mean over "
+        "seeds; copy formats write longer answers, so their cells may raise it). `Code vs JSON`: whether both "
+        "cells ran the same code version (a difference of code is "
         "not pooled, only compared). New tokens / doc and Docs/s: the test generation; Docs/s compare only "
         "between cells generated on the same machine (`Generated on`)."
     )
@@ -160,6 +166,7 @@ def formats_table(scores: Sequence[CellScores], n_resamples: int, seed: int) -> 
             "decoding",
             "format",
             "n_seeds",
+            "skipped_train_examples",
             "dev_f1",
             "test_f1",
             "f1_difference_vs_json",

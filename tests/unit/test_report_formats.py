@@ -11,13 +11,14 @@ from clinical_ner.reports.tables import main
 from tests.unit.test_reports import md_rows, per_document, prf, read_csv, result, write
 
 
-def seq2seq_run(seed: int, fmt: str, code: str, new_tokens: int) -> dict:
+def seq2seq_run(seed: int, fmt: str, code: str, new_tokens: int, skipped: int = 0) -> dict:
     """A constrained seq2seq run of llama2 / none writing `fmt`, computed with code version `code`."""
     offset = 0 if fmt == "json" else 50  # the formats score different documents the same way
     record = result("seq2seq", "llama2", "none", seed, per_document(30, offset + seed))
     record["config"] = {**record["config"], "approach": {"format": fmt, "decoding": "constrained"}}
     record["code"] = {"hash": code}
     record["inference"] = {**record["inference"], "new_tokens": new_tokens}
+    record["train"] = {**record.get("train", {}), "skipped_examples": skipped}  # longer than approach.max_length
     record["machine"] = {"cpu": "Intel Xeon", "cpu_capability": "AVX512", "threads": 2}
     return record
 
@@ -31,7 +32,7 @@ def runs(tmp_path: Path) -> Path:
     root = tmp_path / "runs"
     for seed in (1, 2):
         write(root / "json" / f"s{seed}", seq2seq_run(seed, "json", "codeA", new_tokens=300))
-        write(root / "inline" / f"s{seed}", seq2seq_run(seed, "inline", "codeB", new_tokens=900))
+        write(root / "inline" / f"s{seed}", seq2seq_run(seed, "inline", "codeB", 900, skipped=20 + seed))
     write(root / "tok", result("tokencls", "llama2", "none", 1, per_document(30, 1)))
     return root
 
@@ -64,7 +65,9 @@ def test_each_format_is_a_row_with_its_difference_from_json(runs, tmp_path):
     assert float(json_row["new_tokens_per_document"]) == pytest.approx(300 / 30)
     assert inline_row["generated_on"] == "Intel Xeon AVX512, 2 threads"
     md = md_rows(out / "formats.md")
-    assert [row[4] for row in md] == ["json", "inline"] and md[1][10] == "differs"
+    assert [row[4] for row in md] == ["json", "inline"] and md[1][11] == "differs"
+    assert (md[0][6], md[1][6]) == ("0 ± 0", "22 ± 1")  # training examples too long to keep, per seed: 21 and 22
+    assert float(inline_row["skipped_train_examples"]) == pytest.approx(21.5)
     # the seq2seq table names each row's format once cells differ in it
     assert sorted(r["format"] for r in read_csv(out / "seq2seq.csv")) == ["inline", "json"]
     assert "| Decoding | Format | Seeds |" in (out / "seq2seq.md").read_text("utf-8")
