@@ -174,6 +174,7 @@ def run_stage(
             raw = stage.predict(module.model, data, split)
         with phase(f"score_{split}") as scoring:
             scored[split] = stage.score(data, split, raw)
+        log_scores(split, scored[split])
         seconds = predicting.seconds + scoring.seconds
         sections[split] = stage.split_section(scored[split], seconds)
         if split == "test":
@@ -196,6 +197,16 @@ def run_stage(
     sections["train"] = {**fit.train_section((trainable, total)), **stage.train_extras(data)}
     log_final(fit.logger, sections)
     return sections
+
+
+def log_scores(split: str, predicted: SplitPrediction) -> None:
+    """One line per scored split, as soon as it is scored (dev's comes a whole test prediction before the end)."""
+    m = predicted.metrics
+    if all(isinstance(m.get(key), int | float) for key in ("f1", "precision", "recall")):
+        log.info(
+            "%s: F1 %.4f, precision %.4f, recall %.4f (%d documents)",
+            split, m["f1"], m["precision"], m["recall"], len(predicted.docs),
+        )  # fmt: skip
 
 
 def inference_section(

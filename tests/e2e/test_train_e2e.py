@@ -36,13 +36,19 @@ def train(tmp_path: Path, overrides: list[str]) -> dict:
 
 
 @pytest.mark.slow
-def test_synthetic_run_learns_and_reloads_exactly(tmp_path, cache):
+def test_synthetic_run_learns_and_reloads_exactly(tmp_path, cache, caplog):
+    caplog.set_level("INFO", logger="clinical_ner.training.stage")
     results = train(
         tmp_path,
         ["data=synthetic", "trainer.max_epochs=20", "data.batch_size=8", "optim.lr=3e-3", *SMALL],
     )
     assert results["status"] == "complete"
     assert results["test"]["f1"] >= 0.8, results["test"]
+    for split in ("dev", "test"):  # each split's scores are logged as soon as it is scored
+        assert (
+            f"{split}: F1 {results[split]['f1']:.4f}, precision {results[split]['precision']:.4f}"
+            in caplog.text
+        )
     assert set(results["test"]["per_type"]) == {"DOSIS", "FARMACO", "SINTOMA"}
     test_files = sorted((tmp_path / "predictions" / "test").glob("*.ann"))
     assert len(test_files) == 20
