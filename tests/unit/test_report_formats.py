@@ -18,7 +18,10 @@ def seq2seq_run(seed: int, fmt: str, code: str, new_tokens: int, skipped: int = 
     record["config"] = {**record["config"], "approach": {"format": fmt, "decoding": "constrained"}}
     record["code"] = {"hash": code}
     record["inference"] = {**record["inference"], "new_tokens": new_tokens}
-    record["train"] = {**record.get("train", {}), "skipped_examples": skipped}  # longer than approach.max_length
+    record["train"] = {
+        **record.get("train", {}),
+        "skipped_examples": skipped,
+    }  # longer than approach.max_length
     record["machine"] = {"cpu": "Intel Xeon", "cpu_capability": "AVX512", "threads": 2}
     return record
 
@@ -66,7 +69,10 @@ def test_each_format_is_a_row_with_its_difference_from_json(runs, tmp_path):
     assert inline_row["generated_on"] == "Intel Xeon AVX512, 2 threads"
     md = md_rows(out / "formats.md")
     assert [row[4] for row in md] == ["json", "inline"] and md[1][11] == "differs"
-    assert (md[0][6], md[1][6]) == ("0 ± 0", "22 ± 1")  # training examples too long to keep, per seed: 21 and 22
+    assert (md[0][6], md[1][6]) == (
+        "0 ± 0",
+        "22 ± 1",
+    )  # training examples too long to keep, per seed: 21 and 22
     assert float(inline_row["skipped_train_examples"]) == pytest.approx(21.5)
     # the seq2seq table names each row's format once cells differ in it
     assert sorted(r["format"] for r in read_csv(out / "seq2seq.csv")) == ["inline", "json"]
