@@ -36,24 +36,24 @@ def load(work: str, args: argparse.Namespace):
     """A callable that does one job's `work` (the model loaded, one warm-up step done)."""
     if work == "train":
         if args.small:
-            load_ = tiny_workload(args.steps + 1, 16, 1)
+            work_ = tiny_workload(args.steps + 1, 16, 1)
             precision = "32-true"
         else:
             from clinical_ner.planning.probe import probe_gemm
 
-            load_ = real_workload(args.steps + 1, 16, 1, 8, ("tokencls",))
-            c = load_.classifier.config
+            work_ = real_workload(args.steps + 1, 16, 1, 8, ("tokencls",))
+            c = work_.classifier.config
             dims = (c.hidden_size, c.intermediate_size, c.num_attention_heads, c.num_key_value_heads)
             precision = probe_gemm(*dims, seconds=1.0).precision  # what `precision: auto` picks here
-        step = make_step(load_.classifier, precision, full_head_loss, fused=True)
-        step(load_.batches[-1])  # warm-up
-        return lambda: [step(batch) for batch in load_.batches[: args.steps]]
+        step = make_step(work_.classifier, precision, full_head_loss, fused=True)
+        step(work_.batches[-1])  # warm-up
+        return lambda: [step(batch) for batch in work_.batches[: args.steps]]
     if args.small:
         from clinical_ner.approaches.seq2seq.decoding import generate
 
-        load_ = tiny_workload(1, 1, args.prompts)
-        lm = load_.lm.eval()
-        return lambda: generate(lm, load_.prompts, load_.pad_id, load_.stop_ids, 24, 8, "32-true")
+        work_ = tiny_workload(1, 1, args.prompts)
+        lm = work_.lm.eval()
+        return lambda: generate(lm, work_.prompts, work_.pad_id, work_.stop_ids, 24, 8, "32-true")
     from bench_seq2seq import load_run, run_decoder
 
     from clinical_ner.data.brat import read_split
@@ -89,7 +89,10 @@ def run_jobs(work: str, threads: int, count: int, args: argparse.Namespace) -> l
         str(args.steps),
     ]
     command += ["--prompts", str(args.prompts), "--batch-size", str(args.batch_size)]
-    command += ["--small"] if args.small else ["--model", str(args.model)] if args.model else []
+    if args.small:
+        command.append("--small")
+    elif args.model:
+        command += ["--model", str(args.model)]
     jobs = [
         subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
         for _ in range(count)

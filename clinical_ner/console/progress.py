@@ -65,21 +65,12 @@ def bar(
     """A tqdm bar on stderr when `wanted(enabled)`, else the same progress as a log line every LOG_EVERY_SECONDS
     (none for a job shorter than that); it disappears when done. `options` go to tqdm (e.g. `unit_scale=True` for bytes,
     `initial=` for a resumed download)."""
+    common = {"desc": desc, "unit": unit, "total": total, "leave": False, **options}
     if wanted(enabled):
-        return tqdm(
-            iterable,
-            desc=desc,
-            unit=unit,
-            total=total,
-            leave=False,
-            dynamic_ncols=True,
-            file=sys.stderr,
-            **options,
-        )
+        return tqdm(iterable, dynamic_ncols=True, file=sys.stderr, **common)
     # maxinterval too: tqdm's monitor thread would otherwise force a line every 10 s on slow iterations
     every = {"delay": LOG_EVERY_SECONDS, "mininterval": LOG_EVERY_SECONDS, "maxinterval": LOG_EVERY_SECONDS}
     known = total is not None or hasattr(iterable, "__len__")
     return tqdm(
-        iterable, desc=desc, unit=unit, total=total, leave=False, file=_LogLines(),
-        bar_format=LOG_FORMAT if known else LOG_FORMAT_OPEN, **every, **options,
-    )  # fmt: skip
+        iterable, file=_LogLines(), bar_format=LOG_FORMAT if known else LOG_FORMAT_OPEN, **every, **common
+    )

@@ -48,9 +48,10 @@ class ProgressLines(L.Callback):
         self._last = now
         step, total = trainer.global_step, trainer.estimated_stepping_batches
         pace = (step - self._first_step) / (now - self._start)  # optimizer steps per second
-        known = math.isfinite(total) and total > 0 and pace > 0
-        left = f", about {format_interval((total - step) / pace)} left" if known else ""
-        share = f" of {int(total)} ({step / total:.0%})" if math.isfinite(total) and total > 0 else ""
+        share = left = ""
+        if math.isfinite(total) and total > 0:
+            share = f" of {int(total)} ({step / total:.0%})"
+            left = f", about {format_interval((total - step) / pace)} left" if pace > 0 else ""
         log.info(
             "fit: step %d%s, epoch %d, %s so far%s",
             step, share, trainer.current_epoch, format_interval(now - self._start), left,
