@@ -12,7 +12,7 @@ export CLINICAL_NER_CORPORA ?= $(SHARED)/corpora
 endif
 
 .DEFAULT_GOAL := help
-.PHONY: help install test test-fast lint format bench train roundtrip reproduce-tables tables study-export \
+.PHONY: help install test test-fast lint format bench train roundtrip reproduce-tables study-tree tables study-export \
 	real-weights-tables format-cells smoke-grid weights clean
 
 help:  ## list targets
@@ -59,18 +59,26 @@ smoke-grid:  ## the tiny random-weights grid as one sweep (+ a 2nd seed for Llam
 	$(BIN)/python -m clinical_ner.analysis.lengths --out tables
 
 # The study with real weights (SmolLM2-135M, conf/experiment/study.yaml): one job at a time (a cell peaks near
-# 15 GB); cells committed under results/real_weights/ for the same config and code version are skipped.
-STUDY := $(BIN)/python -m clinical_ner.train -m experiment=study trainer.enable_progress_bar=false
+# 15 GB); cells committed under results/real_weights/ for the same config and code version are skipped. Its cells
+# run from one pinned code version (STUDY_COMMIT, package hash d4fe9aac...) in a worktree beside this checkout, so
+# that cells of several sittings pool and later changes to clinical_ner/ or conf/ do not retrain them.
+STUDY_COMMIT := c7478f0
+STUDY_TREE := ../clinical_ner-study
 RESULTS := results/real_weights
+STUDY := cd $(STUDY_TREE) && $(abspath $(BIN))/python -m clinical_ner.train -m experiment=study \
+	trainer.enable_progress_bar=false committed_dir=$(abspath $(RESULTS))
 
-reproduce-tables:  ## the real-weights study: 24 cells + 4 free-decoding ones, export, tables -> results/real_weights/
+study-tree:  ## the worktree of STUDY_COMMIT the study's cells run from (created once)
+	test -d $(STUDY_TREE) || git worktree add --detach $(STUDY_TREE) $(STUDY_COMMIT)
+
+reproduce-tables: study-tree  ## the real-weights study: 24 cells + 4 free-decoding ones, export, tables -> results/real_weights/
 	$(STUDY)
 	$(STUDY) approach=seq2seq approach.decoding=free seed=42
 	$(MAKE) study-export tables
-	$(BIN)/python -m clinical_ner.analysis.error_pairs multirun/study  # one error page per approach pair (clinical text: stays in multirun/)
+	$(BIN)/python -m clinical_ner.analysis.error_pairs $(STUDY_TREE)/multirun/study  # one error page per approach pair (clinical text: stays out of results/)
 
-study-export:  ## copy the finished cells of multirun/study into results/real_weights/ (commit them)
-	$(BIN)/python -m clinical_ner.reports.export multirun/study --to $(RESULTS)
+study-export:  ## copy the finished cells of the study's worktree into results/real_weights/ (commit them)
+	$(BIN)/python -m clinical_ner.reports.export $(STUDY_TREE)/multirun/study --to $(RESULTS)
 
 tables:  ## rebuild results/real_weights/tables/ (md, csv, png, summary.md) from the committed results, no training
 	$(BIN)/python -m clinical_ner.reports.tables $(RESULTS) --out $(RESULTS)/tables

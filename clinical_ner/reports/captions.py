@@ -1,5 +1,6 @@
 """Table captions: the scale and NER data, the training budget each cell had (from the resolved config), the
-config keys that tell cells of the same model and corpus apart, the seeds, and how a cell reads."""
+machines that computed the runs, the config keys that tell cells of the same model and corpus apart, the seeds,
+and how a cell reads."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from collections.abc import Sequence
 
 from clinical_ner.reports.cells import Cell, config_differences
 from clinical_ner.reports.collect import Run
-from clinical_ner.reports.identity import identity_line
+from clinical_ner.reports.identity import identity_line, machine_of
 from clinical_ner.reports.labels import APPROACH_ORDER, approach_name, rank
 
 
@@ -27,21 +28,28 @@ def _plural(n: int, word: str) -> str:
     return f"{n} {word}{'' if n == 1 else 's'}"
 
 
-def _distinct(values: list[str]) -> str:
-    """The one value, or each distinct value with its number of runs (flagged: they differ)."""
+def _counted(values: list[str]) -> str:
+    """The one value, or each distinct value with its number of runs."""
     counts = Counter(values)
     if len(counts) == 1:
         return next(iter(counts))
-    listed = "; ".join(f"{text} ({_plural(n, 'run')})" for text, n in sorted(counts.items()))
-    return f"they differ, the Setting column tells the rows apart: {listed}"
+    return "; ".join(f"{text} ({_plural(n, 'run')})" for text, n in sorted(counts.items()))
 
 
-def _per_approach(runs: list[Run], value) -> str:
+def _distinct(values: list[str]) -> str:
+    """The one value, or each distinct value with its number of runs (flagged: they differ)."""
+    listed = _counted(values)
+    return (
+        listed if len(set(values)) == 1 else f"they differ, the Setting column tells the rows apart: {listed}"
+    )
+
+
+def _per_approach(runs: list[Run], value, distinct=_distinct) -> str:
     approaches = sorted({run.approach for run in runs}, key=lambda a: rank(a, APPROACH_ORDER))
     if len(approaches) == 1:
-        return _distinct([value(run) for run in runs])
+        return distinct([value(run) for run in runs])
     return "; ".join(
-        f"{approach_name(a)}: {_distinct([value(run) for run in runs if run.approach == a])}"
+        f"{approach_name(a)}: {distinct([value(run) for run in runs if run.approach == a])}"
         for a in approaches
     )
 
@@ -56,6 +64,21 @@ def budget_line(cells: Sequence[Cell]) -> str:
     continued = [run for run in runs if run.pretrain_budget]
     if continued:
         line += f" Continued cells: {_per_approach(continued, lambda run: run.pretrain_budget)}."
+    return line
+
+
+def machines_line(cells: Sequence[Cell]) -> str | None:
+    """Which machines computed the runs, per approach (None when no run records one). Across CPUs the same seed
+    gives other numbers and other timings, so a comparison across machines says so."""
+    runs = _runs(cells)
+    if not any(machine_of(run) for run in runs):
+        return None
+    line = f"Computed on: {_per_approach(runs, lambda run: machine_of(run) or 'not recorded', _counted)}."
+    if len({machine_of(run) for run in runs}) > 1:
+        line += (
+            " The same seed gives other F1 on another CPU, about as far apart as two seeds (docs/real_weights.md,"
+            " 'Same seed, different numbers'), and times compare only on one machine."
+        )
     return line
 
 
@@ -81,10 +104,10 @@ def seeds_line(cells: Sequence[Cell]) -> str:
 
 
 def caption(what: str, cells: Sequence[Cell], cells_format: str) -> list[str]:
-    """Caption lines: what the table shows, scale and data, budget, seeds, and how a cell reads."""
-    differences = differences_line(cells)
+    """Caption lines: what the table shows, scale and data, budget, machines, seeds, and how a cell reads."""
+    optional = [line for line in (machines_line(cells), differences_line(cells)) if line]
     lines = [what, scale_line(cells), identity_line(*_identities(cells)), budget_line(cells)]
-    return [*lines, *([differences] if differences else []), seeds_line(cells), cells_format]
+    return [*lines, *optional, seeds_line(cells), cells_format]
 
 
 def _identities(cells: Sequence[Cell]) -> tuple[list[str], list[str]]:

@@ -11,6 +11,7 @@ from clinical_ner.reports.captions import caption, score_format
 from clinical_ner.reports.cells import Cell, metric
 from clinical_ner.reports.columns import epoch_text, key_csv
 from clinical_ner.reports.difference import Comparison, compare, delta_text, interval_text
+from clinical_ner.reports.identity import machine_of
 from clinical_ner.reports.labels import corpus_name, family_name
 from clinical_ner.reports.main_tables import decoding, output_format
 from clinical_ner.reports.render import (
@@ -54,14 +55,7 @@ def new_tokens_per_document(run) -> float | None:
 
 def machines(cell: Cell) -> str:
     """The CPUs (or GPUs) the cell's seeds generated on: docs/s compare only on the same machine."""
-    found = set()
-    for run in cell.runs:
-        machine = run.section("machine")
-        device = (
-            machine.get("cuda") or f"{machine.get('cpu', '?')} {machine.get('cpu_capability', '')}".strip()
-        )
-        found.add(f"{device}, {machine.get('threads', '?')} threads")
-    return "; ".join(sorted(found)) or MISSING
+    return "; ".join(sorted({machine_of(run) or MISSING for run in cell.runs})) or MISSING
 
 
 def _code_note(cell: Cell, base: Cell | None) -> str:

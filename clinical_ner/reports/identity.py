@@ -50,6 +50,16 @@ def weights_source(weights: str) -> str:
     return "hub" if weights.startswith("hub:") else weights
 
 
+def machine_of(run: Run) -> str | None:
+    """Where the run computed: the GPU's name, or the CPU's model and torch's kernel level, with its threads;
+    None for records from before `machine` was written."""
+    machine = run.data.get("machine")
+    if not isinstance(machine, Mapping):
+        return None
+    device = machine.get("cuda") or f"{machine.get('cpu', '?')} {machine.get('cpu_capability') or ''}".strip()
+    return f"{device}, {machine.get('threads', '?')} threads"
+
+
 def identity_line(codes: Iterable[str], weights: Iterable[str]) -> str:
     """The caption line: cells of different code versions or weights are never pooled, and which there are."""
     codes, weights = sorted(set(codes)), sorted(set(weights))

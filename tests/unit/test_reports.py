@@ -306,6 +306,36 @@ def test_difference_table_pairs_the_two_approaches(sweep, tmp_path):
     assert row["documents"] == "30"
 
 
+def _caption_line(path: Path, start: str) -> str | None:
+    return next((line for line in path.read_text("utf-8").splitlines() if line.startswith(start)), None)
+
+
+def test_captions_name_the_machines_and_warn_when_approaches_ran_on_different_cpus(sweep, tmp_path):
+    out = run_tables(sweep, tmp_path / "unrecorded", "--no-plots")
+    assert _caption_line(out / "difference.md", "Computed on") is None  # records from before `machine`
+    xeon = {"cpu": "Intel Xeon", "cpu_capability": "AVX512", "cuda": None, "threads": 2}
+    epyc = {"cpu": "AMD EPYC", "cpu_capability": "AVX2", "cuda": None, "threads": 2}
+    for seed in (1, 2):
+        for approach, folder, machine in (("tokencls", "tok", xeon), ("seq2seq", "s2s", epyc)):
+            record = sweep["runs"][(approach, seed)]
+            write(sweep["root"] / folder / f"seed={seed}", {**record, "machine": machine})
+    out = run_tables(sweep, tmp_path / "tables", "--no-plots")
+    line = _caption_line(out / "difference.md", "Computed on")
+    assert line.startswith(
+        "Computed on: Token classification: Intel Xeon AVX512, 2 threads; Seq2seq: AMD EPYC AVX2, 2 threads."
+    )
+    assert "other F1 on another CPU" in line  # the difference pairs cells of two machines
+    tokencls = _caption_line(out / "tokencls.md", "Computed on")  # + the continued cell, written without one
+    assert tokencls.startswith("Computed on: Intel Xeon AVX512, 2 threads (2 runs); not recorded (1 run).")
+    for seed in (1, 2):  # one machine everywhere: named, no warning
+        for approach, folder in (("tokencls", "tok"), ("seq2seq", "s2s")):
+            record = sweep["runs"][(approach, seed)]
+            write(sweep["root"] / folder / f"seed={seed}", {**record, "machine": xeon})
+    out = run_tables(sweep, tmp_path / "same", "--no-plots")
+    line = _caption_line(out / "difference.md", "Computed on")
+    assert "Intel Xeon AVX512, 2 threads" in line and "another CPU" not in line
+
+
 def test_figures_are_valid_pngs(sweep, tmp_path):
     import matplotlib.image as mpimg
 
