@@ -32,7 +32,10 @@ def _hash_at(commit: str, tmp_path: Path) -> str:
     if shutil.which("git") is None or not (ROOT / ".git").exists():
         pytest.skip("needs the git history of the checkout")
     done = subprocess.run(
-        ["git", "archive", commit, *(folder for folder, _ in HASHED)], cwd=ROOT, capture_output=True, timeout=60
+        ["git", "archive", commit, *(folder for folder, _ in HASHED)],
+        cwd=ROOT,
+        capture_output=True,
+        timeout=60,
     )
     if done.returncode != 0:
         pytest.skip(f"commit {commit} is not in this clone (shallow?)")
@@ -57,7 +60,9 @@ def test_pinned_commit_is_the_committed_cells_code(pin: str, study: bool, tmp_pa
 def test_reproduce_tables_runs_every_cell_in_the_pinned_worktree() -> None:
     if shutil.which("make") is None:
         pytest.skip("needs make")
-    dry = subprocess.run(["make", "-n", "reproduce-tables"], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    dry = subprocess.run(
+        ["make", "-n", "reproduce-tables"], cwd=ROOT, capture_output=True, text=True, timeout=60
+    )
     assert dry.returncode == 0, dry.stderr
     tree, commit = "../clinical_ner-study", _pin("STUDY_COMMIT")
     assert f"git worktree add --detach {tree} {commit}" in dry.stdout
