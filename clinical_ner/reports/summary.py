@@ -9,7 +9,14 @@ from collections.abc import Sequence
 from clinical_ner.reports.captions import caption, score_format
 from clinical_ner.reports.cells import Cell, settings
 from clinical_ner.reports.corpus_effect import corpus_comparisons
-from clinical_ner.reports.difference import Comparison, compare, delta_text, interval_text, pairs
+from clinical_ner.reports.difference import (
+    Comparison,
+    by_seed_text,
+    compare,
+    delta_text,
+    interval_text,
+    pairs,
+)
 from clinical_ner.reports.labels import approach_name, corpus_name, family_name
 from clinical_ner.reports.render import FAILED, Table, markdown_table, with_interval
 from clinical_ner.reports.scores import CellScores, seeds_text
@@ -22,7 +29,9 @@ def verdict(comparison: Comparison) -> str:
     resolved = comparison.resolved
     if resolved is None:
         return "no interval"
-    return "resolved" if resolved else "not resolved"
+    signs = {delta > 0 for _, delta in comparison.by_seed if delta != 0}
+    disagree = ", seeds disagree" if len(signs) > 1 else ""
+    return ("resolved" if resolved else "not resolved") + disagree
 
 
 def _where(cell: Cell, setting: dict) -> str:
@@ -50,17 +59,19 @@ def summary_table(scores: Sequence[CellScores], n_resamples: int, seed: int) -> 
     for kind, found in (("tokencls - seq2seq", approach), ("corpus X - none", corpus)):
         for c in found:
             what = f"{_where(c.first, setting)} vs {_where(c.second, setting)}"
-            rows.append([kind, what, delta_text(c), interval_text(c.interval), verdict(c)])
+            rows.append([kind, what, delta_text(c), interval_text(c.interval), by_seed_text(c), verdict(c)])
             csv_rows.append([kind, c.first.key.label, c.second.key.label, delta_text(c), verdict(c)])
     what = (
-        "Summary: every paired comparison of test F1 (percentage points, first minus second; paired 95% "
-        "bootstrap over test documents and seeds). `resolved`: the interval excludes 0; `not resolved`: the "
-        "test set cannot tell the two apart."
+        "Summary: every paired comparison of test F1 (percentage points, first minus second, seed means; paired "
+        "95% bootstrap over test documents, the same resample for every seed). `resolved`: the interval excludes "
+        "0; `not resolved`: the test set cannot tell the two apart. The interval does not cover the choice of "
+        "seeds: `Δ per seed` gives the difference for each seed both sides completed; where their signs differ, "
+        "the verdict says `seeds disagree`."
     )
     return Table(
         title="Summary",
         caption=caption(what, cells, score_format(n_resamples, seed)),
-        header=["Comparison", "Cells", "Δ F1", "95% paired CI", "Verdict"],
+        header=["Comparison", "Cells", "Δ F1", "95% paired CI", "Δ per seed", "Verdict"],
         rows=rows,
         csv_header=["comparison", "first", "second", "f1_difference", "verdict"],
         csv_rows=csv_rows,

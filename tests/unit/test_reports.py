@@ -306,6 +306,29 @@ def test_difference_table_pairs_the_two_approaches(sweep, tmp_path):
     assert row["documents"] == "30"
 
 
+def test_each_seed_s_difference_is_shown_and_seeds_of_opposite_sign_are_flagged(sweep, tmp_path):
+    out = run_tables(sweep, tmp_path / "tables", "--no-plots")
+    (row,) = read_csv(out / "difference.csv")
+    runs = sweep["runs"]
+    deltas = {s: runs[("tokencls", s)]["test"]["f1"] - runs[("seq2seq", s)]["test"]["f1"] for s in (1, 2)}
+    assert row["f1_difference_by_seed"] == ";".join(f"{s}:{100 * d:.4f}" for s, d in deltas.items())
+    shown = md_rows(out / "difference.md")[0][-1]
+    assert shown == ", ".join(f"{s}: {100 * d:.2f}" for s, d in deltas.items())
+    assert "does not cover the choice of seeds" in (out / "difference.md").read_text("utf-8")
+    # seed 1 favours token classification, seed 2 seq2seq, by the same documents' counts swapped
+    better = {doc: [tp + 3, fp, fn] for doc, (tp, fp, fn) in per_document(40, 7).items()}
+    worse = per_document(40, 7)
+    for seed, (tok, s2s) in ((1, (better, worse)), (2, (worse, better))):
+        write(tmp_path / "swap" / f"tok{seed}", result("tokencls", "llama2", "none", seed, tok))
+        write(tmp_path / "swap" / f"s2s{seed}", result("seq2seq", "llama2", "none", seed, s2s))
+    assert main([str(tmp_path / "swap"), "--out", str(tmp_path / "out"), "--no-plots"]) == 0
+    (verdict,) = (row["verdict"] for row in read_csv(tmp_path / "out" / "summary.csv"))
+    assert verdict.endswith(", seeds disagree")
+    (by_seed,) = (row["f1_difference_by_seed"] for row in read_csv(tmp_path / "out" / "difference.csv"))
+    first, second = (float(part.split(":")[1]) for part in by_seed.split(";"))
+    assert first > 0 > second and first == pytest.approx(-second)
+
+
 def _caption_line(path: Path, start: str) -> str | None:
     return next((line for line in path.read_text("utf-8").splitlines() if line.startswith(start)), None)
 
