@@ -28,7 +28,7 @@ from clinical_ner.reports.labels import (
     family_name,
     rank,
 )
-from clinical_ner.reports.main_tables import decoding
+from clinical_ner.reports.main_tables import decoding, output_format
 from clinical_ner.reports.paper_results import PAPER_ROWS
 from clinical_ner.reports.render import atomic_write_bytes
 from clinical_ner.reports.scores import CellScores
@@ -51,11 +51,14 @@ def _shorten(text: str, limit: int = 40) -> str:
 
 
 def _tag(cell: Cell) -> str:
-    """Short point label: the corpus (and pretraining epoch) when continued, else empty."""
+    """Short point label: the corpus (and pretraining epoch) when continued, and a seq2seq answer format other
+    than the JSON list; else empty."""
     key = cell.key
     corpus = CORPUS_SHORT.get(key.corpus, key.corpus)
     epoch = f" ep{key.epoch}" if key.epoch is not None else ""
-    return f"{corpus}{epoch}".strip()
+    answer = output_format(key) if key.approach == "seq2seq" else "json"
+    answer = "" if answer.startswith("json") else f" {answer}"
+    return f"{corpus}{epoch}{answer}".strip()
 
 
 def _annotate(ax: Axes, text: str, x: float, y: float) -> None:

@@ -85,3 +85,12 @@ def test_no_formats_table_when_every_cell_wrote_json(runs, tmp_path):
     out = tables(runs, tmp_path / "out")
     assert not (out / "formats.md").exists()
     assert "| Format |" not in (out / "seq2seq.md").read_text("utf-8")
+
+
+def test_plot_points_of_another_format_are_labelled_with_it(runs):
+    from clinical_ner.reports.cells import group_cells
+    from clinical_ner.reports.collect import collect
+    from clinical_ner.reports.plots import _tag
+
+    tags = sorted(_tag(cell) for cell in group_cells(collect([runs]).runs))
+    assert tags == ["", "", "inline"]  # json and token classification need no label
