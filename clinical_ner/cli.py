@@ -56,6 +56,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "clinical_ner.checks.compare_runs:main",
         "same numbers before and after a refactor: run three fast cases, compare two folders",
     ),
+    "recheck": (
+        "clinical_ner.checks.recheck:main",
+        "does a rerun reproduce its committed study cell? every score and count compared",
+    ),
     "determinism": (
         "clinical_ner.checks.determinism:main",
         "same seed under other CPU settings: trained weights and dev F1 compared",

@@ -65,7 +65,7 @@ def run_cases(out: Path, code: Path, only: list[str]) -> None:
         subprocess.run(command, cwd=code, env=env, check=True)
 
 
-def _numbers(tree, prefix: str = "") -> dict[str, float]:
+def numbers(tree, prefix: str = "") -> dict[str, float]:
     """Every numeric leaf of a JSON tree, keyed by its dotted path (volatile ones left out)."""
     found: dict[str, float] = {}
     if isinstance(tree, dict):
@@ -80,7 +80,7 @@ def _numbers(tree, prefix: str = "") -> dict[str, float]:
         path = f"{prefix}.{key}" if prefix else str(key)
         if any(part in str(key) for part in VOLATILE) or path in VOLATILE_PATHS:
             continue
-        found.update(_numbers(value, path))
+        found.update(numbers(value, path))
     return found
 
 
@@ -105,7 +105,7 @@ def compare(before: Path, after: Path) -> list[str]:
         new = json.loads((after / rel).read_text())
         if old.get("status") != new.get("status"):
             differences.append(f"{rel}: status {old.get('status')} != {new.get('status')}")
-        a, b = _numbers(old), _numbers(new)
+        a, b = numbers(old), numbers(new)
         for key in sorted(a.keys() | b.keys()):
             if a.get(key) != b.get(key):
                 differences.append(f"{rel}: {key} {a.get(key)} != {b.get(key)}")

@@ -41,6 +41,17 @@ def comparable(config: Mapping[str, Any], approach_keys: set[str] | None = None)
     return kept
 
 
+def recorded_comparable(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
+    """The comparable part of a recorded config `old`, seen with the approach keys of `new`: records written
+    before each approach had its own schema also hold the other approach's (unused) settings."""
+    return comparable(old, approach_keys=set(new.get("approach", {})))
+
+
+def same_config(old: dict[str, Any], new: dict[str, Any]) -> bool:
+    """Whether a run recorded with config `old` computed what `new` asks for."""
+    return recorded_comparable(old, new) == comparable(new)
+
+
 def config_hash(config: Mapping[str, Any]) -> str:
     """A stable digest of `comparable(config)` (hex, 16 characters)."""
     return json_digest(comparable(config))[:16]

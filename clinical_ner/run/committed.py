@@ -10,9 +10,9 @@ import json
 from pathlib import Path
 from typing import Any
 
+from clinical_ner.config.compare import same_config
 from clinical_ner.run.record.code_version import code_version
 from clinical_ner.run.record.folder import RESULTS_FILE
-from clinical_ner.run.sweep import same_config
 
 
 def committed_path(committed_dir: Path, sweep_dir: Path, run_dir: Path) -> Path | None:

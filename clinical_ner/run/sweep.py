@@ -25,7 +25,15 @@ from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from clinical_ner.config.compare import changed_keys, comparable, config_hash, flatten, show_value
+from clinical_ner.config.compare import (
+    changed_keys,
+    comparable,
+    config_hash,
+    flatten,
+    recorded_comparable,
+    same_config,
+    show_value,
+)
 from clinical_ner.files.atomic import atomic_write_json
 from clinical_ner.run.record.code_version import code_version
 from clinical_ner.run.record.folder import HYDRA_ENTRIES, STALE_PREFIX, WANDB_DIR, RunFolder
@@ -44,17 +52,6 @@ def _read_json(path: Path) -> dict[str, Any] | None:
     except (OSError, ValueError):
         return None
     return data if isinstance(data, dict) else None
-
-
-def _recorded(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
-    """The comparable part of a recorded config `old`, seen with the approach keys of `new`: records written
-    before each approach had its own schema also hold the other approach's (unused) settings."""
-    return comparable(old, approach_keys=set(new.get("approach", {})))
-
-
-def same_config(old: dict[str, Any], new: dict[str, Any]) -> bool:
-    """Whether a run recorded with config `old` computed what `new` asks for."""
-    return _recorded(old, new) == comparable(new)
 
 
 def _code_hash(record: dict[str, Any] | None) -> str | None:
@@ -108,7 +105,7 @@ def record_checkpoint_config(run_dir: Path, config: dict[str, Any]) -> None:
 
 def _describe_changes(old: dict[str, Any], new: dict[str, Any], most: int = 3) -> str:
     """ "optim.lr 0.001 -> 0.002, ..." for the first `most` changed keys."""
-    a, b = flatten(_recorded(old, new)), flatten(comparable(new))
+    a, b = flatten(recorded_comparable(old, new)), flatten(comparable(new))
     keys = changed_keys(a, b)
     shown = [f"{key} {show_value(a.get(key))} -> {show_value(b.get(key))}" for key in keys[:most]]
     more = f" and {len(keys) - most} more" if len(keys) > most else ""
