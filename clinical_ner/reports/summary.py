@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from clinical_ner.reports.captions import caption, score_format
-from clinical_ner.reports.cells import Cell, settings
+from clinical_ner.reports.cells import Cell, metric, settings
 from clinical_ner.reports.corpus_effect import corpus_comparisons
 from clinical_ner.reports.difference import (
     Comparison,
@@ -31,7 +31,17 @@ def verdict(comparison: Comparison) -> str:
         return "no interval"
     signs = {delta > 0 for _, delta in comparison.by_seed if delta != 0}
     disagree = ", seeds disagree" if len(signs) > 1 else ""
-    return ("resolved" if resolved else "not resolved") + disagree
+    # seed means over different seeds mix seed-to-seed spread into the difference: `Δ per seed` is then the one to read
+    unmatched = (
+        ", seeds unmatched" if completed_seeds(comparison.first) != completed_seeds(comparison.second) else ""
+    )
+    return ("resolved" if resolved else "not resolved") + disagree + unmatched
+
+
+def completed_seeds(cell: Cell) -> set[int | None]:
+    """The seeds of `cell` that have a test F1."""
+    get_f1 = metric("test", "f1")
+    return {run.seed for run in cell.runs if get_f1(run) is not None}
 
 
 def _where(cell: Cell, setting: dict) -> str:
@@ -66,7 +76,8 @@ def summary_table(scores: Sequence[CellScores], n_resamples: int, seed: int) -> 
         "95% bootstrap over test documents, the same resample for every seed). `resolved`: the interval excludes "
         "0; `not resolved`: the test set cannot tell the two apart. The interval does not cover the choice of "
         "seeds: `Δ per seed` gives the difference for each seed both sides completed; where their signs differ, "
-        "the verdict says `seeds disagree`."
+        "the verdict says `seeds disagree`, and where the two sides completed different seeds (their means then "
+        "average different seeds), `seeds unmatched`: read `Δ per seed`."
     )
     return Table(
         title="Summary",

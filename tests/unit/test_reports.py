@@ -329,6 +329,20 @@ def test_each_seed_s_difference_is_shown_and_seeds_of_opposite_sign_are_flagged(
     assert first > 0 > second and first == pytest.approx(-second)
 
 
+def test_a_comparison_of_different_seed_sets_is_flagged_unmatched(sweep, tmp_path):
+    out = run_tables(sweep, tmp_path / "matched", "--no-plots")
+    verdicts = {row["comparison"]: row["verdict"] for row in read_csv(out / "summary.csv")}
+    assert "unmatched" not in verdicts["tokencls - seq2seq"]  # seeds 1, 2 on both sides
+    assert verdicts["corpus X - none"].endswith(", seeds unmatched")  # the continued cell has seed 1 only
+    counts = per_document(40, 7)
+    for folder, approach, seed in (("tok1", "tokencls", 1), ("tok2", "tokencls", 2), ("s2s1", "seq2seq", 1)):
+        write(tmp_path / "uneven" / folder, result(approach, "llama2", "none", seed, counts))
+    assert main([str(tmp_path / "uneven"), "--out", str(tmp_path / "out"), "--no-plots"]) == 0
+    (verdict,) = (row["verdict"] for row in read_csv(tmp_path / "out" / "summary.csv"))
+    assert verdict.endswith(", seeds unmatched")
+    assert "`seeds unmatched`: read `Δ per seed`" in (tmp_path / "out" / "summary.md").read_text("utf-8")
+
+
 def _caption_line(path: Path, start: str) -> str | None:
     return next((line for line in path.read_text("utf-8").splitlines() if line.startswith(start)), None)
 
