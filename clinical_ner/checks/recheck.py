@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from clinical_ner.checks.compare_runs import numbers
-from clinical_ner.config.compare import changed_keys, comparable, flatten, same_config
+from clinical_ner.config.compare import changed_keys, comparable, flatten, recorded_comparable, same_config
 from clinical_ner.errors import UserError, cli, module_parser
 from clinical_ner.reports.collect import Run, find_results, read_run
 from clinical_ner.reports.identity import code_of, machine_of
@@ -88,9 +88,9 @@ def recheck(run_path: Path, committed: Path) -> tuple[int, list[str]]:
         where = f"{run.path}: no complete committed cell under {committed} has this run's config"
         if nearest is None:
             raise UserError(f"{where} (none of the same approach, corpus and seed)")
-        keys = changed_keys(
-            flatten(comparable(nearest.data.get("config", {}))), flatten(comparable(run.data["config"]))
-        )
+        config = dict(run.data.get("config", {}))
+        recorded = recorded_comparable(dict(nearest.data.get("config", {})), config)
+        keys = changed_keys(flatten(recorded), flatten(comparable(config)))
         shown = ", ".join(keys[:SHOWN]) + (f" and {len(keys) - SHOWN} more" if len(keys) > SHOWN else "")
         raise UserError(f"{where}; {nearest.path} differs in {shown}")
     lines = [describe("rerun    ", run), describe("committed", cell)]

@@ -101,13 +101,15 @@ def compare(first: Cell, second: Cell, n_resamples: int, seed: int, warn: bool =
     )
 
 
+def f1_by_seed(cell: Cell) -> dict[int | None, float]:
+    """{seed: test F1} for every run of `cell` that has one."""
+    get_f1 = metric("test", "f1")
+    return {run.seed: value for run in cell.runs if (value := get_f1(run)) is not None}
+
+
 def seed_deltas(first: Cell, second: Cell) -> tuple[tuple[int, float], ...]:
     """(seed, first F1 - second F1) for every seed both cells completed, by seed."""
-    get_f1 = metric("test", "f1")
-    f1 = [
-        {run.seed: value for run in cell.runs if (value := get_f1(run)) is not None}
-        for cell in (first, second)
-    ]
+    f1 = [f1_by_seed(first), f1_by_seed(second)]
     return tuple((seed, f1[0][seed] - f1[1][seed]) for seed in sorted(f1[0].keys() & f1[1].keys() - {None}))
 
 

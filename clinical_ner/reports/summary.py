@@ -7,13 +7,14 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from clinical_ner.reports.captions import caption, score_format
-from clinical_ner.reports.cells import Cell, metric, settings
+from clinical_ner.reports.cells import Cell, settings
 from clinical_ner.reports.corpus_effect import corpus_comparisons
 from clinical_ner.reports.difference import (
     Comparison,
     by_seed_text,
     compare,
     delta_text,
+    f1_by_seed,
     interval_text,
     pairs,
 )
@@ -32,16 +33,8 @@ def verdict(comparison: Comparison) -> str:
     signs = {delta > 0 for _, delta in comparison.by_seed if delta != 0}
     disagree = ", seeds disagree" if len(signs) > 1 else ""
     # seed means over different seeds mix seed-to-seed spread into the difference: `Δ per seed` is then the one to read
-    unmatched = (
-        ", seeds unmatched" if completed_seeds(comparison.first) != completed_seeds(comparison.second) else ""
-    )
-    return ("resolved" if resolved else "not resolved") + disagree + unmatched
-
-
-def completed_seeds(cell: Cell) -> set[int | None]:
-    """The seeds of `cell` that have a test F1."""
-    get_f1 = metric("test", "f1")
-    return {run.seed for run in cell.runs if get_f1(run) is not None}
+    matched = f1_by_seed(comparison.first).keys() == f1_by_seed(comparison.second).keys()
+    return ("resolved" if resolved else "not resolved") + disagree + ("" if matched else ", seeds unmatched")
 
 
 def _where(cell: Cell, setting: dict) -> str:
